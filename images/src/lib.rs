@@ -1,0 +1,1 @@
+//! OCI image layouts and archives to bundles.

@@ -1,0 +1,3 @@
+//! config.json: load, validate, plan.
+
+pub mod default;

@@ -1,0 +1,1 @@
+//! Root package holding the integration tests in tests/.
