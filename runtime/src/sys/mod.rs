@@ -1,1 +1,163 @@
-//! (in progress)
+//! The raw system calls nix does not wrap (or wraps in a way the create path can't use). Every
+//! `unsafe` of the create path that isn't in `process::spawn` or `seccomp` lives here.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+
+/// `clone(2)` without a new stack: the child continues on a copy of the caller's stack, like
+/// `fork`, but with namespace flags. Returns the child's pid in the parent and 0 in the child.
+///
+/// # Safety
+/// The caller must be single-threaded (the child gets only the calling thread, so locks held by
+/// other threads would stay locked forever in it).
+pub unsafe fn clone_fork(flags: libc::c_int) -> Result<libc::pid_t, Errno> {
+    // SAFETY: a null stack makes the kernel reuse the caller's stack copy-on-write, exactly as
+    // fork does; the remaining pointer arguments are unused without CLONE_*TID/SETTLS flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0usize,
+        )
+    };
+    Errno::result(ret).map(|p| p as libc::pid_t)
+}
+
+/// `fork(2)` for the single-threaded runtime.
+pub fn fork() -> Result<libc::pid_t, Errno> {
+    // SAFETY: husk never starts threads in the runtime library (DESIGN §2), so the child has a
+    // consistent copy of every lock and allocator state.
+    unsafe { clone_fork(0) }
+}
+
+/// `openat2(2)` with `how.resolve` flags, e.g. `RESOLVE_IN_ROOT` to resolve a path the way the
+/// container would see it, whatever symlinks it plants.
+pub fn openat2(dirfd: RawFd, path: &Path, flags: i32, mode: u32, resolve: u64) -> Result<OwnedFd, Errno> {
+    let c = cstr(path)?;
+    let mut how: libc::open_how = open_how_zeroed();
+    how.flags = flags as u64;
+    how.mode = if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 { mode as u64 } else { 0 };
+    how.resolve = resolve;
+    loop {
+        // SAFETY: `c` is a valid C string and `how` a properly sized open_how for this call.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dirfd,
+                c.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        match Errno::result(fd) {
+            // SAFETY: the kernel returned a new descriptor that nothing else owns.
+            Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }),
+            // openat2 returns EAGAIN when a concurrent rename raced the RESOLVE_IN_ROOT walk.
+            Err(Errno::EAGAIN) | Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn open_how_zeroed() -> libc::open_how {
+    // SAFETY: open_how is a plain C struct of integers; all-zero is its documented default.
+    unsafe { std::mem::zeroed() }
+}
+
+/// Mark every descriptor from `first` up close-on-exec (`close_range(2)` with CLOSE_RANGE_CLOEXEC).
+pub fn cloexec_from(first: u32) -> Result<(), Errno> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range only changes flags of this process's descriptors.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    Errno::result(r).map(drop)
+}
+
+/// `open_tree(2)`: a detached copy of the mount at `path` (with `OPEN_TREE_CLONE`), to be
+/// changed with [`mount_setattr`] and attached with [`move_mount`].
+pub fn open_tree(dirfd: RawFd, path: &Path, flags: u32) -> Result<OwnedFd, Errno> {
+    let c = cstr(path)?;
+    // SAFETY: valid C string; the call returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, dirfd, c.as_ptr(), flags) };
+    // SAFETY: a non-negative return is a new descriptor we own.
+    Errno::result(fd).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `mount_setattr(2)`, used for idmapped mounts and recursive mount flags (`rro`, `rnosuid`, ...).
+pub fn mount_setattr(
+    dirfd: RawFd,
+    path: &Path,
+    flags: u32,
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: Option<RawFd>,
+) -> Result<(), Errno> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let c = cstr(path)?;
+    let attr = MountAttr {
+        attr_set,
+        attr_clr,
+        propagation,
+        userns_fd: userns_fd.map(|f| f as u64).unwrap_or(0),
+    };
+    // SAFETY: `attr` matches the kernel's struct mount_attr (v0, 32 bytes) and outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dirfd,
+            c.as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+/// `move_mount(2)` of a detached tree (`from_fd`, empty path) onto `to_fd` (empty path).
+pub fn move_mount_fd(from_fd: &OwnedFd, to_fd: &OwnedFd) -> Result<(), Errno> {
+    const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
+    const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
+    let empty = c"";
+    // SAFETY: both descriptors are valid for the call and the paths are empty C strings.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            from_fd.as_raw_fd(),
+            empty.as_ptr(),
+            to_fd.as_raw_fd(),
+            empty.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+/// `/proc/self/fd/<n>`: the path through which mount(2) and friends reach an fd's file without
+/// resolving any path in the (untrusted) rootfs again.
+pub fn fd_path(fd: &impl AsRawFd) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+pub fn cstr(path: &Path) -> Result<CString, Errno> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+/// `_exit(2)`: leave the child without running the parent's atexit handlers or destructors.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}

@@ -1,0 +1,142 @@
+//! `/dev`: the default devices every container gets, `linux.devices`, and the standard links.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::{mount, MsFlags};
+use nix::sys::stat::{makedev, mknodat, Mode, SFlag};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceType};
+
+use super::resolve::{self, Kind};
+use super::RootfsError;
+use crate::sys;
+
+const DEFAULTS: [(&str, u64, u64); 6] = [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
+
+/// A device node to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub path: PathBuf,
+    pub kind: SFlag,
+    pub major: u64,
+    pub minor: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The devices of the runtime spec's "Default Devices" (when `defaults`), then `linux.devices`
+/// (which win).
+pub fn nodes(extra: &[LinuxDevice], defaults: bool) -> Vec<Node> {
+    let defaults: &[(&str, u64, u64)] = if defaults { &DEFAULTS } else { &[] };
+    let mut out: Vec<Node> = defaults("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
+        .iter()
+        .map(|&(n, major, minor)| Node {
+            path: PathBuf::from("/dev").join(n),
+            kind: SFlag::S_IFCHR,
+            major,
+            minor,
+            mode: 0o666,
+            uid: 0,
+            gid: 0,
+        })
+        .collect();
+    for d in extra {
+        let kind = match d.typ() {
+            LinuxDeviceType::B => SFlag::S_IFBLK,
+            LinuxDeviceType::P => SFlag::S_IFIFO,
+            _ => SFlag::S_IFCHR,
+        };
+        let node = Node {
+            path: d.path().clone(),
+            kind,
+            major: d.major() as u64,
+            minor: d.minor() as u64,
+            mode: d.file_mode().unwrap_or(0o666) & 0o7777,
+            uid: d.uid().unwrap_or(0),
+            gid: d.gid().unwrap_or(0),
+        };
+        out.retain(|n| n.path != node.path);
+        out.push(node);
+    }
+    out
+}
+
+/// Create the device nodes; in a user namespace (where mknod is refused) bind the host's.
+pub fn create(root: &OwnedFd, nodes: &[Node], userns: bool) -> Result<(), RootfsError> {
+    for n in nodes {
+        let e = |what: &str, err: Errno| RootfsError::Device {
+            path: n.path.clone(),
+            message: format!("{what}: {err}"),
+        };
+        let parent = n.path.parent().unwrap_or(Path::new("/"));
+        let dir = resolve::create(root, parent, Kind::Dir).map_err(|err| e("create parent", err))?;
+        let name = n.path.file_name().map(PathBuf::from).unwrap_or_default();
+        if userns {
+            let target = resolve::create(root, &n.path, Kind::File).map_err(|err| e("create bind target", err))?;
+            mount(Some(&n.path), &sys::fd_path(&target), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                .map_err(|err| e("bind host device", err))?;
+            continue;
+        }
+        // A file the image left at this path is replaced: the container gets the device the
+        // config names, not whatever the image planted (a symlink to a host path included).
+        let _ = nix::unistd::unlinkat(Some(dir.as_raw_fd()), name.as_path(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+        mknodat(Some(dir.as_raw_fd()), name.as_path(), n.kind, Mode::from_bits_truncate(n.mode), makedev(n.major, n.minor))
+            .map_err(|err| e("mknod", err))?;
+        let fd = nix::fcntl::openat(Some(dir.as_raw_fd()), name.as_path(), nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|err| e("open", err))?;
+        // fchmodat/fchownat on an O_PATH fd via /proc/self/fd: umask must not trim the mode.
+        let p = sys::fd_path(&fd);
+        nix::sys::stat::fchmodat(None, &p, Mode::from_bits_truncate(n.mode), nix::sys::stat::FchmodatFlags::FollowSymlink)
+            .map_err(|err| e("chmod", err))?;
+        nix::unistd::chown(&p, Some(n.uid.into()), Some(n.gid.into())).map_err(|err| e("chown", err))?;
+    }
+    Ok(())
+}
+
+/// `/dev/fd`, `/dev/std{in,out,err}`, `/dev/core` and `/dev/ptmx` (to the devpts instance).
+pub fn links(root: &OwnedFd) -> Result<(), RootfsError> {
+    let mut links: Vec<(&str, &str)> = vec![
+        ("/proc/self/fd", "fd"),
+        ("/proc/self/fd/0", "stdin"),
+        ("/proc/self/fd/1", "stdout"),
+        ("/proc/self/fd/2", "stderr"),
+    ];
+    if Path::new("/proc/kcore").exists() {
+        links.push(("/proc/kcore", "core"));
+    }
+    let dev = resolve::create(root, Path::new("/dev"), Kind::Dir).map_err(|err| RootfsError::Device {
+        path: PathBuf::from("/dev"),
+        message: err.to_string(),
+    })?;
+    // /dev/ptmx must be the container's devpts multiplexer, not a host node the image shipped.
+    let _ = nix::unistd::unlinkat(Some(dev.as_raw_fd()), "ptmx", nix::unistd::UnlinkatFlags::NoRemoveDir);
+    links.push(("pts/ptmx", "ptmx"));
+    for (target, name) in links {
+        match nix::unistd::symlinkat(target, Some(dev.as_raw_fd()), name) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(err) => {
+                return Err(RootfsError::Device {
+                    path: PathBuf::from("/dev").join(name),
+                    message: format!("symlink to {target}: {err}"),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_devices_override_defaults() {
+        let d: LinuxDevice = serde_json::from_str(r#"{"path":"/dev/null","type":"c","major":1,"minor":3,"fileMode":384}"#).unwrap();
+        let n = nodes(&[d], true);
+        assert_eq!(n.len(), 6);
+        let null = n.iter().find(|n| n.path == Path::new("/dev/null")).unwrap();
+        assert_eq!(null.mode, 0o600);
+    }
+}
