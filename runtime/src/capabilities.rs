@@ -44,7 +44,10 @@ pub fn drop_bounding(c: Option<&LinuxCapabilities>) -> Result<(), CapsError> {
     let keep = to_set(c.and_then(|c| c.bounding().as_ref()))?;
     for cap in caps::all() {
         if supported(cap) && !keep.contains(&cap) {
-            caps::drop(None, CapSet::Bounding, cap).map_err(|source| CapsError::Set { what: "bounding", source })?;
+            caps::drop(None, CapSet::Bounding, cap).map_err(|source| CapsError::Set {
+                what: "bounding",
+                source,
+            })?;
         }
     }
     Ok(())
@@ -57,15 +60,28 @@ pub fn apply(c: Option<&LinuxCapabilities>) -> Result<(), CapsError> {
     let inheritable = to_set(c.and_then(|c| c.inheritable().as_ref()))?;
     let effective = to_set(c.and_then(|c| c.effective().as_ref()))?;
     let ambient = to_set(c.and_then(|c| c.ambient().as_ref()))?;
-    let set = |what, set, v: &CapsHashSet| caps::set(None, set, v).map_err(|source| CapsError::Set { what, source });
-    // Effective must stay a subset of permitted at each step, so grow permitted first.
-    set("permitted", CapSet::Permitted, &permitted.union(&effective).copied().collect())?;
+    let set = |what, set, v: &CapsHashSet| {
+        caps::set(None, set, v).map_err(|source| CapsError::Set { what, source })
+    };
+    // Permitted only shrinks, and effective must stay inside it: inheritable first (while
+    // CAP_SETPCAP is still effective), then effective, then permitted.
     set("inheritable", CapSet::Inheritable, &inheritable)?;
     set("effective", CapSet::Effective, &effective)?;
     set("permitted", CapSet::Permitted, &permitted)?;
-    caps::clear(None, CapSet::Ambient).map_err(|source| CapsError::Set { what: "ambient", source })?;
-    for cap in ambient {
-        caps::raise(None, CapSet::Ambient, cap).map_err(|source| CapsError::Set { what: "ambient", source })?;
+    caps::clear(None, CapSet::Ambient).map_err(|source| CapsError::Set {
+        what: "ambient",
+        source,
+    })?;
+    // The kernel only allows ambient capabilities that are both permitted and inheritable;
+    // runc skips the others (runc spec lists ambient caps with an empty inheritable set).
+    for cap in ambient
+        .into_iter()
+        .filter(|c| permitted.contains(c) && inheritable.contains(c))
+    {
+        caps::raise(None, CapSet::Ambient, cap).map_err(|source| CapsError::Set {
+            what: "ambient",
+            source,
+        })?;
     }
     Ok(())
 }

@@ -27,7 +27,11 @@ pub struct Cgroup {
 impl Cgroup {
     /// Resolve `linux.cgroupsPath`: absent → `/husk/<id>`, relative → under `/husk/`, absolute as is.
     /// `systemd` is `--systemd-cgroup` (`slice:prefix:name`).
-    pub fn resolve(cgroups_path: Option<&Path>, id: &str, systemd: bool) -> Result<Self, CgroupError> {
+    pub fn resolve(
+        cgroups_path: Option<&Path>,
+        id: &str,
+        systemd: bool,
+    ) -> Result<Self, CgroupError> {
         let _ = systemd;
         let path = match cgroups_path {
             None => PathBuf::from("/husk").join(id),

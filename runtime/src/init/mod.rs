@@ -1,1 +1,276 @@
-//! (in progress)
+//! The container init: what runs in the new namespaces before `execve`, as numbered steps that
+//! match the parent's `// sync N` in [`crate::process::spawn`]. Any failure goes back to the
+//! parent as `Msg::Error` with the whole error chain, and the init exits.
+
+mod exec;
+mod namespaces;
+pub mod process;
+
+use std::os::fd::OwnedFd;
+
+use nix::sched::CloneFlags;
+
+use crate::process::sync::{Channel, Msg};
+use crate::spec::Plan;
+use crate::sys;
+
+pub use process::{apply_user_and_caps, find_executable, ProcessSetup};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Sync(#[from] crate::process::sync::SyncError),
+    #[error(transparent)]
+    Process(#[from] crate::process::ProcessError),
+    #[error(transparent)]
+    Rootfs(#[from] crate::rootfs::RootfsError),
+    #[error(transparent)]
+    Console(#[from] crate::console::ConsoleError),
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
+    #[error(transparent)]
+    Caps(#[from] crate::capabilities::CapsError),
+    #[error(transparent)]
+    Rlimit(#[from] crate::rlimits::RlimitError),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error("{step}: {source}")]
+    Step {
+        step: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+pub(crate) fn step(step: impl Into<String>) -> impl FnOnce(nix::Error) -> InitError {
+    let step = step.into();
+    move |source| InitError::Step { step, source }
+}
+
+/// Everything the init inherits from the parent.
+pub struct Init<'a> {
+    pub plan: &'a Plan,
+    pub chan: Channel,
+    /// `O_PATH` descriptor of `exec.fifo`.
+    pub fifo: Option<OwnedFd>,
+    pub console: Option<OwnedFd>,
+    pub no_pivot: bool,
+    pub preserve_fds: u32,
+    pub new_keyring: bool,
+    pub id: String,
+    pub parent_pid: i32,
+    /// The child enters/creates namespaces itself (see `process::spawn`).
+    pub child_setup: bool,
+    /// The namespaces the clone itself created.
+    pub cloned_flags: CloneFlags,
+}
+
+/// Run the init; never returns.
+pub fn run(mut init: Init) -> ! {
+    let r = setup(&mut init);
+    let message = match r {
+        Ok(never) => match never {},
+        Err(e) => chain(&e),
+    };
+    let _ = init.chan.send(&Msg::Error { message });
+    sys::exit_now(1)
+}
+
+/// An error and its sources, joined with ": " (each layer names its own object).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.ends_with(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// Tracks whether the parent's `CgroupDone` was read (it is read lazily: the init can set up
+/// mounts while the parent's cgroup write waits for the kernel).
+pub(crate) struct Barrier {
+    cgroup_done: bool,
+}
+
+impl Barrier {
+    pub(crate) fn cgroup(&mut self, chan: &Channel) -> Result<(), InitError> {
+        if !self.cgroup_done {
+            chan.expect(Msg::CgroupDone)?;
+            self.cgroup_done = true;
+        }
+        Ok(())
+    }
+}
+
+fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
+    let plan = init.plan;
+    // Die with the parent while it still supervises creation.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(step("set parent death signal"))?;
+    // In a new pid namespace the parent is invisible (ppid 0); otherwise a changed ppid means
+    // the parent died before the death signal was armed.
+    let ppid = nix::unistd::getppid().as_raw();
+    if ppid != 0 && ppid != init.parent_pid {
+        return Err(InitError::Other("husk exited during create".into()));
+    }
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    let mut barrier = Barrier { cgroup_done: false };
+
+    // 1. Namespaces (sync 1-3): user first, id maps, the rest, a fork for a new pid namespace.
+    namespaces::enter(init, &mut barrier)?;
+    let ns = &plan.namespaces;
+    let userns = ns.has(CloneFlags::CLONE_NEWUSER);
+    let userns_fd = if userns { Some(open_ns("user")?) } else { None };
+
+    // 2. The cgroup namespace, rooted at the container's cgroup (joined at sync 1).
+    let cgroupns = ns.new.contains(CloneFlags::CLONE_NEWCGROUP);
+    let cgroup_mounts = plan
+        .spec
+        .mounts()
+        .iter()
+        .flatten()
+        .any(|m| matches!(m.typ().as_deref(), Some("cgroup" | "cgroup2")));
+    if cgroupns || cgroup_mounts {
+        barrier.cgroup(&init.chan)?;
+    }
+    if cgroupns {
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+            .map_err(step("unshare cgroup namespace"))?;
+    }
+
+    // 3. The root filesystem and the mounts, in the new mount namespace.
+    let terminal = plan.process.terminal().unwrap_or(false);
+    let mountns = ns.has(CloneFlags::CLONE_NEWNS);
+    if mountns {
+        crate::rootfs::prepare(plan, userns, cgroupns, userns_fd.as_ref(), terminal)?;
+        process::create_cwd(plan)?;
+    }
+
+    // 4. Hooks (sync 4): prestart and createRuntime in the runtime's namespaces (by the parent),
+    //    then createContainer here, before pivot_root.
+    let state = hook_state(init);
+    if let Some(h) = plan.spec.hooks() {
+        use crate::hooks::HookKind as K;
+        let want = |k: K| !k.select(h).is_empty();
+        if want(K::Prestart) || want(K::CreateRuntime) || want(K::CreateContainer) {
+            barrier.cgroup(&init.chan)?;
+            init.chan.send(&Msg::HooksPlease)?;
+            init.chan.expect(Msg::HooksDone)?;
+            crate::hooks::run(K::CreateContainer, K::CreateContainer.select(h), &state)?;
+        }
+    }
+
+    // 5. pivot_root, the console, masked and read-only paths.
+    if mountns {
+        crate::rootfs::pivot(&plan.rootfs, init.no_pivot)?;
+    } else {
+        nix::unistd::chroot(&plan.rootfs).map_err(step("chroot to the rootfs"))?;
+        nix::unistd::chdir("/").map_err(step("chdir to /"))?;
+    }
+    if let Some(sock) = init.console.take() {
+        let pty = crate::console::setup_pty(sock, plan.process.console_size().as_ref())?;
+        if mountns {
+            // Bind from our descriptor, not the /dev/pts path the container could swap
+            // (CVE-2025-52565).
+            crate::rootfs::bind_console(&sys::fd_path(&pty.slave))?;
+        }
+        crate::console::make_controlling(&pty.slave)?;
+    }
+    if mountns {
+        crate::rootfs::finish(&plan.spec, userns)?;
+    }
+
+    // 6. Identity of the container: hostname, domainname, sysctls.
+    if let Some(h) = plan.spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        nix::unistd::sethostname(h).map_err(step("set hostname"))?;
+    }
+    if let Some(d) = plan.spec.domainname().as_deref().filter(|d| !d.is_empty()) {
+        process::set_domainname(d)?;
+    }
+    for (k, v) in plan
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.sysctl().as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let path = format!("/proc/sys/{}", k.replace('.', "/"));
+        process::write_proc(&path, v)?;
+    }
+    if let Some(p) = plan
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.personality().as_ref())
+    {
+        process::personality(p)?;
+    }
+
+    // 7. The process: limits, user, capabilities, no_new_privs, cwd; the program must exist.
+    let setup = ProcessSetup::new(
+        &plan.process,
+        plan.spec.linux().as_ref(),
+        plan.seccomp.as_ref(),
+        userns,
+    );
+    if init.new_keyring {
+        process::join_session_keyring(&init.id)?;
+    }
+    setup.before_user()?;
+    let seccomp_early = setup.seccomp_before_user()?;
+    apply_user_and_caps(&plan.process, userns)?;
+    setup.after_user()?;
+    let program = find_executable(&plan.process)?;
+
+    // 8. Ready (sync 5): the parent records the container as created and exits. Then wait for
+    //    `husk start` on exec.fifo, run startContainer hooks, and exec.
+    barrier.cgroup(&init.chan)?;
+    init.chan.send(&Msg::Ready)?;
+    // From here the container outlives the `husk create` that made it.
+    nix::sys::prctl::set_pdeathsig(None).map_err(step("clear parent death signal"))?;
+    if let Some(fifo) = init.fifo.take() {
+        exec::wait_for_start(fifo)?;
+    }
+    if let Some(h) = plan.spec.hooks() {
+        use crate::hooks::HookKind as K;
+        crate::hooks::run(K::StartContainer, K::StartContainer.select(h), &state)?;
+    }
+    if !seccomp_early {
+        setup.seccomp_last()?;
+    }
+    exec::exec(&program, &plan.process, init.preserve_fds)
+}
+
+fn open_ns(name: &str) -> Result<OwnedFd, InitError> {
+    crate::sys::open(
+        format!("/proc/self/ns/{name}").as_str(),
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(step(format!("open /proc/self/ns/{name}")))
+}
+
+/// The state hooks run by the init read on stdin. Its pid is the init's pid in the runtime's
+/// pid namespace, which `/proc/self` still shows before the container's /proc is mounted.
+fn hook_state(init: &Init) -> oci_spec::runtime::State {
+    let pid = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(0);
+    let mut s = oci_spec::runtime::State::default();
+    s.set_version(crate::spec::OCI_VERSION_MAX.to_string());
+    s.set_id(init.id.clone());
+    s.set_status(oci_spec::runtime::ContainerState::Created);
+    s.set_pid(Some(pid));
+    s.set_bundle(init.plan.bundle.clone());
+    s.set_annotations(init.plan.spec.annotations().clone());
+    s
+}

@@ -7,7 +7,8 @@ pub fn parse(list: &str) -> Result<Vec<usize>, String> {
         let bad = || format!("expected a CPU list like \"0-3,7\", found {list:?}");
         match part.split_once('-') {
             Some((a, b)) => {
-                let (a, b): (usize, usize) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                let (a, b): (usize, usize) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
                 if a > b || b >= 8192 {
                     return Err(bad());
                 }
@@ -23,7 +24,9 @@ pub fn parse(list: &str) -> Result<Vec<usize>, String> {
         }
     }
     if cpus.is_empty() {
-        return Err(format!("expected a CPU list like \"0-3,7\", found {list:?}"));
+        return Err(format!(
+            "expected a CPU list like \"0-3,7\", found {list:?}"
+        ));
     }
     Ok(cpus)
 }

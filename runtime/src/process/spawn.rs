@@ -46,6 +46,9 @@ pub struct Options {
     pub no_pivot: bool,
     pub preserve_fds: u32,
     pub id: String,
+    /// Join a new session keyring (unless `--no-new-keyring`), so containers don't share the
+    /// caller's keys.
+    pub new_keyring: bool,
 }
 
 fn time_flag() -> CloneFlags {
@@ -59,7 +62,8 @@ fn child_sets_up(plan: &Plan) -> bool {
         .join
         .iter()
         .any(|(f, _)| *f != CloneFlags::CLONE_NEWPID && *f != time_flag());
-    ns.joins(CloneFlags::CLONE_NEWUSER).is_some() || (ns.new.contains(CloneFlags::CLONE_NEWUSER) && other_joins)
+    ns.joins(CloneFlags::CLONE_NEWUSER).is_some()
+        || (ns.new.contains(CloneFlags::CLONE_NEWUSER) && other_joins)
 }
 
 /// Create the container init; returns its pid once it reported `Ready`.
@@ -67,8 +71,15 @@ pub fn spawn(plan: &Plan, opts: Options, obs: &mut dyn Observer) -> Result<i32, 
     let (parent_end, child_end) = sync::pair()?;
     let fifo = match &opts.fifo {
         Some(p) => Some(
-            nix::fcntl::open(p, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-                .map_err(|e| ProcessError::Step { step: "open exec.fifo", source: e })?,
+            crate::sys::open(
+                p,
+                nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| ProcessError::Step {
+                step: "open exec.fifo",
+                source: e,
+            })?,
         ),
         None => None,
     };
@@ -97,6 +108,7 @@ pub fn spawn(plan: &Plan, opts: Options, obs: &mut dyn Observer) -> Result<i32, 
                 console: opts.console,
                 no_pivot: opts.no_pivot,
                 preserve_fds: opts.preserve_fds,
+                new_keyring: opts.new_keyring,
                 id: opts.id,
                 parent_pid,
                 child_setup,
@@ -111,7 +123,14 @@ pub fn spawn(plan: &Plan, opts: Options, obs: &mut dyn Observer) -> Result<i32, 
             drop(opts.console);
             let mut pid = pid;
             let r = restored.and_then(|()| parent(plan, &parent_end, &mut pid, obs));
-            if let Err(e) = r {
+            if let Err(mut e) = r {
+                // A send that failed because the init already died hides its reason: it may
+                // still be waiting on the socket.
+                if matches!(e, ProcessError::Sync(_)) {
+                    if let Some(message) = parent_end.pending_error() {
+                        e = ProcessError::Init(message);
+                    }
+                }
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                 let _ = waitpid(Pid::from_raw(pid), None);
                 return Err(e);
@@ -120,13 +139,21 @@ pub fn spawn(plan: &Plan, opts: Options, obs: &mut dyn Observer) -> Result<i32, 
         }
         Err(e) => {
             let _ = restore.leave();
-            Err(ProcessError::Step { step: "clone", source: e })
+            Err(ProcessError::Step {
+                step: "clone",
+                source: e,
+            })
         }
     }
 }
 
 /// The parent's side of the protocol.
-fn parent(plan: &Plan, chan: &Channel, pid: &mut i32, obs: &mut dyn Observer) -> Result<(), ProcessError> {
+fn parent(
+    plan: &Plan,
+    chan: &Channel,
+    pid: &mut i32,
+    obs: &mut dyn Observer,
+) -> Result<(), ProcessError> {
     obs.cloned(*pid).map_err(ProcessError::Observer)?;
     // sync 1: the cgroup, before the init runs anything of the user's.
     obs.join_cgroup(*pid).map_err(ProcessError::Observer)?;
@@ -152,7 +179,13 @@ fn parent(plan: &Plan, chan: &Channel, pid: &mut i32, obs: &mut dyn Observer) ->
             // sync 5.
             Ok(Msg::Ready) => return Ok(()),
             Ok(Msg::Error { message }) => return Err(ProcessError::Init(message)),
-            Ok(other) => return Err(SyncError::Unexpected { expected: "a request from init", got: other }.into()),
+            Ok(other) => {
+                return Err(SyncError::Unexpected {
+                    expected: "a request from init",
+                    got: other,
+                }
+                .into())
+            }
             Err(SyncError::Closed) => return Err(ProcessError::Init(exit_reason(*pid))),
             Err(e) => return Err(e.into()),
         }
@@ -161,8 +194,12 @@ fn parent(plan: &Plan, chan: &Channel, pid: &mut i32, obs: &mut dyn Observer) ->
 
 fn exit_reason(pid: i32) -> String {
     match waitpid(Pid::from_raw(pid), None) {
-        Ok(WaitStatus::Exited(_, code)) => format!("container init exited with status {code} before it was ready"),
-        Ok(WaitStatus::Signaled(_, sig, _)) => format!("container init was killed by {sig} before it was ready"),
+        Ok(WaitStatus::Exited(_, code)) => {
+            format!("container init exited with status {code} before it was ready")
+        }
+        Ok(WaitStatus::Signaled(_, sig, _)) => {
+            format!("container init was killed by {sig} before it was ready")
+        }
         _ => "container init exited before it was ready".into(),
     }
 }
@@ -175,14 +212,20 @@ struct Restore {
 
 fn enter_for_children(plan: &Plan) -> Result<Restore, ProcessError> {
     let ns = &plan.namespaces;
-    let mut r = Restore { pid: None, time: None };
+    let mut r = Restore {
+        pid: None,
+        time: None,
+    };
     let own = |name: &str| {
-        nix::fcntl::open(
+        crate::sys::open(
             format!("/proc/self/ns/{name}").as_str(),
             nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         )
-        .map_err(|e| ProcessError::Step { step: "open own namespace", source: e })
+        .map_err(|e| ProcessError::Step {
+            step: "open own namespace",
+            source: e,
+        })
     };
     if let Some(path) = ns.joins(CloneFlags::CLONE_NEWPID) {
         r.pid = Some(own("pid_for_children")?);
@@ -193,7 +236,10 @@ fn enter_for_children(plan: &Plan) -> Result<Restore, ProcessError> {
         setns_path(path, time_flag())?;
     } else if ns.new.contains(time_flag()) {
         r.time = Some(own("time_for_children")?);
-        nix::sched::unshare(time_flag()).map_err(|e| ProcessError::Step { step: "unshare time namespace", source: e })?;
+        nix::sched::unshare(time_flag()).map_err(|e| ProcessError::Step {
+            step: "unshare time namespace",
+            source: e,
+        })?;
         write_time_offsets(plan)?;
     }
     Ok(r)
@@ -201,9 +247,15 @@ fn enter_for_children(plan: &Plan) -> Result<Restore, ProcessError> {
 
 impl Restore {
     fn leave(self) -> Result<(), ProcessError> {
-        for (fd, flag) in [(self.pid, CloneFlags::CLONE_NEWPID), (self.time, time_flag())] {
+        for (fd, flag) in [
+            (self.pid, CloneFlags::CLONE_NEWPID),
+            (self.time, time_flag()),
+        ] {
             if let Some(fd) = fd {
-                nix::sched::setns(fd.as_fd(), flag).map_err(|e| ProcessError::Step { step: "return to own namespace", source: e })?;
+                nix::sched::setns(fd.as_fd(), flag).map_err(|e| ProcessError::Step {
+                    step: "return to own namespace",
+                    source: e,
+                })?;
             }
         }
         Ok(())
@@ -211,21 +263,43 @@ impl Restore {
 }
 
 fn write_time_offsets(plan: &Plan) -> Result<(), ProcessError> {
-    let Some(offsets) = plan.spec.linux().as_ref().and_then(|l| l.time_offsets().as_ref()) else {
+    let Some(offsets) = plan
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.time_offsets().as_ref())
+    else {
         return Ok(());
     };
     let mut text = String::new();
     for (clock, o) in offsets {
-        text.push_str(&format!("{clock} {} {}\n", o.secs().unwrap_or(0), o.nanosecs().unwrap_or(0)));
+        text.push_str(&format!(
+            "{clock} {} {}\n",
+            o.secs().unwrap_or(0),
+            o.nanosecs().unwrap_or(0)
+        ));
     }
-    std::fs::write("/proc/self/timens_offsets", text).map_err(|e| ProcessError::Io { what: "write /proc/self/timens_offsets", source: e })
+    std::fs::write("/proc/self/timens_offsets", text).map_err(|e| ProcessError::Io {
+        what: "write /proc/self/timens_offsets",
+        source: e,
+    })
 }
 
 /// setns into the namespace at `path`, checking it is of the expected type.
 pub fn setns_path(path: &std::path::Path, flag: CloneFlags) -> Result<(), ProcessError> {
-    let fd = nix::fcntl::open(path, nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .map_err(|e| ProcessError::Namespace { path: path.to_path_buf(), source: e })?;
-    nix::sched::setns(fd.as_fd(), flag).map_err(|e| ProcessError::Namespace { path: path.to_path_buf(), source: e })?;
+    let fd = crate::sys::open(
+        path,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| ProcessError::Namespace {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    nix::sched::setns(fd.as_fd(), flag).map_err(|e| ProcessError::Namespace {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
     let _ = fd.as_raw_fd();
     Ok(())
 }

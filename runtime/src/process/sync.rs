@@ -102,6 +102,20 @@ impl Channel {
         }
     }
 
+    /// An `Error` the other side sent that nobody read yet (without blocking).
+    pub fn pending_error(&self) -> Option<String> {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = recv(self.0.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+            if n == 0 {
+                break;
+            }
+            if let Ok(Msg::Error { message }) = serde_json::from_slice(&buf[..n]) {
+                return Some(message);
+            }
+        }
+        None
+    }
+
     pub fn fd(&self) -> &OwnedFd {
         &self.0
     }
@@ -149,7 +163,10 @@ mod tests {
         a.send(&Msg::Ready).expect("send");
         assert!(matches!(
             b.expect(Msg::HooksDone),
-            Err(SyncError::Unexpected { got: Msg::Ready, .. })
+            Err(SyncError::Unexpected {
+                got: Msg::Ready,
+                ..
+            })
         ));
     }
 }

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use nix::mount::{mount, MsFlags};
+use nix::mount::{mount as sys_mount, MsFlags};
 use oci_spec::runtime::Mount;
 
 use super::mount::Ctx;
@@ -32,10 +32,14 @@ pub fn hierarchies() -> Vec<Hierarchy> {
     };
     let mut out = Vec::new();
     for line in info.lines() {
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         let f: Vec<&str> = left.split(' ').collect();
         let r: Vec<&str> = right.split(' ').collect();
-        let (Some(mp), Some(fstype), Some(sopts)) = (f.get(4), r.first(), r.get(2)) else { continue };
+        let (Some(mp), Some(fstype), Some(sopts)) = (f.get(4), r.first(), r.get(2)) else {
+            continue;
+        };
         if (*fstype == "cgroup" || *fstype == "cgroup2") && mp.starts_with("/sys/fs/cgroup") {
             let options = sopts
                 .split(',')
@@ -56,8 +60,16 @@ pub fn hierarchies() -> Vec<Hierarchy> {
 fn is_identity(o: &str) -> bool {
     !matches!(
         o,
-        "rw" | "ro" | "xattr" | "noprefix" | "clone_children" | "cpuset_v2_mode" | "nsdelegate"
-            | "memory_recursiveprot" | "memory_localevents" | "favordynmods" | "memory_hugetlb_accounting"
+        "rw" | "ro"
+            | "xattr"
+            | "noprefix"
+            | "clone_children"
+            | "cpuset_v2_mode"
+            | "nsdelegate"
+            | "memory_recursiveprot"
+            | "memory_localevents"
+            | "favordynmods"
+            | "memory_hugetlb_accounting"
     ) && !o.starts_with("release_agent")
 }
 
@@ -91,12 +103,15 @@ pub fn mount(cx: &Ctx, m: &Mount, opts: &Options) -> Result<(), RootfsError> {
     };
     let flags = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
     let all = hierarchies();
-    let unified_only = all.len() == 1 && all[0].fstype == "cgroup2" && all[0].mount_point == Path::new("/sys/fs/cgroup");
+    let unified_only = all.len() == 1
+        && all[0].fstype == "cgroup2"
+        && all[0].mount_point == Path::new("/sys/fs/cgroup");
     if unified_only {
         return one(cx, &all[0], dest, flags).map_err(|err| e("mount cgroup2", err));
     }
-    let target = resolve::create(cx.root, dest, Kind::Dir).map_err(|err| e("create target", err))?;
-    mount(
+    let target =
+        resolve::create(cx.root, dest, Kind::Dir).map_err(|err| e("create target", err))?;
+    sys_mount(
         Some("tmpfs"),
         &sys::fd_path(&target),
         Some("tmpfs"),
@@ -105,11 +120,16 @@ pub fn mount(cx: &Ctx, m: &Mount, opts: &Options) -> Result<(), RootfsError> {
     )
     .map_err(|err| e("mount tmpfs for cgroups", err))?;
     for h in &all {
-        let name = h.mount_point.file_name().map(PathBuf::from).unwrap_or_default();
+        let name = h
+            .mount_point
+            .file_name()
+            .map(PathBuf::from)
+            .unwrap_or_default();
         if name.as_os_str().is_empty() || name == Path::new("cgroup") {
             continue;
         }
-        one(cx, h, &dest.join(&name), flags).map_err(|err| e(&format!("mount cgroup hierarchy {name:?}"), err))?;
+        one(cx, h, &dest.join(&name), flags)
+            .map_err(|err| e(&format!("mount cgroup hierarchy {name:?}"), err))?;
         // cpu,cpuacct-style combined hierarchies are reached by each controller's name too.
         if h.fstype == "cgroup" {
             let combined = name.to_string_lossy().to_string();
@@ -117,7 +137,10 @@ pub fn mount(cx: &Ctx, m: &Mount, opts: &Options) -> Result<(), RootfsError> {
                 for c in combined.split(',') {
                     let link = dest.join(c);
                     let root_path = sys::fd_path(cx.root);
-                    let _ = std::os::unix::fs::symlink(&combined, root_path.join(resolve::clean(&link).iter().collect::<PathBuf>()));
+                    let _ = std::os::unix::fs::symlink(
+                        &combined,
+                        root_path.join(resolve::clean(&link).iter().collect::<PathBuf>()),
+                    );
                 }
             }
         }
@@ -128,7 +151,11 @@ pub fn mount(cx: &Ctx, m: &Mount, opts: &Options) -> Result<(), RootfsError> {
             None::<&str>,
             &sys::fd_path(&mounted),
             None::<&str>,
-            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC,
             Some("mode=755"),
         )
         .map_err(|err| e("remount cgroup tmpfs read-only", err))?;
@@ -140,15 +167,37 @@ fn one(cx: &Ctx, h: &Hierarchy, dest: &Path, flags: MsFlags) -> Result<(), nix::
     let target = resolve::create(cx.root, dest, Kind::Dir)?;
     let fl = flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     if cx.cgroupns {
-        let data = if h.fstype == "cgroup2" { String::new() } else { h.options.clone() };
-        mount(Some(h.fstype.as_str()), &sys::fd_path(&target), Some(h.fstype.as_str()), fl, Some(data.as_str()))
+        let data = if h.fstype == "cgroup2" {
+            String::new()
+        } else {
+            h.options.clone()
+        };
+        sys_mount(
+            Some(h.fstype.as_str()),
+            &sys::fd_path(&target),
+            Some(h.fstype.as_str()),
+            fl,
+            Some(data.as_str()),
+        )
     } else {
         let own = own_cgroup(h).unwrap_or_else(|| PathBuf::from("/"));
         let src = h.mount_point.join(own.strip_prefix("/").unwrap_or(&own));
-        mount(Some(&src), &sys::fd_path(&target), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)?;
+        sys_mount(
+            Some(&src),
+            &sys::fd_path(&target),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )?;
         if fl != MsFlags::empty() {
             let mounted = resolve::open(cx.root, dest)?;
-            mount(None::<&str>, &sys::fd_path(&mounted), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | fl, None::<&str>)?;
+            sys_mount(
+                None::<&str>,
+                &sys::fd_path(&mounted),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | fl,
+                None::<&str>,
+            )?;
         }
         Ok(())
     }

@@ -12,7 +12,14 @@ use super::resolve::{self, Kind};
 use super::RootfsError;
 use crate::sys;
 
-const DEFAULTS: [(&str, u64, u64); 6] = [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
+const DEFAULTS: [(&str, u64, u64); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
 
 /// A device node to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +37,7 @@ pub struct Node {
 /// (which win).
 pub fn nodes(extra: &[LinuxDevice], defaults: bool) -> Vec<Node> {
     let defaults: &[(&str, u64, u64)] = if defaults { &DEFAULTS } else { &[] };
-    let mut out: Vec<Node> = defaults("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
+    let mut out: Vec<Node> = defaults
         .iter()
         .map(|&(n, major, minor)| Node {
             path: PathBuf::from("/dev").join(n),
@@ -71,26 +78,57 @@ pub fn create(root: &OwnedFd, nodes: &[Node], userns: bool) -> Result<(), Rootfs
             message: format!("{what}: {err}"),
         };
         let parent = n.path.parent().unwrap_or(Path::new("/"));
-        let dir = resolve::create(root, parent, Kind::Dir).map_err(|err| e("create parent", err))?;
+        let dir =
+            resolve::create(root, parent, Kind::Dir).map_err(|err| e("create parent", err))?;
         let name = n.path.file_name().map(PathBuf::from).unwrap_or_default();
         if userns {
-            let target = resolve::create(root, &n.path, Kind::File).map_err(|err| e("create bind target", err))?;
-            mount(Some(&n.path), &sys::fd_path(&target), None::<&str>, MsFlags::MS_BIND, None::<&str>)
-                .map_err(|err| e("bind host device", err))?;
+            let target = resolve::create(root, &n.path, Kind::File)
+                .map_err(|err| e("create bind target", err))?;
+            mount(
+                Some(&n.path),
+                &sys::fd_path(&target),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|err| e("bind host device", err))?;
             continue;
         }
         // A file the image left at this path is replaced: the container gets the device the
         // config names, not whatever the image planted (a symlink to a host path included).
-        let _ = nix::unistd::unlinkat(Some(dir.as_raw_fd()), name.as_path(), nix::unistd::UnlinkatFlags::NoRemoveDir);
-        mknodat(Some(dir.as_raw_fd()), name.as_path(), n.kind, Mode::from_bits_truncate(n.mode), makedev(n.major, n.minor))
-            .map_err(|err| e("mknod", err))?;
-        let fd = nix::fcntl::openat(Some(dir.as_raw_fd()), name.as_path(), nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(|err| e("open", err))?;
+        let _ = nix::unistd::unlinkat(
+            Some(dir.as_raw_fd()),
+            name.as_path(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+        mknodat(
+            Some(dir.as_raw_fd()),
+            name.as_path(),
+            n.kind,
+            Mode::from_bits_truncate(n.mode),
+            makedev(n.major, n.minor),
+        )
+        .map_err(|err| e("mknod", err))?;
+        let fd = crate::sys::openat(
+            dir.as_raw_fd(),
+            name.as_path(),
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|err| e("open", err))?;
         // fchmodat/fchownat on an O_PATH fd via /proc/self/fd: umask must not trim the mode.
         let p = sys::fd_path(&fd);
-        nix::sys::stat::fchmodat(None, &p, Mode::from_bits_truncate(n.mode), nix::sys::stat::FchmodatFlags::FollowSymlink)
-            .map_err(|err| e("chmod", err))?;
-        nix::unistd::chown(&p, Some(n.uid.into()), Some(n.gid.into())).map_err(|err| e("chown", err))?;
+        nix::sys::stat::fchmodat(
+            None,
+            &p,
+            Mode::from_bits_truncate(n.mode),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .map_err(|err| e("chmod", err))?;
+        nix::unistd::chown(&p, Some(n.uid.into()), Some(n.gid.into()))
+            .map_err(|err| e("chown", err))?;
     }
     Ok(())
 }
@@ -106,12 +144,17 @@ pub fn links(root: &OwnedFd) -> Result<(), RootfsError> {
     if Path::new("/proc/kcore").exists() {
         links.push(("/proc/kcore", "core"));
     }
-    let dev = resolve::create(root, Path::new("/dev"), Kind::Dir).map_err(|err| RootfsError::Device {
-        path: PathBuf::from("/dev"),
-        message: err.to_string(),
-    })?;
+    let dev =
+        resolve::create(root, Path::new("/dev"), Kind::Dir).map_err(|err| RootfsError::Device {
+            path: PathBuf::from("/dev"),
+            message: err.to_string(),
+        })?;
     // /dev/ptmx must be the container's devpts multiplexer, not a host node the image shipped.
-    let _ = nix::unistd::unlinkat(Some(dev.as_raw_fd()), "ptmx", nix::unistd::UnlinkatFlags::NoRemoveDir);
+    let _ = nix::unistd::unlinkat(
+        Some(dev.as_raw_fd()),
+        "ptmx",
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    );
     links.push(("pts/ptmx", "ptmx"));
     for (target, name) in links {
         match nix::unistd::symlinkat(target, Some(dev.as_raw_fd()), name) {
@@ -133,7 +176,10 @@ mod tests {
 
     #[test]
     fn config_devices_override_defaults() {
-        let d: LinuxDevice = serde_json::from_str(r#"{"path":"/dev/null","type":"c","major":1,"minor":3,"fileMode":384}"#).unwrap();
+        let d: LinuxDevice = serde_json::from_str(
+            r#"{"path":"/dev/null","type":"c","major":1,"minor":3,"fileMode":384}"#,
+        )
+        .unwrap();
         let n = nodes(&[d], true);
         assert_eq!(n.len(), 6);
         let null = n.iter().find(|n| n.path == Path::new("/dev/null")).unwrap();

@@ -44,12 +44,22 @@ fn owns_dev(spec: &Spec) -> bool {
     spec.mounts().iter().flatten().any(|m| {
         m.destination() == Path::new("/dev")
             && m.typ().as_deref() != Some("bind")
-            && !m.options().iter().flatten().any(|o| o == "bind" || o == "rbind")
+            && !m
+                .options()
+                .iter()
+                .flatten()
+                .any(|o| o == "bind" || o == "rbind")
     })
 }
 
 /// Everything before pivot_root, in the container's new mount namespace.
-pub fn prepare(plan: &Plan, userns: bool, cgroupns: bool, userns_fd: Option<&OwnedFd>, terminal: bool) -> Result<(), RootfsError> {
+pub fn prepare(
+    plan: &Plan,
+    userns: bool,
+    cgroupns: bool,
+    userns_fd: Option<&OwnedFd>,
+    terminal: bool,
+) -> Result<(), RootfsError> {
     let linux = plan.spec.linux().as_ref();
     // Nothing the container mounts may propagate back to the host: slave by default, or what
     // rootfsPropagation says.
@@ -57,13 +67,26 @@ pub fn prepare(plan: &Plan, userns: bool, cgroupns: bool, userns_fd: Option<&Own
         .and_then(|l| l.rootfs_propagation().as_deref())
         .and_then(options::propagation)
         .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
-    sys_mount(None::<&str>, "/", None::<&str>, prop | MsFlags::MS_REC, None::<&str>).map_err(step("set propagation of /"))?;
+    sys_mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        prop | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(step("set propagation of /"))?;
     // pivot_root needs the new root's parent mount to be private when / is shared.
     if prop.contains(MsFlags::MS_SHARED) {
         make_parent_private(&plan.rootfs)?;
     }
-    sys_mount(Some(&plan.rootfs), &plan.rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .map_err(step("bind the rootfs onto itself"))?;
+    sys_mount(
+        Some(&plan.rootfs),
+        &plan.rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(step("bind the rootfs onto itself"))?;
     let root = resolve::open_root(&plan.rootfs).map_err(step("open the rootfs"))?;
     let cx = mount::Ctx {
         root: &root,
@@ -80,7 +103,8 @@ pub fn prepare(plan: &Plan, userns: bool, cgroupns: bool, userns_fd: Option<&Own
         devices::create(&root, &devices::nodes(&extra, true), userns)?;
         devices::links(&root)?;
         if terminal {
-            resolve::create(&root, Path::new("/dev/console"), resolve::Kind::File).map_err(step("create /dev/console"))?;
+            resolve::create(&root, Path::new("/dev/console"), resolve::Kind::File)
+                .map_err(step("create /dev/console"))?;
         }
     } else if let Some(devs) = linux.and_then(|l| l.devices().as_ref()) {
         devices::create(&root, &devices::nodes(devs, false), userns)?;
@@ -97,7 +121,14 @@ fn make_parent_private(rootfs: &Path) -> Result<(), RootfsError> {
         .filter(|mp| parent.starts_with(mp))
         .max_by_key(|mp| mp.len())
         .unwrap_or("/");
-    sys_mount(None::<&str>, best, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>).map_err(step("make the rootfs parent mount private"))
+    sys_mount(
+        None::<&str>,
+        best,
+        None::<&str>,
+        MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(step("make the rootfs parent mount private"))
 }
 
 /// Make the rootfs `/`: pivot_root (the old root is detached), or with `--no-pivot` move it
@@ -105,14 +136,27 @@ fn make_parent_private(rootfs: &Path) -> Result<(), RootfsError> {
 pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<(), RootfsError> {
     nix::unistd::chdir(rootfs).map_err(step("chdir to the rootfs"))?;
     if no_pivot {
-        sys_mount(Some(rootfs), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(step("move the rootfs to /"))?;
+        sys_mount(
+            Some(rootfs),
+            "/",
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .map_err(step("move the rootfs to /"))?;
         nix::unistd::chroot(".").map_err(step("chroot"))?;
     } else {
         // pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves
         // the new root alone without needing a directory to put the old one in.
         nix::unistd::pivot_root(".", ".").map_err(step("pivot_root"))?;
-        sys_mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
-            .map_err(step("make the old root a slave"))?;
+        sys_mount(
+            None::<&str>,
+            ".",
+            None::<&str>,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(step("make the old root a slave"))?;
         umount2(".", MntFlags::MNT_DETACH).map_err(step("detach the old root"))?;
     }
     nix::unistd::chdir("/").map_err(step("chdir to /"))
@@ -123,14 +167,32 @@ pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<(), RootfsError> {
 pub fn finish(spec: &Spec, userns: bool) -> Result<(), RootfsError> {
     let root = resolve::open_root(Path::new("/")).map_err(step("open /"))?;
     if let Some(l) = spec.linux() {
-        if let Some(p) = l.rootfs_propagation().as_deref().and_then(options::propagation) {
-            sys_mount(None::<&str>, "/", None::<&str>, p, None::<&str>).map_err(step("set rootfsPropagation"))?;
+        if let Some(p) = l
+            .rootfs_propagation()
+            .as_deref()
+            .and_then(options::propagation)
+        {
+            sys_mount(None::<&str>, "/", None::<&str>, p, None::<&str>)
+                .map_err(step("set rootfsPropagation"))?;
         }
-        paths::readonly(&root, l.readonly_paths().as_deref().unwrap_or_default(), userns)?;
+        paths::readonly(
+            &root,
+            l.readonly_paths().as_deref().unwrap_or_default(),
+            userns,
+        )?;
         paths::mask(&root, l.masked_paths().as_deref().unwrap_or_default())?;
     }
-    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
-        let locked = if userns { mount::locked_flags(&root) } else { MsFlags::empty() };
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
+        let locked = if userns {
+            mount::locked_flags(&root)
+        } else {
+            MsFlags::empty()
+        };
         sys_mount(
             None::<&str>,
             "/",
@@ -146,7 +208,14 @@ pub fn finish(spec: &Spec, userns: bool) -> Result<(), RootfsError> {
 /// Bind the terminal's slave over `/dev/console`.
 pub fn bind_console(slave_path: &Path) -> Result<(), RootfsError> {
     let root = resolve::open_root(Path::new("/")).map_err(step("open /"))?;
-    let target = resolve::create(&root, Path::new("/dev/console"), resolve::Kind::File).map_err(step("create /dev/console"))?;
-    sys_mount(Some(slave_path), &sys::fd_path(&target), None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(step("bind the terminal on /dev/console"))
+    let target = resolve::create(&root, Path::new("/dev/console"), resolve::Kind::File)
+        .map_err(step("create /dev/console"))?;
+    sys_mount(
+        Some(slave_path),
+        &sys::fd_path(&target),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(step("bind the terminal on /dev/console"))
 }

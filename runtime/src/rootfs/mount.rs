@@ -36,7 +36,8 @@ fn err(m: &Mount, what: &str, e: impl std::fmt::Display) -> RootfsError {
 }
 
 pub fn mount_one(cx: &Ctx, m: &Mount) -> Result<(), RootfsError> {
-    let opts = options::parse(m.options().as_deref().unwrap_or_default()).map_err(|e| err(m, "options", e))?;
+    let opts = options::parse(m.options().as_deref().unwrap_or_default())
+        .map_err(|e| err(m, "options", e))?;
     let typ = m.typ().as_deref().unwrap_or("none");
     let dest = m.destination();
     if opts.is_bind() || typ == "bind" {
@@ -47,56 +48,116 @@ pub fn mount_one(cx: &Ctx, m: &Mount) -> Result<(), RootfsError> {
         let target = resolve::open(cx.root, dest).map_err(|e| err(m, "open target", e))?;
         remount(&target, opts.flags, &opts.data).map_err(|e| err(m, "remount", e))
     } else {
-        let target = resolve::create(cx.root, dest, Kind::Dir).map_err(|e| err(m, "create target", e))?;
-        let copy_from = if opts.tmpcopyup { Some(dup_dir(&target).map_err(|e| err(m, "open for tmpcopyup", e))?) } else { None };
+        let target =
+            resolve::create(cx.root, dest, Kind::Dir).map_err(|e| err(m, "create target", e))?;
+        let copy_from = if opts.tmpcopyup {
+            Some(dup_dir(&target).map_err(|e| err(m, "open for tmpcopyup", e))?)
+        } else {
+            None
+        };
         let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
         let data = opts.data.join(",");
         let flags = opts.flags & !(MsFlags::MS_REMOUNT);
-        let r = mount(Some(&source), &sys::fd_path(&target), Some(typ), flags, Some(data.as_str()));
+        let r = mount(
+            Some(&source),
+            &sys::fd_path(&target),
+            Some(typ),
+            flags,
+            Some(data.as_str()),
+        );
         match r {
             Ok(()) => {}
             // sysfs can't be mounted in a user namespace without its own network namespace:
             // bind the host's instead, read-only, as runc does.
             Err(Errno::EPERM) if typ == "sysfs" && cx.userns => {
-                mount(Some("/sys"), &sys::fd_path(&target), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-                    .map_err(|e| err(m, "bind /sys", e))?;
+                mount(
+                    Some("/sys"),
+                    &sys::fd_path(&target),
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .map_err(|e| err(m, "bind /sys", e))?;
             }
             Err(e) => return Err(err(m, &format!("mount {typ}"), e)),
         }
         let mounted = resolve::open(cx.root, dest).map_err(|e| err(m, "reopen", e))?;
         if let Some(from) = copy_from {
-            copy_tree(&sys::fd_path(&from), &sys::fd_path(&mounted)).map_err(|e| err(m, "tmpcopyup", e))?;
+            copy_tree(&sys::fd_path(&from), &sys::fd_path(&mounted))
+                .map_err(|e| err(m, "tmpcopyup", e))?;
         }
         finish(&mounted, &opts).map_err(|e| err(m, "set mount attributes", e))
     }
 }
 
 fn bind(cx: &Ctx, m: &Mount, opts: &Options) -> Result<(), RootfsError> {
-    let source = m.source().as_deref().ok_or_else(|| err(m, "bind", "no source"))?;
-    let source = if source.is_absolute() { source.to_path_buf() } else { cx.bundle.join(source) };
+    let source = m
+        .source()
+        .as_deref()
+        .ok_or_else(|| err(m, "bind", "no source"))?;
+    let source = if source.is_absolute() {
+        source.to_path_buf()
+    } else {
+        cx.bundle.join(source)
+    };
     let meta = std::fs::metadata(&source).map_err(|e| err(m, &format!("source {source:?}"), e))?;
     let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
-    let target = resolve::create(cx.root, m.destination(), kind).map_err(|e| err(m, "create target", e))?;
+    let target =
+        resolve::create(cx.root, m.destination(), kind).map_err(|e| err(m, "create target", e))?;
     let recursive = opts.flags.contains(MsFlags::MS_REC);
     if let Some(rec_idmap) = opts.idmap.or(m.uid_mappings().as_ref().map(|_| false)) {
-        let userns = cx.userns_fd.ok_or_else(|| err(m, "idmap", "needs the container to have a user namespace"))?;
-        let tree = sys::open_tree(libc::AT_FDCWD, &source, OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | if recursive { AT_RECURSIVE } else { 0 })
-            .map_err(|e| err(m, "open_tree", e))?;
-        let flags = AT_EMPTY_PATH | if rec_idmap || recursive { AT_RECURSIVE } else { 0 };
-        sys::mount_setattr(tree.as_raw_fd(), Path::new(""), flags, attr::IDMAP, 0, 0, Some(userns.as_raw_fd()))
-            .map_err(|e| err(m, "idmap the mount", e))?;
+        let userns = cx
+            .userns_fd
+            .ok_or_else(|| err(m, "idmap", "needs the container to have a user namespace"))?;
+        let tree = sys::open_tree(
+            libc::AT_FDCWD,
+            &source,
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | if recursive { AT_RECURSIVE } else { 0 },
+        )
+        .map_err(|e| err(m, "open_tree", e))?;
+        let flags = AT_EMPTY_PATH
+            | if rec_idmap || recursive {
+                AT_RECURSIVE
+            } else {
+                0
+            };
+        sys::mount_setattr(
+            tree.as_raw_fd(),
+            Path::new(""),
+            flags,
+            attr::IDMAP,
+            0,
+            0,
+            Some(userns.as_raw_fd()),
+        )
+        .map_err(|e| err(m, "idmap the mount", e))?;
         sys::move_mount_fd(&tree, &target).map_err(|e| err(m, "attach idmapped mount", e))?;
     } else {
-        let flags = MsFlags::MS_BIND | if recursive { MsFlags::MS_REC } else { MsFlags::empty() };
-        mount(Some(&source), &sys::fd_path(&target), None::<&str>, flags, None::<&str>)
-            .map_err(|e| err(m, &format!("bind {source:?}"), e))?;
+        let flags = MsFlags::MS_BIND
+            | if recursive {
+                MsFlags::MS_REC
+            } else {
+                MsFlags::empty()
+            };
+        mount(
+            Some(&source),
+            &sys::fd_path(&target),
+            None::<&str>,
+            flags,
+            None::<&str>,
+        )
+        .map_err(|e| err(m, &format!("bind {source:?}"), e))?;
     }
     let mounted = resolve::open(cx.root, m.destination()).map_err(|e| err(m, "reopen", e))?;
     let extra = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
     if !extra.is_empty() || !opts.cleared.is_empty() {
         // A bind mount ignores every flag but MS_BIND|MS_REC: the rest takes a remount, which
         // must keep the flags the kernel locked on the source (nosuid, nodev, ... in a user ns).
-        let locked = if cx.userns { locked_flags(&mounted) } else { MsFlags::empty() };
+        let locked = if cx.userns {
+            locked_flags(&mounted)
+        } else {
+            MsFlags::empty()
+        };
         remount(&mounted, extra | locked, &[]).map_err(|e| err(m, "remount bind", e))?;
     }
     finish(&mounted, opts).map_err(|e| err(m, "set mount attributes", e))
@@ -105,17 +166,43 @@ fn bind(cx: &Ctx, m: &Mount, opts: &Options) -> Result<(), RootfsError> {
 /// MS_BIND|MS_REMOUNT with `flags` (the new complete flag set of this mount).
 fn remount(target: &OwnedFd, flags: MsFlags, data: &[String]) -> Result<(), Errno> {
     let data = data.join(",");
-    let flags = flags | MsFlags::MS_REMOUNT | if data.is_empty() { MsFlags::MS_BIND } else { MsFlags::empty() };
-    mount(None::<&str>, &sys::fd_path(target), None::<&str>, flags, Some(data.as_str()))
+    let flags = flags
+        | MsFlags::MS_REMOUNT
+        | if data.is_empty() {
+            MsFlags::MS_BIND
+        } else {
+            MsFlags::empty()
+        };
+    mount(
+        None::<&str>,
+        &sys::fd_path(target),
+        None::<&str>,
+        flags,
+        Some(data.as_str()),
+    )
 }
 
 /// Propagation and recursive attributes, after the mount exists.
 fn finish(target: &OwnedFd, opts: &Options) -> Result<(), Errno> {
     for p in &opts.propagation {
-        mount(None::<&str>, &sys::fd_path(target), None::<&str>, *p, None::<&str>)?;
+        mount(
+            None::<&str>,
+            &sys::fd_path(target),
+            None::<&str>,
+            *p,
+            None::<&str>,
+        )?;
     }
     if opts.rec_set != 0 || opts.rec_clear != 0 {
-        sys::mount_setattr(target.as_raw_fd(), Path::new(""), AT_EMPTY_PATH | AT_RECURSIVE, opts.rec_set, opts.rec_clear, 0, None)?;
+        sys::mount_setattr(
+            target.as_raw_fd(),
+            Path::new(""),
+            AT_EMPTY_PATH | AT_RECURSIVE,
+            opts.rec_set,
+            opts.rec_clear,
+            0,
+            None,
+        )?;
     }
     Ok(())
 }
@@ -123,7 +210,11 @@ fn finish(target: &OwnedFd, opts: &Options) -> Result<(), Errno> {
 /// The mount flags of `target` that a user namespace may not drop.
 pub fn locked_flags(target: &OwnedFd) -> MsFlags {
     use nix::sys::statvfs::{fstatvfs, FsFlags};
-    let Ok(opened) = nix::fcntl::open(&sys::fd_path(target), nix::fcntl::OFlag::O_PATH, nix::sys::stat::Mode::empty()) else {
+    let Ok(opened) = crate::sys::open(
+        &sys::fd_path(target),
+        nix::fcntl::OFlag::O_PATH,
+        nix::sys::stat::Mode::empty(),
+    ) else {
         return MsFlags::empty();
     };
     let Ok(vfs) = fstatvfs(&opened) else {
@@ -148,7 +239,7 @@ pub fn locked_flags(target: &OwnedFd) -> MsFlags {
 }
 
 fn dup_dir(target: &OwnedFd) -> Result<OwnedFd, Errno> {
-    nix::fcntl::open(
+    crate::sys::open(
         &sys::fd_path(target),
         nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),

@@ -19,7 +19,7 @@ pub mod attr {
 }
 
 /// Parsed options of one mount.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     /// Flags to set.
     pub flags: MsFlags,
@@ -36,6 +36,21 @@ pub struct Options {
     pub idmap: Option<bool>,
     /// `tmpcopyup`: copy the underlying directory's content into a new tmpfs.
     pub tmpcopyup: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            flags: MsFlags::empty(),
+            cleared: MsFlags::empty(),
+            propagation: Vec::new(),
+            rec_set: 0,
+            rec_clear: 0,
+            data: Vec::new(),
+            idmap: None,
+            tmpcopyup: false,
+        }
+    }
 }
 
 impl Options {
@@ -85,7 +100,11 @@ const FLAGS: &[(&str, bool, MsFlags)] = &[
     ("norelatime", false, MsFlags::MS_RELATIME),
     ("nostrictatime", false, MsFlags::MS_STRICTATIME),
     ("nosuid", true, MsFlags::MS_NOSUID),
-    ("nosymfollow", true, MsFlags::MS_NOSYMFOLLOW),
+    (
+        "nosymfollow",
+        true,
+        MsFlags::from_bits_retain(libc::MS_NOSYMFOLLOW as _),
+    ),
     ("rbind", true, MsFlags::MS_BIND.union(MsFlags::MS_REC)),
     ("relatime", true, MsFlags::MS_RELATIME),
     ("remount", true, MsFlags::MS_REMOUNT),
@@ -94,7 +113,11 @@ const FLAGS: &[(&str, bool, MsFlags)] = &[
     ("silent", true, MsFlags::MS_SILENT),
     ("strictatime", true, MsFlags::MS_STRICTATIME),
     ("suid", false, MsFlags::MS_NOSUID),
-    ("symfollow", false, MsFlags::MS_NOSYMFOLLOW),
+    (
+        "symfollow",
+        false,
+        MsFlags::from_bits_retain(libc::MS_NOSYMFOLLOW as _),
+    ),
     ("sync", true, MsFlags::MS_SYNCHRONOUS),
 ];
 
@@ -127,8 +150,17 @@ pub fn known() -> impl Iterator<Item = &'static str> {
         .map(|f| f.0)
         .chain(REC.iter().map(|r| r.0))
         .chain([
-            "private", "rprivate", "shared", "rshared", "slave", "rslave", "unbindable", "runbindable",
-            "idmap", "ridmap", "tmpcopyup",
+            "private",
+            "rprivate",
+            "shared",
+            "rshared",
+            "slave",
+            "rslave",
+            "unbindable",
+            "runbindable",
+            "idmap",
+            "ridmap",
+            "tmpcopyup",
         ])
 }
 

@@ -25,7 +25,8 @@ pub fn mask(root: &OwnedFd, paths: &[String]) -> Result<(), RootfsError> {
     }
     // CVE-2025-31133: bind only the real /dev/null (char 1:3), never a symlink or file the
     // container could have put there.
-    let null = resolve::open(root, Path::new("/dev/null")).map_err(|err| e("/dev/null", "open", err))?;
+    let null =
+        resolve::open(root, Path::new("/dev/null")).map_err(|err| e("/dev/null", "open", err))?;
     let st = resolve::stat(&null).map_err(|err| e("/dev/null", "stat", err))?;
     let is_null = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR
         && nix::sys::stat::major(st.st_rdev) == 1
@@ -41,9 +42,21 @@ pub fn mask(root: &OwnedFd, paths: &[String]) -> Result<(), RootfsError> {
         };
         let st = resolve::stat(&target).map_err(|err| e(p, "stat", err))?;
         let r = if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
-            mount(Some("tmpfs"), &sys::fd_path(&target), Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>)
+            mount(
+                Some("tmpfs"),
+                &sys::fd_path(&target),
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
         } else {
-            mount(Some(&sys::fd_path(&null)), &sys::fd_path(&target), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            mount(
+                Some(&sys::fd_path(&null)),
+                &sys::fd_path(&target),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
         };
         r.map_err(|err| e(p, "mask", err))?;
     }
@@ -59,9 +72,20 @@ pub fn readonly(root: &OwnedFd, paths: &[String], userns: bool) -> Result<(), Ro
             Err(err) => return Err(e(p, "open", err)),
         };
         let fdp = sys::fd_path(&target);
-        mount(Some(&fdp), &fdp, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).map_err(|err| e(p, "bind", err))?;
+        mount(
+            Some(&fdp),
+            &fdp,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|err| e(p, "bind", err))?;
         let mounted = resolve::open(root, Path::new(p)).map_err(|err| e(p, "reopen", err))?;
-        let locked = if userns { super::mount::locked_flags(&mounted) } else { MsFlags::empty() };
+        let locked = if userns {
+            super::mount::locked_flags(&mounted)
+        } else {
+            MsFlags::empty()
+        };
         mount(
             None::<&str>,
             &sys::fd_path(&mounted),

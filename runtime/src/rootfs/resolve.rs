@@ -39,7 +39,11 @@ pub fn clean(path: &Path) -> Vec<PathBuf> {
 
 /// Open the rootfs directory itself.
 pub fn open_root(rootfs: &Path) -> Result<OwnedFd, Errno> {
-    nix::fcntl::open(rootfs, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+    crate::sys::open(
+        rootfs,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
 }
 
 /// An `O_PATH` descriptor for `path` inside `root`.
@@ -100,10 +104,14 @@ pub fn create(root: &OwnedFd, path: &Path, kind: Kind) -> Result<OwnedFd, Errno>
     match kind {
         Kind::Dir => mkdirat(&dir, last)?,
         Kind::File => {
-            let r = nix::fcntl::openat(
-                Some(dir.as_raw_fd()),
+            let r = crate::sys::openat(
+                dir.as_raw_fd(),
                 last.as_path(),
-                OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_WRONLY
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
                 Mode::from_bits_truncate(0o644),
             );
             match r {
@@ -142,7 +150,10 @@ mod tests {
 
     #[test]
     fn clean_stays_below_root() {
-        assert_eq!(clean(Path::new("/../../etc/./passwd")), vec![PathBuf::from("etc"), PathBuf::from("passwd")]);
+        assert_eq!(
+            clean(Path::new("/../../etc/./passwd")),
+            vec![PathBuf::from("etc"), PathBuf::from("passwd")]
+        );
     }
 
     #[test]

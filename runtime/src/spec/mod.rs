@@ -73,14 +73,21 @@ pub fn parse_file<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T, Spec
 }
 
 /// Parse JSON bytes; `file` only names the source in errors.
-pub fn parse_bytes<T: serde::de::DeserializeOwned>(bytes: &[u8], file: &Path) -> Result<T, SpecError> {
+pub fn parse_bytes<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    file: &Path,
+) -> Result<T, SpecError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         SpecError::Parse {
             file: file.to_path_buf(),
-            path: if path == "." { "(document)".into() } else { path },
+            path: if path == "." {
+                "(document)".into()
+            } else {
+                path
+            },
             message: inner.to_string(),
         }
     })

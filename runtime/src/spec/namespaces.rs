@@ -6,12 +6,21 @@ use nix::sched::CloneFlags;
 use oci_spec::runtime::LinuxNamespaceType;
 
 /// The namespaces of a container: which to create, which to join.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Namespaces {
     /// Namespaces to create (`CLONE_NEW*`).
     pub new: CloneFlags,
     /// Namespaces to join, user first, then in the order setns needs (see [`join_order`]).
     pub join: Vec<(CloneFlags, PathBuf)>,
+}
+
+impl Default for Namespaces {
+    fn default() -> Self {
+        Self {
+            new: CloneFlags::empty(),
+            join: Vec::new(),
+        }
+    }
 }
 
 impl Namespaces {

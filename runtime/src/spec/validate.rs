@@ -49,7 +49,9 @@ pub(super) fn plan(spec: Spec, bundle: PathBuf, file: &Path) -> Result<Plan, Spe
             .map_err(|e| cx.err("linux.resources", e.to_string()))?;
     }
     let seccomp = match linux.seccomp() {
-        Some(s) => Some(crate::seccomp::compile(s).map_err(|e| cx.err("linux.seccomp", e.to_string()))?),
+        Some(s) => {
+            Some(crate::seccomp::compile(s).map_err(|e| cx.err("linux.seccomp", e.to_string()))?)
+        }
         None => None,
     };
     Ok(Plan {
@@ -74,7 +76,10 @@ fn version(cx: &Ctx, v: &str) -> Result<(), SpecError> {
                 super::OCI_VERSION_MAX
             ),
         )),
-        Err(_) => Err(cx.err("ociVersion", format!("expected a SemVer version like \"1.2.0\", found {v:?}"))),
+        Err(_) => Err(cx.err(
+            "ociVersion",
+            format!("expected a SemVer version like \"1.2.0\", found {v:?}"),
+        )),
     }
 }
 
@@ -95,20 +100,34 @@ pub(super) fn process(p: &Process, at: &str, file: &Path) -> Result<(), SpecErro
     let cx = Ctx { file };
     match p.args() {
         Some(a) if !a.is_empty() && !a[0].is_empty() => {}
-        _ => return Err(cx.err(format!("{at}.args"), "must name the program to run (found none)")),
+        _ => {
+            return Err(cx.err(
+                format!("{at}.args"),
+                "must name the program to run (found none)",
+            ))
+        }
     }
     if !p.cwd().is_absolute() {
-        return Err(cx.err(format!("{at}.cwd"), format!("must be an absolute path, found {:?}", p.cwd())));
+        return Err(cx.err(
+            format!("{at}.cwd"),
+            format!("must be an absolute path, found {:?}", p.cwd()),
+        ));
     }
     for (i, e) in p.env().iter().flatten().enumerate() {
         if !e.contains('=') {
-            return Err(cx.err(format!("{at}.env[{i}]"), format!("expected NAME=VALUE, found {e:?}")));
+            return Err(cx.err(
+                format!("{at}.env[{i}]"),
+                format!("expected NAME=VALUE, found {e:?}"),
+            ));
         }
     }
     let mut seen = HashSet::new();
     for (i, r) in p.rlimits().iter().flatten().enumerate() {
-        if !seen.insert(r.typ()) {
-            return Err(cx.err(format!("{at}.rlimits[{i}].type"), format!("{:?} is set twice", r.typ())));
+        if !seen.insert(format!("{:?}", r.typ())) {
+            return Err(cx.err(
+                format!("{at}.rlimits[{i}].type"),
+                format!("{:?} is set twice", r.typ()),
+            ));
         }
         if r.soft() > r.hard() {
             return Err(cx.err(
@@ -119,7 +138,10 @@ pub(super) fn process(p: &Process, at: &str, file: &Path) -> Result<(), SpecErro
     }
     if let Some(adj) = p.oom_score_adj() {
         if !(-1000..=1000).contains(&adj) {
-            return Err(cx.err(format!("{at}.oomScoreAdj"), format!("must be in -1000..1000, found {adj}")));
+            return Err(cx.err(
+                format!("{at}.oomScoreAdj"),
+                format!("must be in -1000..1000, found {adj}"),
+            ));
         }
     }
     if let Some(io) = p.io_priority() {
@@ -147,11 +169,13 @@ pub(super) fn process(p: &Process, at: &str, file: &Path) -> Result<(), SpecErro
         }
     }
     if let Some(aff) = p.exec_cpu_affinity() {
-        for (name, v) in [("initial", aff.cpu_affinity_initial()), ("final", aff.cpu_affinity_final())] {
+        for (name, v) in [
+            ("initial", aff.initial()),
+            ("final", aff.cpu_affinity_final()),
+        ] {
             if let Some(list) = v {
-                crate::process::cpuset::parse(list).map_err(|e| {
-                    cx.err(format!("{at}.execCPUAffinity.{name}"), e)
-                })?;
+                crate::process::cpuset::parse(list)
+                    .map_err(|e| cx.err(format!("{at}.execCPUAffinity.{name}"), e))?;
             }
         }
     }
@@ -169,13 +193,20 @@ fn namespaces(cx: &Ctx, linux: &Linux) -> Result<Namespaces, SpecError> {
     for (i, n) in linux.namespaces().iter().flatten().enumerate() {
         let flag = namespaces::flag(n.typ());
         if ns.has(flag) {
-            return Err(cx.err(format!("linux.namespaces[{i}].type"), format!("{:?} is listed twice", n.typ())));
+            return Err(cx.err(
+                format!("linux.namespaces[{i}].type"),
+                format!("{:?} is listed twice", n.typ()),
+            ));
         }
         match n.path() {
             None => ns.new |= flag,
             Some(path) => {
-                check_ns_path(path, flag)
-                    .map_err(|m| cx.err(format!("linux.namespaces[{i}].path"), format!("{path:?} {m}")))?;
+                check_ns_path(path, flag).map_err(|m| {
+                    cx.err(
+                        format!("linux.namespaces[{i}].path"),
+                        format!("{path:?} {m}"),
+                    )
+                })?;
                 ns.join.push((flag, path.clone()));
             }
         }
@@ -189,7 +220,11 @@ fn check_ns_path(path: &Path, flag: CloneFlags) -> Result<(), String> {
     let f = std::fs::File::open(path).map_err(|e| format!("cannot be opened: {e}"))?;
     let fs = nix::sys::statfs::fstatfs(&f).map_err(|e| format!("cannot be inspected: {e}"))?;
     if fs.filesystem_type().0 as i64 != NSFS_MAGIC {
-        return Err(format!("is not a namespace (expected a {} namespace file like /proc/<pid>/ns/{})", namespaces::proc_name(flag), namespaces::proc_name(flag)));
+        return Err(format!(
+            "is not a namespace (expected a {} namespace file like /proc/<pid>/ns/{})",
+            namespaces::proc_name(flag),
+            namespaces::proc_name(flag)
+        ));
     }
     // NS_GET_NSTYPE = _IO(0xb7, 0x3)
     const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
@@ -206,7 +241,10 @@ fn check_ns_path(path: &Path, flag: CloneFlags) -> Result<(), String> {
 }
 
 fn uts(cx: &Ctx, spec: &Spec, ns: &Namespaces) -> Result<(), SpecError> {
-    for (name, v) in [("hostname", spec.hostname()), ("domainname", spec.domainname())] {
+    for (name, v) in [
+        ("hostname", spec.hostname()),
+        ("domainname", spec.domainname()),
+    ] {
         if v.as_deref().is_some_and(|h| !h.is_empty()) && !ns.has(CloneFlags::CLONE_NEWUTS) {
             return Err(cx.err(name, "can only be set with a UTS namespace (add {\"type\": \"uts\"} to linux.namespaces)"));
         }
@@ -219,10 +257,17 @@ fn idmaps(cx: &Ctx, linux: &Linux, ns: &Namespaces) -> Result<(), SpecError> {
     let gids = linux.gid_mappings().as_deref().unwrap_or_default();
     let new_user = ns.new.contains(CloneFlags::CLONE_NEWUSER);
     if !ns.has(CloneFlags::CLONE_NEWUSER) && (!uids.is_empty() || !gids.is_empty()) {
-        return Err(cx.err("linux.uidMappings", "mappings need a user namespace (add {\"type\": \"user\"} to linux.namespaces)"));
+        return Err(cx.err(
+            "linux.uidMappings",
+            "mappings need a user namespace (add {\"type\": \"user\"} to linux.namespaces)",
+        ));
     }
     if new_user && (uids.is_empty() || gids.is_empty()) {
-        let which = if uids.is_empty() { "linux.uidMappings" } else { "linux.gidMappings" };
+        let which = if uids.is_empty() {
+            "linux.uidMappings"
+        } else {
+            "linux.gidMappings"
+        };
         return Err(cx.err(which, "a new user namespace needs at least one mapping"));
     }
     for (name, maps) in [("linux.uidMappings", uids), ("linux.gidMappings", gids)] {
@@ -238,7 +283,8 @@ fn idmaps(cx: &Ctx, linux: &Linux, ns: &Namespaces) -> Result<(), SpecError> {
 fn mounts(cx: &Ctx, spec: &Spec) -> Result<(), SpecError> {
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         let opts = m.options().as_deref().unwrap_or_default();
-        let bind = m.typ().as_deref() == Some("bind") || opts.iter().any(|o| o == "bind" || o == "rbind");
+        let bind =
+            m.typ().as_deref() == Some("bind") || opts.iter().any(|o| o == "bind" || o == "rbind");
         if bind && m.source().is_none() {
             return Err(cx.err(format!("mounts[{i}].source"), "a bind mount needs a source"));
         }
@@ -246,9 +292,13 @@ fn mounts(cx: &Ctx, spec: &Spec) -> Result<(), SpecError> {
             return Err(cx.err(format!("mounts[{i}].destination"), "must not be empty"));
         }
         if (m.uid_mappings().is_some() || m.gid_mappings().is_some()) && !bind {
-            return Err(cx.err(format!("mounts[{i}].uidMappings"), "idmapped mounts need a bind mount"));
+            return Err(cx.err(
+                format!("mounts[{i}].uidMappings"),
+                "idmapped mounts need a bind mount",
+            ));
         }
-        crate::rootfs::options::parse(opts).map_err(|e| cx.err(format!("mounts[{i}].options"), e))?;
+        crate::rootfs::options::parse(opts)
+            .map_err(|e| cx.err(format!("mounts[{i}].options"), e))?;
     }
     Ok(())
 }
@@ -262,47 +312,78 @@ fn linux(cx: &Ctx, linux: &Linux, ns: &Namespaces) -> Result<(), SpecError> {
             ));
         }
     }
-    for (name, paths) in [("linux.maskedPaths", linux.masked_paths()), ("linux.readonlyPaths", linux.readonly_paths())] {
+    for (name, paths) in [
+        ("linux.maskedPaths", linux.masked_paths()),
+        ("linux.readonlyPaths", linux.readonly_paths()),
+    ] {
         for (i, p) in paths.iter().flatten().enumerate() {
             if !p.starts_with('/') {
-                return Err(cx.err(format!("{name}[{i}]"), format!("must be absolute, found {p:?}")));
+                return Err(cx.err(
+                    format!("{name}[{i}]"),
+                    format!("must be absolute, found {p:?}"),
+                ));
             }
         }
     }
     for (i, d) in linux.devices().iter().flatten().enumerate() {
         if !d.path().is_absolute() {
-            return Err(cx.err(format!("linux.devices[{i}].path"), format!("must be absolute, found {:?}", d.path())));
+            return Err(cx.err(
+                format!("linux.devices[{i}].path"),
+                format!("must be absolute, found {:?}", d.path()),
+            ));
         }
     }
     for (key, _) in linux.sysctl().iter().flatten() {
         sysctl(key, ns).map_err(|m| cx.err(format!("linux.sysctl.{key}"), m))?;
     }
     if let Some(offsets) = linux.time_offsets() {
-        if !offsets.is_empty() && !ns.new.contains(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)) {
-            return Err(cx.err("linux.timeOffsets", "need a new time namespace (add {\"type\": \"time\"} to linux.namespaces)"));
+        if !offsets.is_empty()
+            && !ns
+                .new
+                .contains(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
+        {
+            return Err(cx.err(
+                "linux.timeOffsets",
+                "need a new time namespace (add {\"type\": \"time\"} to linux.namespaces)",
+            ));
         }
         for k in offsets.keys() {
             if k != "monotonic" && k != "boottime" {
-                return Err(cx.err(format!("linux.timeOffsets.{k}"), "expected \"monotonic\" or \"boottime\""));
+                return Err(cx.err(
+                    format!("linux.timeOffsets.{k}"),
+                    "expected \"monotonic\" or \"boottime\"",
+                ));
             }
         }
     }
     if linux.intel_rdt().is_some() && !Path::new("/sys/fs/resctrl/schemata").exists() {
-        return Err(cx.err("linux.intelRdt", "resctrl is not mounted on this host (/sys/fs/resctrl)"));
+        return Err(cx.err(
+            "linux.intelRdt",
+            "resctrl is not mounted on this host (/sys/fs/resctrl)",
+        ));
     }
     if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
         if !ns.has(CloneFlags::CLONE_NEWNET) {
-            return Err(cx.err("linux.netDevices", "moving network devices needs a network namespace"));
+            return Err(cx.err(
+                "linux.netDevices",
+                "moving network devices needs a network namespace",
+            ));
         }
         for name in linux.net_devices().iter().flatten().map(|(k, _)| k) {
             if !Path::new("/sys/class/net").join(name).exists() {
-                return Err(cx.err(format!("linux.netDevices.{name}"), "no such network device on the host"));
+                return Err(cx.err(
+                    format!("linux.netDevices.{name}"),
+                    "no such network device on the host",
+                ));
             }
         }
     }
     if let Some(label) = linux.mount_label() {
         if !label.is_empty() && !lsm_enabled("selinux") {
-            return Err(cx.err("linux.mountLabel", "given but SELinux is not enabled on this host"));
+            return Err(cx.err(
+                "linux.mountLabel",
+                "given but SELinux is not enabled on this host",
+            ));
         }
     }
     Ok(())
@@ -344,7 +425,10 @@ mod tests {
     use super::*;
 
     fn ns(flags: CloneFlags) -> Namespaces {
-        Namespaces { new: flags, join: vec![] }
+        Namespaces {
+            new: flags,
+            join: vec![],
+        }
     }
 
     #[test]
@@ -358,7 +442,9 @@ mod tests {
 
     #[test]
     fn rejects_unknown_major_version() {
-        let cx = Ctx { file: Path::new("config.json") };
+        let cx = Ctx {
+            file: Path::new("config.json"),
+        };
         assert!(version(&cx, "1.0.2-dev").is_ok());
         assert!(version(&cx, "1.3.0").is_ok());
         let e = version(&cx, "2.0.0").unwrap_err().to_string();
@@ -371,8 +457,12 @@ mod tests {
         let e = check_ns_path(Path::new("/etc/hostname"), CloneFlags::CLONE_NEWNET);
         assert!(e.is_err());
         if Path::new("/proc/self/ns/net").exists() {
-            assert!(check_ns_path(Path::new("/proc/self/ns/net"), CloneFlags::CLONE_NEWNET).is_ok());
-            assert!(check_ns_path(Path::new("/proc/self/ns/net"), CloneFlags::CLONE_NEWUTS).is_err());
+            assert!(
+                check_ns_path(Path::new("/proc/self/ns/net"), CloneFlags::CLONE_NEWNET).is_ok()
+            );
+            assert!(
+                check_ns_path(Path::new("/proc/self/ns/net"), CloneFlags::CLONE_NEWUTS).is_err()
+            );
         }
     }
 }

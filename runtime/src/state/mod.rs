@@ -41,7 +41,7 @@ pub enum StateError {
     },
 }
 
-fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
     move |source| StateError::Io {
         op,
         path: path.to_path_buf(),
@@ -171,7 +171,8 @@ impl StateDir {
 
     /// Like [`load`](Self::load), but a missing file is "does not exist".
     pub fn load_existing(&self) -> Result<State, StateError> {
-        self.load()?.ok_or_else(|| StateError::NotFound(self.id.clone()))
+        self.load()?
+            .ok_or_else(|| StateError::NotFound(self.id.clone()))
     }
 
     /// Write `state.json` atomically: a reader sees the old or the new file, never half of one.
@@ -267,7 +268,11 @@ impl State {
         s.set_version(self.oci_version.clone());
         s.set_id(self.id.clone());
         s.set_status(status.oci());
-        s.set_pid(if status == Status::Stopped || self.pid <= 0 { None } else { Some(self.pid) });
+        s.set_pid(if status == Status::Stopped || self.pid <= 0 {
+            None
+        } else {
+            Some(self.pid)
+        });
         s.set_bundle(self.bundle.clone());
         s.set_annotations(self.config.annotations().clone());
         s
@@ -333,9 +338,15 @@ mod tests {
     fn create_refuses_existing_id() {
         let root = std::env::temp_dir().join(format!("husk-state-test-{}", std::process::id()));
         let d = StateDir::create(&root, "x").expect("create");
-        assert!(matches!(StateDir::create(&root, "x"), Err(StateError::Exists(_))));
+        assert!(matches!(
+            StateDir::create(&root, "x"),
+            Err(StateError::Exists(_))
+        ));
         d.remove().expect("remove");
-        assert!(matches!(StateDir::open(&root, "x"), Err(StateError::NotFound(_))));
+        assert!(matches!(
+            StateDir::open(&root, "x"),
+            Err(StateError::NotFound(_))
+        ));
         let _ = std::fs::remove_dir(&root);
     }
 }

@@ -38,11 +38,21 @@ pub fn fork() -> Result<libc::pid_t, Errno> {
 
 /// `openat2(2)` with `how.resolve` flags, e.g. `RESOLVE_IN_ROOT` to resolve a path the way the
 /// container would see it, whatever symlinks it plants.
-pub fn openat2(dirfd: RawFd, path: &Path, flags: i32, mode: u32, resolve: u64) -> Result<OwnedFd, Errno> {
+pub fn openat2(
+    dirfd: RawFd,
+    path: &Path,
+    flags: i32,
+    mode: u32,
+    resolve: u64,
+) -> Result<OwnedFd, Errno> {
     let c = cstr(path)?;
     let mut how: libc::open_how = open_how_zeroed();
     how.flags = flags as u64;
-    how.mode = if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 { mode as u64 } else { 0 };
+    how.mode = if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 {
+        mode as u64
+    } else {
+        0
+    };
     how.resolve = resolve;
     loop {
         // SAFETY: `c` is a valid C string and `how` a properly sized open_how for this call.
@@ -160,4 +170,27 @@ pub fn cstr(path: &Path) -> Result<CString, Errno> {
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit never returns and touches no Rust state.
     unsafe { libc::_exit(code) }
+}
+
+/// `open(2)` returning an owned descriptor (nix 0.29's `open` hands back a raw one).
+pub fn open<P: ?Sized + nix::NixPath>(
+    path: &P,
+    flags: nix::fcntl::OFlag,
+    mode: nix::sys::stat::Mode,
+) -> Result<OwnedFd, Errno> {
+    let fd = nix::fcntl::open(path, flags, mode)?;
+    // SAFETY: open just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `openat(2)` returning an owned descriptor.
+pub fn openat<P: ?Sized + nix::NixPath>(
+    dirfd: RawFd,
+    path: &P,
+    flags: nix::fcntl::OFlag,
+    mode: nix::sys::stat::Mode,
+) -> Result<OwnedFd, Errno> {
+    let fd = nix::fcntl::openat(Some(dirfd), path, flags, mode)?;
+    // SAFETY: openat just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

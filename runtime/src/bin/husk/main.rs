@@ -1,1 +1,72 @@
-fn main(){}
+//! `husk`: the runc-compatible command line over the husk-runtime library.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use husk_runtime::logging;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "husk",
+    version,
+    about = "husk: a fast, runc-compatible OCI container runtime"
+)]
+pub struct Cli {
+    /// Root directory for the state of containers.
+    #[arg(long, global = true, default_value = "/run/husk")]
+    root: PathBuf,
+    /// Log file (errors also go to stderr).
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    /// Log format.
+    #[arg(long = "log-format", global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Write debug lines to the log.
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Manage cgroups through systemd (cgroupsPath is slice:prefix:name).
+    #[arg(long = "systemd-cgroup", global = true)]
+    systemd_cgroup: bool,
+    /// Accepted for compatibility: rootless mode is detected from the caller's uid.
+    #[arg(long, num_args = 0..=1, default_missing_value = "auto")]
+    rootless: Option<String>,
+    /// Accepted for compatibility with runc (checkpointing is not part of husk).
+    #[arg(long, global = true, hide = true)]
+    criu: Option<PathBuf>,
+    #[command(subcommand)]
+    command: commands::Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            // runc exits 1 on bad usage; help and version are not errors.
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
+    let format = match cli.log_format {
+        LogFormat::Text => logging::Format::Text,
+        LogFormat::Json => logging::Format::Json,
+    };
+    logging::init(cli.log.clone(), format, cli.debug);
+    match commands::dispatch(&cli) {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            logging::error(&msg);
+            eprintln!("{msg}");
+            ExitCode::from(1)
+        }
+    }
+}

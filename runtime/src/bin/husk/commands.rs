@@ -1,0 +1,256 @@
+//! One function per command; each is a thin call into the library.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use husk_runtime::container::{self, CreateOptions, ExecOptions};
+
+use crate::Cli;
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a container (it waits for `start` to run its process).
+    Create(CreateArgs),
+    /// Run the process of a created container.
+    Start { id: String },
+    /// Create and start a container; wait for it unless --detach.
+    Run(RunArgs),
+    /// Print the state of a container as JSON.
+    State { id: String },
+    /// List containers.
+    List {
+        #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+        /// Print only the ids.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Send a signal (default SIGTERM) to a container's init, or with --all to all its processes.
+    Kill {
+        #[arg(short, long)]
+        all: bool,
+        id: String,
+        #[arg(default_value = "SIGTERM")]
+        signal: String,
+    },
+    /// Delete a stopped container (any container with --force).
+    Delete {
+        #[arg(short, long)]
+        force: bool,
+        id: String,
+    },
+    /// Run a new process in a running container.
+    Exec(ExecArgs),
+    /// Write a default config.json into the bundle.
+    Spec {
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+        #[arg(long = "rootless", id = "spec_rootless")]
+        rootless: bool,
+    },
+    /// Print the features of this runtime as JSON.
+    Features,
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    #[arg(long = "no-pivot")]
+    no_pivot: bool,
+    #[arg(long = "no-new-keyring")]
+    no_new_keyring: bool,
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    preserve_fds: u32,
+    id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    create: CreateArgs,
+    #[arg(short, long)]
+    detach: bool,
+    /// Keep the container's state after it exits.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    #[arg(long)]
+    cwd: Option<PathBuf>,
+    #[arg(short, long)]
+    env: Vec<String>,
+    #[arg(short, long)]
+    tty: bool,
+    /// UID[:GID]
+    #[arg(short, long)]
+    user: Option<String>,
+    #[arg(short = 'g', long = "additional-gids")]
+    additional_gids: Vec<u32>,
+    /// A process.json to run instead of the command line.
+    #[arg(short, long)]
+    process: Option<PathBuf>,
+    #[arg(short, long)]
+    detach: bool,
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    #[arg(long = "process-label")]
+    process_label: Option<String>,
+    #[arg(long)]
+    apparmor: Option<String>,
+    #[arg(long = "no-new-privs")]
+    no_new_privs: bool,
+    #[arg(short, long)]
+    cap: Vec<String>,
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    preserve_fds: u32,
+    #[arg(long = "ignore-paused")]
+    ignore_paused: bool,
+    id: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+fn create_options(cli: &Cli, a: &CreateArgs, start_barrier: bool) -> CreateOptions {
+    CreateOptions {
+        id: a.id.clone(),
+        bundle: a.bundle.clone(),
+        root: cli.root.clone(),
+        console_socket: a.console_socket.clone(),
+        pid_file: a.pid_file.clone(),
+        no_pivot: a.no_pivot,
+        no_new_keyring: a.no_new_keyring,
+        preserve_fds: a.preserve_fds,
+        systemd_cgroup: cli.systemd_cgroup,
+        start_barrier,
+        console_fd: None,
+    }
+}
+
+pub fn dispatch(cli: &Cli) -> Result<i32> {
+    let root = &cli.root;
+    match &cli.command {
+        Command::Create(a) => {
+            container::create(create_options(cli, a, true))?;
+        }
+        Command::Start { id } => container::start(root, id)?,
+        Command::Run(a) => {
+            return Ok(container::run(
+                create_options(cli, &a.create, true),
+                a.detach,
+                a.keep,
+            )?)
+        }
+        Command::State { id } => {
+            let c = container::load(root, id, false)?;
+            println!("{}", serde_json::to_string_pretty(&c.to_json())?);
+        }
+        Command::List { format, quiet } => list(root, format, *quiet)?,
+        Command::Kill { all, id, signal } => {
+            let sig = container::parse_signal(signal)?;
+            container::kill(root, id, sig, *all)?;
+        }
+        Command::Delete { force, id } => container::delete(root, id, *force)?,
+        Command::Exec(a) => return exec(cli, a),
+        Command::Spec { bundle, rootless } => {
+            husk_runtime::spec::default::write(bundle, *rootless)?
+        }
+        Command::Features => println!(
+            "{}",
+            serde_json::to_string_pretty(&husk_runtime::features::features())?
+        ),
+    }
+    Ok(0)
+}
+
+fn list(root: &std::path::Path, format: &str, quiet: bool) -> Result<()> {
+    let all = container::list(root)?;
+    if quiet {
+        for c in &all {
+            println!("{}", c.state.id);
+        }
+        return Ok(());
+    }
+    if format == "json" {
+        let v: Vec<_> = all.iter().map(|c| c.to_json()).collect();
+        // runc prints a nil slice, "null", when there are no containers.
+        if v.is_empty() {
+            println!("null");
+        } else {
+            println!("{}", serde_json::to_string(&v)?);
+        }
+        return Ok(());
+    }
+    let rows: Vec<[String; 6]> = all
+        .iter()
+        .map(|c| {
+            let pid = if c.status == container::Status::Stopped {
+                0
+            } else {
+                c.state.pid
+            };
+            [
+                c.state.id.clone(),
+                pid.to_string(),
+                c.status.to_string(),
+                c.state.bundle.display().to_string(),
+                c.state.created.clone(),
+                c.state.owner.clone(),
+            ]
+        })
+        .collect();
+    let header = ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(String::from);
+    // runc's tabwriter: cells padded by 3, at least 12 wide; the last column unpadded.
+    let mut width = [0usize; 6];
+    for r in std::iter::once(&header).chain(rows.iter()) {
+        for (i, cell) in r.iter().enumerate() {
+            width[i] = width[i].max(cell.len() + 3).max(12);
+        }
+    }
+    for r in std::iter::once(&header).chain(rows.iter()) {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            if i == 5 {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}", w = width[i]));
+            }
+        }
+        println!("{line}");
+    }
+    Ok(())
+}
+
+fn exec(cli: &Cli, a: &ExecArgs) -> Result<i32> {
+    if a.process.is_none() && a.command.is_empty() {
+        anyhow::bail!("exec: either --process or a command is required");
+    }
+    let opts = ExecOptions {
+        process: a.process.clone(),
+        args: a.command.clone(),
+        tty: a.tty,
+        console_socket: a.console_socket.clone(),
+        detach: a.detach,
+        pid_file: a.pid_file.clone(),
+        env: a.env.clone(),
+        cwd: a.cwd.clone(),
+        user: a.user.clone(),
+        additional_gids: a.additional_gids.clone(),
+        caps: a.cap.clone(),
+        no_new_privs: a.no_new_privs,
+        preserve_fds: a.preserve_fds,
+        apparmor: a.apparmor.clone(),
+        process_label: a.process_label.clone(),
+        ignore_paused: a.ignore_paused,
+    };
+    container::exec(&cli.root, &a.id, opts).with_context(|| format!("exec in container {}", a.id))
+}

@@ -1,0 +1,208 @@
+//! `create`: validate, claim the id, make the cgroup, spawn the init, record the state.
+//!
+//! 1. `spec::load` — nothing on disk changes before the spec is known to be good.
+//! 2. the state directory (`<root>/<id>`, locked) and a first `state.json` naming the cgroup,
+//!    so `delete --force` can clean up after a create that was killed half-way;
+//! 3. the cgroup with its resources, and `exec.fifo`;
+//! 4. `process::spawn`, recording the init's pid as soon as it exists, running prestart and
+//!    createRuntime hooks when the init asks;
+//! 5. `--pid-file`. Any failure undoes 2–4.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use nix::sys::stat::Mode;
+
+use super::ContainerError;
+use crate::cgroups::Cgroup;
+use crate::hooks::{self, HookKind};
+use crate::process::spawn::{self, Observer};
+use crate::spec::{self, Plan};
+use crate::state::{self, State, StateDir};
+
+#[derive(Debug, Default)]
+pub struct CreateOptions {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub root: PathBuf,
+    pub console_socket: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: u32,
+    pub systemd_cgroup: bool,
+    /// Wait for `start` on exec.fifo (create); `false` execs as soon as ready (run).
+    pub start_barrier: bool,
+    /// `run` in the foreground allocates the terminal itself: one end of its own socket pair.
+    pub console_fd: Option<OwnedFd>,
+}
+
+/// A created container: its pid and what `run` needs next.
+#[derive(Debug)]
+pub struct Created {
+    pub pid: i32,
+    pub dir: StateDir,
+    pub state: State,
+}
+
+pub fn create(mut opts: CreateOptions) -> Result<Created, ContainerError> {
+    state::check_id(&opts.id)?;
+    let plan = spec::load(&opts.bundle)?;
+    let terminal = plan.process.terminal().unwrap_or(false);
+    let console = match (&opts.console_socket, opts.console_fd.take()) {
+        (_, Some(fd)) if terminal => Some(fd),
+        (Some(p), _) if terminal => Some(crate::console::connect(p)?),
+        (None, None) if terminal => {
+            return Err(ContainerError::Invalid(
+                "process.terminal is true but no --console-socket was given: cannot allocate a terminal for a detached container".into(),
+            ))
+        }
+        _ => None,
+    };
+    let cgroups_path = plan
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_deref());
+    let cgroup = Cgroup::resolve(cgroups_path, &opts.id, opts.systemd_cgroup)?;
+
+    let dir = StateDir::create(&opts.root, &opts.id)?;
+    let mut st = State {
+        oci_version: plan.spec.version().clone(),
+        id: opts.id.clone(),
+        pid: 0,
+        start_time: 0,
+        bundle: plan.bundle.clone(),
+        rootfs: plan.rootfs.clone(),
+        created: state::now_rfc3339(),
+        owner: owner_name(),
+        cgroup: cgroup.path().to_path_buf(),
+        config: plan.spec.clone(),
+    };
+    match build(&opts, &plan, &dir, &mut st, &cgroup, console) {
+        Ok(pid) => Ok(Created {
+            pid,
+            dir,
+            state: st,
+        }),
+        Err(e) => {
+            // The init (if any) was killed by spawn; undo the rest.
+            let _ = cgroup.destroy();
+            let _ = dir.remove();
+            Err(e)
+        }
+    }
+}
+
+fn build(
+    opts: &CreateOptions,
+    plan: &Plan,
+    dir: &StateDir,
+    st: &mut State,
+    cgroup: &Cgroup,
+    console: Option<OwnedFd>,
+) -> Result<i32, ContainerError> {
+    dir.save(st)?;
+    let resources = plan
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref());
+    cgroup.create(resources)?;
+    let fifo = if opts.start_barrier {
+        let p = dir.fifo_path();
+        nix::unistd::mkfifo(&p, Mode::from_bits_truncate(0o622)).map_err(|source| {
+            ContainerError::Sys {
+                step: format!("create {p:?}"),
+                source,
+            }
+        })?;
+        Some(p)
+    } else {
+        None
+    };
+    let mut obs = CreateObserver {
+        dir,
+        st,
+        cgroup,
+        plan,
+    };
+    let pid = spawn::spawn(
+        plan,
+        spawn::Options {
+            fifo,
+            console,
+            no_pivot: opts.no_pivot,
+            preserve_fds: opts.preserve_fds,
+            id: opts.id.clone(),
+            new_keyring: !opts.no_new_keyring,
+        },
+        &mut obs,
+    )?;
+    if let Some(p) = &opts.pid_file {
+        write_pid_file(p, pid)?;
+    }
+    Ok(pid)
+}
+
+struct CreateObserver<'a> {
+    dir: &'a StateDir,
+    st: &'a mut State,
+    cgroup: &'a Cgroup,
+    plan: &'a Plan,
+}
+
+impl Observer for CreateObserver<'_> {
+    fn cloned(&mut self, pid: i32) -> Result<(), String> {
+        self.st.pid = pid;
+        self.st.start_time = state::proc_start_time(pid).map(|(t, _)| t).unwrap_or(0);
+        self.dir.save(self.st).map_err(|e| crate::init::chain(&e))
+    }
+
+    fn join_cgroup(&mut self, pid: i32) -> Result<(), String> {
+        self.cgroup.add_pid(pid).map_err(|e| crate::init::chain(&e))
+    }
+
+    fn hooks(&mut self, pid: i32) -> Result<(), String> {
+        let Some(h) = self.plan.spec.hooks() else {
+            return Ok(());
+        };
+        let mut oci = self.st.oci(super::Status::Creating);
+        oci.set_pid(Some(pid));
+        for kind in [HookKind::Prestart, HookKind::CreateRuntime] {
+            hooks::run(kind, kind.select(h), &oci).map_err(|e| crate::init::chain(&e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Write the pid file atomically (a reader never sees it empty), as runc does.
+pub(crate) fn write_pid_file(path: &Path, pid: i32) -> Result<(), ContainerError> {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let tmp = abs.with_file_name(format!(
+        ".{}.tmp",
+        abs.file_name().and_then(|n| n.to_str()).unwrap_or("pid")
+    ));
+    let io = |what, source| ContainerError::Io {
+        what,
+        path: abs.clone(),
+        source,
+    };
+    std::fs::write(&tmp, pid.to_string()).map_err(|e| io("write pid file", e))?;
+    std::fs::rename(&tmp, &abs).map_err(|e| io("rename pid file", e))
+}
+
+/// The caller's user name from the host's /etc/passwd (not NSS: loading NSS modules would cost
+/// more than the rest of `create`).
+fn owner_name() -> String {
+    let uid = nix::unistd::geteuid().as_raw();
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[0].to_string())
+            })
+        })
+        .unwrap_or_else(|| uid.to_string())
+}

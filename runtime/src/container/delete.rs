@@ -1,0 +1,69 @@
+//! `delete`: remove a stopped (or, with `--force`, any) container: its processes, cgroup and
+//! state directory, then poststop hooks.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+
+use super::{ContainerError, Status};
+use crate::hooks::{self, HookKind};
+use crate::state::{proc_start_time, StateDir};
+
+pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> {
+    let dir = StateDir::open(root, id)?;
+    let Some(st) = dir.load()? else {
+        // A create that died before writing any state: nothing but the directory exists.
+        dir.remove()?;
+        return Ok(());
+    };
+    let status = super::status::status_of(&dir, &st);
+    if !status.can_delete() && !force {
+        return Err(ContainerError::WrongStatus {
+            action: "delete",
+            id: id.to_string(),
+            status,
+            hint: " (stop it first or use --force)",
+        });
+    }
+    let cgroup = crate::cgroups::Cgroup::from_path(st.cgroup.clone());
+    if status != Status::Stopped && st.pid > 0 {
+        // A paused container can't die until it is thawed; destroy() handles that for the
+        // rest of the cgroup, the init gets SIGKILL here.
+        let _ = signal::kill(Pid::from_raw(st.pid), Signal::SIGKILL);
+        wait_gone(st.pid, st.start_time);
+    }
+    cgroup.destroy()?;
+    dir.remove()?;
+    if let Some(h) = st.config.hooks() {
+        if let Err(e) = hooks::run(
+            HookKind::Poststop,
+            HookKind::Poststop.select(h),
+            &st.oci(Status::Stopped),
+        ) {
+            // runtime-spec: a failing poststop hook is a warning; the container is gone.
+            crate::logging::warn(&crate::init::chain(&e));
+        }
+    }
+    Ok(())
+}
+
+/// Wait (bounded) until `pid` with this start time is dead or a zombie.
+fn wait_gone(pid: i32, start: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut pause = Duration::from_micros(100);
+    while Instant::now() < deadline {
+        match proc_start_time(pid) {
+            Some((t, false)) if t == start => {}
+            _ => return,
+        }
+        // Our own child (husk run) must be reaped to stop being a zombie-in-waiting.
+        let _ = nix::sys::wait::waitpid(
+            Pid::from_raw(pid),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
+}

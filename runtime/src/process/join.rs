@@ -1,0 +1,1 @@
+//! Joining a running container (for `husk exec`).
