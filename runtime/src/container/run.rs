@@ -78,7 +78,7 @@ pub fn run(mut opts: CreateOptions, detach: bool, keep: bool) -> Result<i32, Con
 
 /// Every signal a caller may send that makes sense to pass on (not SIGKILL/SIGSTOP, which
 /// can't be caught, nor the synchronous fault signals).
-fn forwardable() -> SigSet {
+pub(crate) fn forwardable() -> SigSet {
     let mut set = SigSet::all();
     for s in [
         Signal::SIGKILL,

@@ -32,7 +32,7 @@ fn cstrings<'a>(v: impl Iterator<Item = &'a String>) -> Result<Vec<CString>, Ini
     .collect()
 }
 
-pub(super) fn exec(
+pub fn exec(
     program: &Path,
     p: &Process,
     preserve_fds: u32,

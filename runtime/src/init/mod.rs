@@ -14,6 +14,7 @@ use crate::process::sync::{Channel, Msg};
 use crate::spec::Plan;
 use crate::sys;
 
+pub use exec::exec as exec_program;
 pub use process::{apply_user_and_caps, find_executable, ProcessSetup};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,1 +1,148 @@
-//! Joining a running container (for `husk exec`).
+//! A new process in a running container (`husk exec`): the parent enters the container's pid
+//! and time namespaces for its children, forks once (so the process is its direct child and
+//! PID n of the container), and the child joins the remaining namespaces, user first.
+//!
+//! ```text
+//!  child                                  parent (husk exec)
+//!                                         [fork; add the child to the container's cgroup]
+//!                               <-- CgroupDone
+//!  [setns; process set-up] Ready -->      [--pid-file; wait or return (--detach)]
+//!  (any step)     Error{msg}    -->
+//! ```
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use oci_spec::runtime::{Linux, Process};
+
+use super::sync::{self, Channel, Msg, SyncError};
+use super::ProcessError;
+use crate::init::{self, InitError, ProcessSetup};
+use crate::seccomp::Compiled;
+use crate::sys;
+
+/// A process to start in the container of `init_pid`.
+pub struct Join<'a> {
+    pub init_pid: i32,
+    pub process: &'a Process,
+    pub linux: Option<&'a Linux>,
+    pub seccomp: Option<&'a Compiled>,
+    pub console: Option<OwnedFd>,
+    pub preserve_fds: u32,
+}
+
+/// The namespaces of `init_pid` that differ from ours, opened now (before any of them is
+/// entered), user first and mount last.
+fn open_namespaces(init_pid: i32) -> Result<Vec<(CloneFlags, OwnedFd)>, ProcessError> {
+    let order = [
+        ("user", CloneFlags::CLONE_NEWUSER),
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("time", CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)),
+        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ];
+    let mut out = Vec::new();
+    for (name, flag) in order {
+        let theirs = format!("/proc/{init_pid}/ns/{name}");
+        let (Ok(a), Ok(b)) = (std::fs::metadata(&theirs), std::fs::metadata(format!("/proc/self/ns/{name}"))) else {
+            continue;
+        };
+        use std::os::unix::fs::MetadataExt;
+        if a.ino() == b.ino() && a.dev() == b.dev() {
+            continue;
+        }
+        let fd = sys::open(theirs.as_str(), nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+            .map_err(|e| ProcessError::Namespace { path: theirs.into(), source: e })?;
+        out.push((flag, fd));
+    }
+    Ok(out)
+}
+
+/// Start the process; returns its pid once it is about to exec. `join_cgroup` moves it into the
+/// container's cgroup before it runs anything of the user's.
+pub fn spawn(j: Join, join_cgroup: &mut dyn FnMut(i32) -> Result<(), String>) -> Result<i32, ProcessError> {
+    let nss = open_namespaces(j.init_pid)?;
+    let (parent_end, child_end) = sync::pair()?;
+    // setns of pid and time namespaces only affects children: enter them here, fork, leave.
+    let own_pid = sys::open("/proc/self/ns/pid_for_children", nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+        .map_err(|e| ProcessError::Step { step: "open own pid namespace", source: e })?;
+    let own_time = sys::open("/proc/self/ns/time_for_children", nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).ok();
+    let time = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+    let for_children = |f: &CloneFlags| *f == CloneFlags::CLONE_NEWPID || *f == time;
+    for (flag, fd) in nss.iter().filter(|(f, _)| for_children(f)) {
+        nix::sched::setns(fd.as_fd(), *flag).map_err(|e| ProcessError::Step { step: "enter the container's pid/time namespace", source: e })?;
+    }
+    let forked = sys::fork();
+    if let Ok(0) = forked {
+        drop(parent_end);
+        let r = child(&j, &nss, &child_end);
+        let message = match r {
+            Ok(never) => match never {},
+            Err(e) => init::chain(&e),
+        };
+        let _ = child_end.send(&Msg::Error { message });
+        sys::exit_now(1);
+    }
+    let _ = nix::sched::setns(own_pid.as_fd(), CloneFlags::CLONE_NEWPID);
+    if let Some(t) = &own_time {
+        let _ = nix::sched::setns(t.as_fd(), time);
+    }
+    let pid = forked.map_err(|e| ProcessError::Step { step: "fork", source: e })?;
+    drop(child_end);
+    let r = (|| {
+        join_cgroup(pid).map_err(ProcessError::Observer)?;
+        parent_end.send(&Msg::CgroupDone)?;
+        match parent_end.recv() {
+            Ok(Msg::Ready) => Ok(()),
+            Ok(Msg::Error { message }) => Err(ProcessError::Init(message)),
+            Ok(other) => Err(SyncError::Unexpected { expected: "Ready", got: other }.into()),
+            Err(e) => Err(e.into()),
+        }
+    })();
+    if let Err(mut e) = r {
+        if let Some(message) = parent_end.pending_error() {
+            e = ProcessError::Init(message);
+        }
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let _ = waitpid(Pid::from_raw(pid), None);
+        return Err(e);
+    }
+    Ok(pid)
+}
+
+fn child(j: &Join, nss: &[(CloneFlags, OwnedFd)], chan: &Channel) -> Result<std::convert::Infallible, InitError> {
+    let time = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+    for (flag, fd) in nss.iter().filter(|(f, _)| *f != CloneFlags::CLONE_NEWPID && *f != time) {
+        nix::sched::setns(fd.as_fd(), *flag).map_err(init::step(format!("join the container's {} namespace", crate::spec::proc_name(*flag))))?;
+    }
+    let userns = nss.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWUSER);
+    if userns {
+        let _ = nix::unistd::setresgid(0.into(), 0.into(), 0.into());
+        let _ = nix::unistd::setresuid(0.into(), 0.into(), 0.into());
+    }
+    // Nothing of the user's may run before the process is in the container's cgroup.
+    chan.expect(Msg::CgroupDone)?;
+    nix::unistd::chdir("/").map_err(init::step("chdir to /"))?;
+    if let Some(sock) = &j.console {
+        let sock = sock.try_clone().map_err(|e| InitError::Other(format!("dup console socket: {e}")))?;
+        let pty = crate::console::setup_pty(sock, j.process.console_size().as_ref())?;
+        crate::console::make_controlling(&pty.slave)?;
+    }
+    let setup = ProcessSetup::new(j.process, j.linux, j.seccomp, userns);
+    setup.before_user()?;
+    let seccomp_early = setup.seccomp_before_user()?;
+    init::apply_user_and_caps(j.process, userns)?;
+    setup.after_user()?;
+    let program = init::find_executable(j.process)?;
+    chan.send(&Msg::Ready)?;
+    if !seccomp_early {
+        setup.seccomp_last()?;
+    }
+    init::exec_program(&program, j.process, j.preserve_fds)
+}

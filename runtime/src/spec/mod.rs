@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Process, Spec};
 
-pub use namespaces::Namespaces;
+pub use namespaces::{proc_name, Namespaces};
 
 /// The oldest and newest runtime-spec releases husk implements.
 pub const OCI_VERSION_MIN: &str = "1.0.0";
