@@ -338,7 +338,9 @@ impl Case {
     pub fn wait_status(&self, want: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            let st = self.status();
+            // A container that `run` has not created yet has no state: keep waiting.
+            let st = self.state().map(|s| s["status"].as_str().unwrap_or_default().to_string());
+            let st = st.unwrap_or_else(|| "absent".to_string());
             if st == want {
                 return;
             }
