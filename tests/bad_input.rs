@@ -10,18 +10,45 @@ use std::time::Duration;
 /// Checks a refused command; `fragment` is what husk's message must contain.
 fn assert_refused(c: &Case, out: &Out, fragment: &str) {
     println!("refused `{}`: {}", out.what, out.stderr.trim());
-    assert!(!out.ok(), "`{}` succeeded on bad input\nstdout: {}", out.what, out.stdout);
-    assert!(!out.stderr.trim().is_empty(), "`{}` failed silently", out.what);
-    let last = c.last_log().unwrap_or_else(|| panic!("`{}` wrote no JSON line to --log", out.what));
+    assert!(
+        !out.ok(),
+        "`{}` succeeded on bad input\nstdout: {}",
+        out.what,
+        out.stdout
+    );
+    assert!(
+        !out.stderr.trim().is_empty(),
+        "`{}` failed silently",
+        out.what
+    );
+    let last = c
+        .last_log()
+        .unwrap_or_else(|| panic!("`{}` wrote no JSON line to --log", out.what));
     assert_eq!(last["level"], "error", "last log line: {last}");
     let msg = last["msg"].as_str().unwrap_or_default();
     assert!(!msg.is_empty(), "last log line has no msg: {last}");
     if c.is_husk() {
         assert_eq!(out.code(), Some(1), "`{}`: {out:?}", out.what);
-        assert!(!out.stderr.contains("panicked"), "husk panicked: {}", out.stderr);
-        assert_eq!(out.stderr.trim().lines().count(), 1, "want one line on stderr: {}", out.stderr);
-        assert!(out.stderr.contains(fragment), "stderr does not name {fragment:?}: {}", out.stderr);
-        assert!(msg.contains(fragment), "log msg does not name {fragment:?}: {msg}");
+        assert!(
+            !out.stderr.contains("panicked"),
+            "husk panicked: {}",
+            out.stderr
+        );
+        assert_eq!(
+            out.stderr.trim().lines().count(),
+            1,
+            "want one line on stderr: {}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains(fragment),
+            "stderr does not name {fragment:?}: {}",
+            out.stderr
+        );
+        assert!(
+            msg.contains(fragment),
+            "log msg does not name {fragment:?}: {msg}"
+        );
     }
 }
 
@@ -53,7 +80,11 @@ fn rejects_missing_config_json() {
 #[test]
 fn rejects_malformed_json() {
     create_refused("bad-malformed", "config.json", |c| {
-        std::fs::write(c.bundle.join("config.json"), "{\"ociVersion\": \"1.0.2\", \"process\": {").expect("write");
+        std::fs::write(
+            c.bundle.join("config.json"),
+            "{\"ociVersion\": \"1.0.2\", \"process\": {",
+        )
+        .expect("write");
     });
 }
 
@@ -91,9 +122,17 @@ fn rejects_missing_rootfs() {
 
 #[test]
 fn rejects_namespace_path_that_is_no_namespace() {
-    let Some(mut c) = Case::new("bad-nspath") else { return };
-    let nss = c.config["linux"]["namespaces"].as_array().expect("namespaces").clone();
-    let i = nss.iter().position(|n| n["type"] == "network").expect("spec has a network namespace");
+    let Some(mut c) = Case::new("bad-nspath") else {
+        return;
+    };
+    let nss = c.config["linux"]["namespaces"]
+        .as_array()
+        .expect("namespaces")
+        .clone();
+    let i = nss
+        .iter()
+        .position(|n| n["type"] == "network")
+        .expect("spec has a network namespace");
     c.config["linux"]["namespaces"][i]["path"] = json!("/etc/passwd");
     c.write_config();
     let out = c.create();
@@ -112,7 +151,10 @@ fn rejects_unknown_rlimit_type() {
 #[test]
 fn rejects_missing_process_args() {
     create_refused("bad-noargs", "process.args", |c| {
-        c.config["process"].as_object_mut().expect("process").remove("args");
+        c.config["process"]
+            .as_object_mut()
+            .expect("process")
+            .remove("args");
         c.write_config();
     });
 }
@@ -128,7 +170,9 @@ fn rejects_relative_cwd() {
 #[test]
 fn rejects_hostname_without_uts_namespace() {
     create_refused("bad-hostname", "hostname", |c| {
-        let nss = c.config["linux"]["namespaces"].as_array_mut().expect("namespaces");
+        let nss = c.config["linux"]["namespaces"]
+            .as_array_mut()
+            .expect("namespaces");
         nss.retain(|n| n["type"] != "uts");
         c.config["hostname"] = json!("box");
         c.write_config();
@@ -150,7 +194,9 @@ fn rejects_unknown_oci_version_major() {
 
 #[test]
 fn rejects_id_with_a_slash() {
-    let Some(c) = Case::new("bad-idslash") else { return };
+    let Some(c) = Case::new("bad-idslash") else {
+        return;
+    };
     let bad = format!("../{}", c.id);
     c.track_id(&bad);
     let out = c.rt(&["create", "--bundle", &c.bundle_str(), &bad]);
@@ -161,7 +207,9 @@ fn rejects_id_with_a_slash() {
 
 #[test]
 fn rejects_dot_dot_id() {
-    let Some(c) = Case::new("bad-iddots") else { return };
+    let Some(c) = Case::new("bad-iddots") else {
+        return;
+    };
     c.track_id("..");
     let out = c.rt(&["create", "--bundle", &c.bundle_str(), ".."]);
     assert_refused(&c, &out, "invalid container id");
@@ -170,14 +218,20 @@ fn rejects_dot_dot_id() {
 
 #[test]
 fn rejects_duplicate_id() {
-    let Some(mut c) = Case::new("bad-dup") else { return };
+    let Some(mut c) = Case::new("bad-dup") else {
+        return;
+    };
     c.sh(LOOP);
     c.write_config();
     c.create().check();
     let pid = c.pid();
     let out = c.create();
     assert_refused(&c, &out, "already exists");
-    assert_eq!(c.status(), "created", "the refused create harmed the first container");
+    assert_eq!(
+        c.status(),
+        "created",
+        "the refused create harmed the first container"
+    );
     assert_eq!(c.pid(), pid);
 }
 
@@ -213,7 +267,9 @@ fn rejects_delete_of_unknown_id() {
 
 #[test]
 fn rejects_start_twice() {
-    let Some(c) = running("bad-start2") else { return };
+    let Some(c) = running("bad-start2") else {
+        return;
+    };
     let out = c.start();
     assert_refused(&c, &out, "not created");
     assert_eq!(c.status(), "running");
@@ -221,7 +277,9 @@ fn rejects_start_twice() {
 
 #[test]
 fn rejects_delete_of_running_container_without_force() {
-    let Some(c) = running("bad-delrun") else { return };
+    let Some(c) = running("bad-delrun") else {
+        return;
+    };
     let out = c.delete();
     assert_refused(&c, &out, "running");
     assert_eq!(c.status(), "running");
@@ -229,7 +287,9 @@ fn rejects_delete_of_running_container_without_force() {
 
 #[test]
 fn rejects_bad_signal_name() {
-    let Some(c) = running("bad-signal") else { return };
+    let Some(c) = running("bad-signal") else {
+        return;
+    };
     let out = c.kill("SIGFOO");
     assert_refused(&c, &out, "invalid signal");
     std::thread::sleep(Duration::from_millis(100));
@@ -238,7 +298,9 @@ fn rejects_bad_signal_name() {
 
 #[test]
 fn rejects_absurd_signal_number() {
-    let Some(c) = running("bad-signum") else { return };
+    let Some(c) = running("bad-signum") else {
+        return;
+    };
     let out = c.kill("1234");
     assert_refused(&c, &out, "invalid signal");
     assert_eq!(c.status(), "running");

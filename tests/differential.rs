@@ -11,7 +11,11 @@ use std::collections::BTreeSet;
 fn probe(config: &Value) -> String {
     let list = |key: &str| -> String {
         let paths = config["linux"][key].as_array().cloned().unwrap_or_default();
-        paths.iter().filter_map(|p| p.as_str()).collect::<Vec<_>>().join(" ")
+        paths
+            .iter()
+            .filter_map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
     };
     format!(
         r#"echo "== hostname"; hostname
@@ -45,13 +49,20 @@ fn sections(c: &mut Case) -> Vec<(String, String)> {
     c.sh(&script);
     c.write_config();
     let out = c.run().check();
-    let text = out.stdout.replace(&c.dir.to_string_lossy().into_owned(), "<dir>").replace(&c.id, "<id>");
+    let text = out
+        .stdout
+        .replace(&c.dir.to_string_lossy().into_owned(), "<dir>")
+        .replace(&c.id, "<id>");
     let mut secs: Vec<(String, String)> = Vec::new();
     for line in text.lines() {
         if let Some(name) = line.strip_prefix("== ") {
             secs.push((name.to_string(), String::new()));
         } else if let Some((name, body)) = secs.last_mut() {
-            let line = if name == "mountinfo" { normalize_mountinfo(line) } else { line.to_string() };
+            let line = if name == "mountinfo" {
+                normalize_mountinfo(line)
+            } else {
+                line.to_string()
+            };
             body.push_str(&line);
             body.push('\n');
         }
@@ -63,14 +74,29 @@ fn sections(c: &mut Case) -> Vec<(String, String)> {
 /// device numbers that differ from run to run.
 fn normalize_mountinfo(line: &str) -> String {
     let f: Vec<&str> = line.split(' ').collect();
-    let Some(dash) = f.iter().position(|x| *x == "-") else { return line.to_string() };
-    let tags: Vec<&str> = f[6..dash].iter().map(|t| t.split(':').next().unwrap_or(t)).collect();
+    let Some(dash) = f.iter().position(|x| *x == "-") else {
+        return line.to_string();
+    };
+    let tags: Vec<&str> = f[6..dash]
+        .iter()
+        .map(|t| t.split(':').next().unwrap_or(t))
+        .collect();
     let rest = f[dash + 1..].join(" ");
-    format!("{} {} {} [{}] {}", f.get(4).unwrap_or(&""), f.get(3).unwrap_or(&""), f.get(5).unwrap_or(&""), tags.join(","), rest)
+    format!(
+        "{} {} {} [{}] {}",
+        f.get(4).unwrap_or(&""),
+        f.get(3).unwrap_or(&""),
+        f.get(5).unwrap_or(&""),
+        tags.join(","),
+        rest
+    )
 }
 
 fn section<'a>(secs: &'a [(String, String)], name: &str) -> &'a str {
-    secs.iter().find(|(n, _)| n == name).map(|(_, b)| b.as_str()).unwrap_or_else(|| panic!("probe printed no {name}"))
+    secs.iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, b)| b.as_str())
+        .unwrap_or_else(|| panic!("probe printed no {name}"))
 }
 
 /// The ns names whose inode differs from the host's, from a `ns` section.
@@ -89,13 +115,28 @@ fn same_as_runc(name: &str, config: Value) {
     let mut ours = Case::with_config(&format!("{name}-t"), &bin, config.clone());
     let mut peer = Case::with_config(&format!("{name}-r"), &runc, config.clone());
     let (a, b) = (sections(&mut ours), sections(&mut peer));
-    if std::env::var_os("DIFF_SHOW").is_some() { for (n, s) in &a { println!("== {n}\n{s}"); } }
+    if std::env::var_os("DIFF_SHOW").is_some() {
+        for (n, s) in &a {
+            println!("== {n}\n{s}");
+        }
+    }
     for (sec, body) in b.iter().filter(|(sec, _)| sec != "ns") {
-        assert_eq!(section(&a, sec), body, "`{sec}` differs from runc's (left: {}, right: runc)", bin.display());
+        assert_eq!(
+            section(&a, sec),
+            body,
+            "`{sec}` differs from runc's (left: {}, right: runc)",
+            bin.display()
+        );
     }
     assert_eq!(a.len(), b.len(), "probe sections differ");
-    let (ns_a, ns_b) = (private_namespaces(section(&a, "ns")), private_namespaces(section(&b, "ns")));
-    assert_eq!(ns_a, ns_b, "namespaces distinct from the host's differ from runc's");
+    let (ns_a, ns_b) = (
+        private_namespaces(section(&a, "ns")),
+        private_namespaces(section(&b, "ns")),
+    );
+    assert_eq!(
+        ns_a, ns_b,
+        "namespaces distinct from the host's differ from runc's"
+    );
 
     // Absolute checks on what the binary under test gave the container.
     let requested: BTreeSet<String> = config["linux"]["namespaces"]
@@ -104,14 +145,30 @@ fn same_as_runc(name: &str, config: Value) {
         .iter()
         .filter_map(|n| n["type"].as_str().map(str::to_string))
         .collect();
-    assert_eq!(private_namespaces(section(&a, "ns")), requested, "namespaces distinct from the host's");
+    assert_eq!(
+        private_namespaces(section(&a, "ns")),
+        requested,
+        "namespaces distinct from the host's"
+    );
     let masked = section(&a, "masked");
     for line in masked.lines() {
-        assert!(line.ends_with(" 0 entries") || line.ends_with(" 0 bytes") || line.ends_with(" absent"), "not masked: {line}");
+        assert!(
+            line.ends_with(" 0 entries") || line.ends_with(" 0 bytes") || line.ends_with(" absent"),
+            "not masked: {line}"
+        );
     }
-    assert!(masked.contains("/proc/keys file 0 bytes"), "/proc/keys not masked: {masked}");
-    assert!(section(&a, "readonly").contains("Read-only file system"), "/proc/sys is writable");
-    assert!(section(&a, "readonly").contains("/proc/sys ro"), "/proc/sys not mounted ro");
+    assert!(
+        masked.contains("/proc/keys file 0 bytes"),
+        "/proc/keys not masked: {masked}"
+    );
+    assert!(
+        section(&a, "readonly").contains("Read-only file system"),
+        "/proc/sys is writable"
+    );
+    assert!(
+        section(&a, "readonly").contains("/proc/sys ro"),
+        "/proc/sys not mounted ro"
+    );
 }
 
 #[test]
@@ -136,9 +193,13 @@ fn container_sees_the_same_as_under_runc_with_a_non_root_user() {
         return;
     }
     let mut config = spec(&runc_bin(), &[]);
-    config["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 20], "umask": 63});
+    config["process"]["user"] =
+        serde_json::json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 20], "umask": 63});
     config["process"]["cwd"] = serde_json::json!("/tmp");
-    config["process"]["env"].as_array_mut().expect("env").push(serde_json::json!("FOO=bar"));
+    config["process"]["env"]
+        .as_array_mut()
+        .expect("env")
+        .push(serde_json::json!("FOO=bar"));
     config["process"]["rlimits"] = serde_json::json!([
         {"type": "RLIMIT_NOFILE", "soft": 512, "hard": 1024},
         {"type": "RLIMIT_NPROC", "soft": 100, "hard": 200},
@@ -154,7 +215,9 @@ fn container_sees_the_same_as_under_runc_with_a_cgroup_namespace() {
         return;
     }
     let mut config = spec(&runc_bin(), &[]);
-    let nss = config["linux"]["namespaces"].as_array_mut().expect("namespaces");
+    let nss = config["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("namespaces");
     if !nss.iter().any(|n| n["type"] == "cgroup") {
         nss.push(serde_json::json!({"type": "cgroup"}));
     }

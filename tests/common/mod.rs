@@ -75,7 +75,10 @@ pub fn skip() -> bool {
     }
     let bin = bin_under_test();
     if !bin.exists() && bin.components().count() > 1 {
-        panic!("binary under test {} does not exist: build it or set HUSK_BIN", bin.display());
+        panic!(
+            "binary under test {} does not exist: build it or set HUSK_BIN",
+            bin.display()
+        );
     }
     false
 }
@@ -98,12 +101,25 @@ impl Out {
     }
     /// Panics with the whole story unless the command succeeded.
     pub fn check(self) -> Self {
-        assert!(self.ok(), "`{}` failed: {}\nstdout: {}\nstderr: {}", self.what, self.status, self.stdout, self.stderr);
+        assert!(
+            self.ok(),
+            "`{}` failed: {}\nstdout: {}\nstderr: {}",
+            self.what,
+            self.status,
+            self.stdout,
+            self.stderr
+        );
         self
     }
     /// Panics unless the command failed.
     pub fn check_fails(self) -> Self {
-        assert!(!self.ok(), "`{}` should have failed\nstdout: {}\nstderr: {}", self.what, self.stdout, self.stderr);
+        assert!(
+            !self.ok(),
+            "`{}` should have failed\nstdout: {}\nstderr: {}",
+            self.what,
+            self.stdout,
+            self.stderr
+        );
         self
     }
     pub fn json(&self) -> Value {
@@ -127,7 +143,9 @@ impl Spawned {
         let status = loop {
             match self.child.try_wait() {
                 Ok(Some(s)) => break s,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
                 Ok(None) | Err(_) => {
                     let _ = self.child.kill();
                     let _ = self.child.wait();
@@ -143,7 +161,6 @@ impl Spawned {
         }
     }
 }
-
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
@@ -243,7 +260,11 @@ impl Case {
     /// Writes `config` to the bundle, refusing any cgroupsPath that is not the case's own.
     pub fn write_config(&self) {
         let cg = self.config["linux"]["cgroupsPath"].as_str();
-        assert_eq!(cg, Some(self.cgroups_path().as_str()), "every test config needs its absolute cgroupsPath");
+        assert_eq!(
+            cg,
+            Some(self.cgroups_path().as_str()),
+            "every test config needs its absolute cgroupsPath"
+        );
         let text = serde_json::to_string_pretty(&self.config).expect("serialize config");
         fs::write(self.bundle.join("config.json"), text).expect("write config.json");
     }
@@ -279,10 +300,20 @@ impl Case {
         let stdout = self.dir.join(format!("io/{n}.out"));
         let stderr = self.dir.join(format!("io/{n}.err"));
         let (o, e) = (fs::File::create(&stdout), fs::File::create(&stderr));
-        let (o, e) = (o.expect("create stdout file"), e.expect("create stderr file"));
+        let (o, e) = (
+            o.expect("create stdout file"),
+            e.expect("create stderr file"),
+        );
         cmd.stdin(Stdio::null()).stdout(o).stderr(e);
-        let child = cmd.spawn().unwrap_or_else(|err| panic!("spawn {}: {err}", self.bin.display()));
-        Spawned { child, stdout, stderr, what: format!("{} {what}", self.bin.display()) }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|err| panic!("spawn {}: {err}", self.bin.display()));
+        Spawned {
+            child,
+            stdout,
+            stderr,
+            what: format!("{} {what}", self.bin.display()),
+        }
     }
 
     /// Runs a runtime command to the end (at most `CMD_TIMEOUT`).
@@ -325,12 +356,16 @@ impl Case {
     }
 
     pub fn status(&self) -> String {
-        let state = self.state().unwrap_or_else(|| panic!("state {} failed", self.id));
+        let state = self
+            .state()
+            .unwrap_or_else(|| panic!("state {} failed", self.id));
         state["status"].as_str().unwrap_or_default().to_string()
     }
 
     pub fn pid(&self) -> i32 {
-        let state = self.state().unwrap_or_else(|| panic!("state {} failed", self.id));
+        let state = self
+            .state()
+            .unwrap_or_else(|| panic!("state {} failed", self.id));
         state["pid"].as_i64().expect("state has a pid") as i32
     }
 
@@ -339,12 +374,18 @@ impl Case {
         let deadline = Instant::now() + timeout;
         loop {
             // A container that `run` has not created yet has no state: keep waiting.
-            let st = self.state().map(|s| s["status"].as_str().unwrap_or_default().to_string());
+            let st = self
+                .state()
+                .map(|s| s["status"].as_str().unwrap_or_default().to_string());
             let st = st.unwrap_or_else(|| "absent".to_string());
             if st == want {
                 return;
             }
-            assert!(Instant::now() < deadline, "{} stayed {st}, wanted {want}", self.id);
+            assert!(
+                Instant::now() < deadline,
+                "{} stayed {st}, wanted {want}",
+                self.id
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -359,7 +400,9 @@ impl Case {
     /// All JSON lines of `--log`.
     pub fn log_lines(&self) -> Vec<Value> {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     pub fn last_log(&self) -> Option<Value> {
@@ -452,19 +495,36 @@ pub fn spec(bin: &Path, extra: &[&str]) -> Value {
     static CACHE: OnceLock<Mutex<Vec<(String, Value)>>> = OnceLock::new();
     let key = format!("{} {}", bin.display(), extra.join(" "));
     let cache = CACHE.get_or_init(|| Mutex::new(Vec::new()));
-    if let Some((_, v)) = cache.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(k, _)| *k == key) {
+    if let Some((_, v)) = cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|(k, _)| *k == key)
+    {
         return v.clone();
     }
     let n = SEQ.fetch_add(1, Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!("husk-tests-spec-{}-{n}", std::process::id()));
     fs::create_dir_all(&dir).expect("create spec dir");
-    let out = Command::new(bin).arg("spec").args(extra).current_dir(&dir).output();
+    let out = Command::new(bin)
+        .arg("spec")
+        .args(extra)
+        .current_dir(&dir)
+        .output();
     let out = out.unwrap_or_else(|e| panic!("run {} spec: {e}", bin.display()));
     let text = fs::read_to_string(dir.join("config.json"));
     let _ = fs::remove_dir_all(&dir);
-    assert!(out.status.success(), "{key} spec failed: {}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_str(&text.expect("spec wrote config.json")).expect("spec output is JSON");
-    cache.lock().unwrap_or_else(|e| e.into_inner()).push((key, v.clone()));
+    assert!(
+        out.status.success(),
+        "{key} spec failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value =
+        serde_json::from_str(&text.expect("spec wrote config.json")).expect("spec output is JSON");
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((key, v.clone()));
     v
 }
 
@@ -472,20 +532,31 @@ pub fn spec(bin: &Path, extra: &[&str]) -> Value {
 pub fn make_rootfs(dir: &Path) {
     static APPLETS: OnceLock<Vec<String>> = OnceLock::new();
     let applets = APPLETS.get_or_init(|| {
-        let out = Command::new("/bin/busybox").arg("--list-full").output().expect("run busybox --list-full");
-        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+        let out = Command::new("/bin/busybox")
+            .arg("--list-full")
+            .output()
+            .expect("run busybox --list-full");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
     });
-    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "tmp", "proc", "sys", "dev", "run", "var"] {
+    for d in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "tmp", "proc", "sys", "dev", "run",
+        "var",
+    ] {
         fs::create_dir_all(dir.join(d)).expect("create rootfs dir");
     }
-    fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("copy busybox (apt-get install busybox-static)");
+    fs::copy("/bin/busybox", dir.join("bin/busybox"))
+        .expect("copy busybox (apt-get install busybox-static)");
     for a in applets {
         let link = dir.join(a);
         if link.symlink_metadata().is_err() {
             std::os::unix::fs::symlink("/bin/busybox", &link).expect("link applet");
         }
     }
-    let passwd = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
+    let passwd =
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
     fs::write(dir.join("etc/passwd"), passwd).expect("write passwd");
     fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").expect("write group");
     fs::set_permissions(dir.join("tmp"), fs::Permissions::from_mode(0o1777)).expect("chmod tmp");
@@ -511,10 +582,16 @@ pub fn start_time(pid: i32) -> Option<u64> {
 /// Pids of all processes whose cgroup (in any hierarchy) is `cg` or below it.
 pub fn pids_in_cgroup(cg: &str) -> Vec<i32> {
     let mut pids = Vec::new();
-    let Ok(rd) = fs::read_dir("/proc") else { return pids };
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return pids;
+    };
     for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        let Ok(text) = fs::read_to_string(e.path().join("cgroup")) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(text) = fs::read_to_string(e.path().join("cgroup")) else {
+            continue;
+        };
         let hit = text.lines().any(|l| {
             let path = l.splitn(3, ':').nth(2).unwrap_or("");
             path == cg || path.starts_with(&format!("{cg}/"))
@@ -536,7 +613,9 @@ pub fn cgroup_dirs(cg: &str) -> Vec<PathBuf> {
     if Path::new("/sys/fs/cgroup").join(rel).is_dir() {
         dirs.push(Path::new("/sys/fs/cgroup").join(rel)); // pure cgroup v2
     }
-    let Ok(rd) = fs::read_dir("/sys/fs/cgroup") else { return dirs };
+    let Ok(rd) = fs::read_dir("/sys/fs/cgroup") else {
+        return dirs;
+    };
     for e in rd.flatten() {
         let ty = e.file_type();
         if ty.map(|t| t.is_symlink()).unwrap_or(true) {
@@ -605,7 +684,9 @@ pub struct ConsoleSocket {
 impl ConsoleSocket {
     pub fn bind(path: PathBuf) -> ConsoleSocket {
         let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind console socket");
-        listener.set_nonblocking(true).expect("nonblocking console socket");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking console socket");
         ConsoleSocket { listener, path }
     }
 
@@ -620,7 +701,9 @@ impl ConsoleSocket {
         let stream = loop {
             match self.listener.accept() {
                 Ok((s, _)) => break s,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline =>
+                {
                     std::thread::sleep(Duration::from_millis(10))
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
@@ -628,11 +711,16 @@ impl ConsoleSocket {
             }
         };
         stream.set_nonblocking(false).expect("blocking stream");
-        stream.set_read_timeout(Some(timeout)).expect("read timeout");
+        stream
+            .set_read_timeout(Some(timeout))
+            .expect("read timeout");
         let mut name = [0u8; 4096];
-        let mut iov = libc::iovec { iov_base: name.as_mut_ptr().cast(), iov_len: name.len() };
+        let mut iov = libc::iovec {
+            iov_base: name.as_mut_ptr().cast(),
+            iov_len: name.len(),
+        };
         let mut cbuf = [0u64; 64]; // u64 for cmsghdr alignment; far more than one fd needs
-        // SAFETY: zeroed msghdr is valid; the pointers set below outlive the recvmsg call.
+                                   // SAFETY: zeroed msghdr is valid; the pointers set below outlive the recvmsg call.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
@@ -640,13 +728,20 @@ impl ConsoleSocket {
         msg.msg_controllen = std::mem::size_of_val(&cbuf);
         // SAFETY: msg points at live buffers of the stated sizes.
         let n = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-        assert!(n >= 0, "recvmsg on the console socket: {}", std::io::Error::last_os_error());
+        assert!(
+            n >= 0,
+            "recvmsg on the console socket: {}",
+            std::io::Error::last_os_error()
+        );
         // SAFETY: msg was filled by recvmsg; CMSG_FIRSTHDR checks msg_controllen.
         let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
         assert!(!cmsg.is_null(), "the console socket message carried no fd");
         // SAFETY: cmsg is non-null and inside cbuf.
         let (level, ty) = unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type) };
-        assert!(level == libc::SOL_SOCKET && ty == libc::SCM_RIGHTS, "not SCM_RIGHTS");
+        assert!(
+            level == libc::SOL_SOCKET && ty == libc::SCM_RIGHTS,
+            "not SCM_RIGHTS"
+        );
         // SAFETY: an SCM_RIGHTS payload holds at least one int; read_unaligned copes with alignment.
         let fd = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>()) };
         // SAFETY: the kernel just installed fd in this process; nothing else owns it.
@@ -664,7 +759,11 @@ pub fn read_pty(fd: &std::os::fd::OwnedFd, timeout: Duration) -> String {
         if left.is_zero() {
             break;
         }
-        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: pfd is one valid pollfd.
         let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(1000) as i32) };
         if r <= 0 {
