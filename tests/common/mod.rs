@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 /// runtime must fail CI, not stall it.
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The environment variable that marks every container process of a case (value: its id).
+pub const MARK: &str = "HUSK_TEST_ID";
+
 /// pid 1 ignores SIGTERM unless it installs a handler, so long-running containers trap it.
 pub const LOOP: &str = "trap 'exit 0' TERM; while :; do sleep 0.1; done";
 
@@ -204,6 +207,10 @@ impl Case {
         make_rootfs(&bundle.join("rootfs"));
         config["process"]["terminal"] = json!(false);
         config["process"]["args"] = json!(["/bin/true"]);
+        // Marks every process of the container, so the leftover check finds them by environ.
+        if let Some(env) = config["process"]["env"].as_array_mut() {
+            env.push(json!(format!("{MARK}={id}")));
+        }
         // Absolute, so no runtime ever creates a cgroup under the caller's own cgroup.
         config["linux"]["cgroupsPath"] = json!(format!("/husk-test-{id}"));
         let case = Case {
@@ -429,6 +436,12 @@ impl Case {
         for pid in pids_in_cgroup(&self.cgroups_path()) {
             found.push(format!("process {pid} in cgroup {}", self.cgroups_path()));
         }
+        for pid in marked_pids(&self.id) {
+            found.push(format!(
+                "process {pid} with {MARK}={} in its environment",
+                self.id
+            ));
+        }
         for d in cgroup_dirs(&self.cgroups_path()) {
             found.push(format!("cgroup dir {}", d.display()));
         }
@@ -447,6 +460,10 @@ impl Case {
     fn scrub(&self) {
         for pid in pids_in_cgroup(&self.cgroups_path()) {
             // SAFETY: plain syscall; the pid is a process in this case's own cgroup.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        for pid in marked_pids(&self.id) {
+            // SAFETY: plain syscall; the pid carries this case's mark in its environment.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         for (pid, start) in self.pids.borrow().iter() {
@@ -597,6 +614,27 @@ pub fn pids_in_cgroup(cg: &str) -> Vec<i32> {
             path == cg || path.starts_with(&format!("{cg}/"))
         });
         if hit && start_time(pid).is_some() {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Pids of live processes whose environment holds `MARK=id`.
+pub fn marked_pids(id: &str) -> Vec<i32> {
+    let want = format!("{MARK}={id}");
+    let mut pids = Vec::new();
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return pids;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|v| v == want.as_bytes()) && start_time(pid).is_some() {
             pids.push(pid);
         }
     }
