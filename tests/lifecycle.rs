@@ -286,3 +286,38 @@ fn state_of_a_stopped_container_keeps_its_id_and_bundle() {
     assert_eq!(st["id"], c.id.as_str());
     assert_eq!(st["bundle"], c.bundle_str().as_str());
 }
+
+#[test]
+fn create_with_a_terminal_sends_the_pty_over_the_console_socket() {
+    let Some(mut c) = Case::new("console") else {
+        return;
+    };
+    c.config["process"]["terminal"] = serde_json::json!(true);
+    c.sh("tty; [ -t 0 ] && [ -t 1 ] && echo is-a-tty");
+    c.write_config();
+    let sock = ConsoleSocket::bind(c.path("console.sock"));
+    let create = c.spawn(&[
+        "create",
+        "--bundle",
+        &c.bundle_str(),
+        "--console-socket",
+        &sock.path_str(),
+        &c.id,
+    ]);
+    let Some(master) = sock.recv_master(WAIT) else {
+        panic!(
+            "no pty master on the console socket: {:?}",
+            create.wait(WAIT)
+        );
+    };
+    create.wait(CMD_TIMEOUT).check();
+    assert_eq!(c.status(), "created");
+    c.start().check();
+    let printed = read_pty(&master, WAIT);
+    assert!(printed.contains("/dev/pts/"), "tty printed {printed:?}");
+    assert!(
+        printed.contains("is-a-tty\r\n"),
+        "stdio is no terminal: {printed:?}"
+    );
+    c.wait_status("stopped", WAIT);
+}

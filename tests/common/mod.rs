@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 /// How long one runtime command may take before the harness kills it and fails the test: a hung
 /// runtime must fail CI, not stall it.
-pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The environment variable that marks every container process of a case (value: its id).
 pub const MARK: &str = "HUSK_TEST_ID";
@@ -135,6 +135,9 @@ impl Case {
         config["process"]["terminal"] = json!(false);
         config["process"]["args"] = json!(["/bin/true"]);
         // Marks every process of the container, so the leftover check finds them by environ.
+        if !config["process"]["env"].is_array() {
+            config["process"]["env"] = json!([]);
+        }
         if let Some(env) = config["process"]["env"].as_array_mut() {
             env.push(json!(format!("{MARK}={id}")));
         }
