@@ -115,6 +115,7 @@ fn same_as_runc(name: &str, config: Value) {
     let mut ours = Case::with_config(&format!("{name}-t"), &bin, config.clone());
     let mut peer = Case::with_config(&format!("{name}-r"), &runc, config.clone());
     let (a, b) = (sections(&mut ours), sections(&mut peer));
+    // DIFF_SHOW=1 cargo test --test differential -- --nocapture: what the container saw.
     if std::env::var_os("DIFF_SHOW").is_some() {
         for (n, s) in &a {
             println!("== {n}\n{s}");
