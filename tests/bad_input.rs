@@ -1,0 +1,307 @@
+//! Bad input, one case per function: each must fail with exit status 1 (runc: non-zero), say why
+//! on stderr and as the last `--log` JSON line (level "error" with a `msg`), and leave nothing
+//! behind. With husk the message must also name the problem (the `fragment`: a file, JSON path,
+//! flag or state), on one line, without a panic.
+mod common;
+use common::*;
+use serde_json::json;
+use std::time::Duration;
+
+/// Checks a refused command; `fragment` is what husk's message must contain.
+fn assert_refused(c: &Case, out: &Out, fragment: &str) {
+    println!("refused `{}`: {}", out.what, out.stderr.trim());
+    assert!(
+        !out.ok(),
+        "`{}` succeeded on bad input\nstdout: {}",
+        out.what,
+        out.stdout
+    );
+    assert!(
+        !out.stderr.trim().is_empty(),
+        "`{}` failed silently",
+        out.what
+    );
+    let last = c
+        .last_log()
+        .unwrap_or_else(|| panic!("`{}` wrote no JSON line to --log", out.what));
+    assert_eq!(last["level"], "error", "last log line: {last}");
+    let msg = last["msg"].as_str().unwrap_or_default();
+    assert!(!msg.is_empty(), "last log line has no msg: {last}");
+    if c.is_husk() {
+        assert_eq!(out.code(), Some(1), "`{}`: {out:?}", out.what);
+        assert!(
+            !out.stderr.contains("panicked"),
+            "husk panicked: {}",
+            out.stderr
+        );
+        assert_eq!(
+            out.stderr.trim().lines().count(),
+            1,
+            "want one line on stderr: {}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains(fragment),
+            "stderr does not name {fragment:?}: {}",
+            out.stderr
+        );
+        assert!(
+            msg.contains(fragment),
+            "log msg does not name {fragment:?}: {msg}"
+        );
+    }
+}
+
+/// `create` of the case's bundle (after `edit`) is refused naming `fragment`; nothing remains.
+fn create_refused(name: &str, fragment: &str, edit: impl FnOnce(&mut Case)) {
+    let Some(mut c) = Case::new(name) else { return };
+    edit(&mut c);
+    let out = c.create();
+    assert_refused(&c, &out, fragment);
+    c.assert_clean();
+}
+
+/// A case whose container runs until killed.
+fn running(name: &str) -> Option<Case> {
+    let mut c = Case::new(name)?;
+    c.sh(LOOP);
+    c.write_config();
+    c.create_and_start();
+    Some(c)
+}
+
+#[test]
+fn rejects_missing_config_json() {
+    create_refused("bad-noconfig", "config.json", |c| {
+        std::fs::remove_file(c.bundle.join("config.json")).expect("remove config.json");
+    });
+}
+
+#[test]
+fn rejects_malformed_json() {
+    create_refused("bad-malformed", "config.json", |c| {
+        std::fs::write(
+            c.bundle.join("config.json"),
+            "{\"ociVersion\": \"1.0.2\", \"process\": {",
+        )
+        .expect("write");
+    });
+}
+
+#[test]
+fn rejects_wrong_type_at_a_json_path() {
+    create_refused("bad-argstype", "process.args", |c| {
+        c.config["process"]["args"] = json!("sh -c true");
+        c.write_config();
+    });
+}
+
+#[test]
+fn rejects_negative_uid() {
+    create_refused("bad-uid", "process.user.uid", |c| {
+        c.config["process"]["user"]["uid"] = json!(-1);
+        c.write_config();
+    });
+}
+
+#[test]
+fn rejects_unknown_namespace_type() {
+    create_refused("bad-nstype", "linux.namespaces[0].type", |c| {
+        c.config["linux"]["namespaces"][0]["type"] = json!("foo");
+        c.write_config();
+    });
+}
+
+#[test]
+fn rejects_missing_rootfs() {
+    create_refused("bad-rootfs", "root.path", |c| {
+        c.config["root"]["path"] = json!("no-such-rootfs");
+        c.write_config();
+    });
+}
+
+#[test]
+fn rejects_namespace_path_that_is_no_namespace() {
+    let Some(mut c) = Case::new("bad-nspath") else {
+        return;
+    };
+    let nss = c.config["linux"]["namespaces"]
+        .as_array()
+        .expect("namespaces")
+        .clone();
+    let i = nss
+        .iter()
+        .position(|n| n["type"] == "network")
+        .expect("spec has a network namespace");
+    c.config["linux"]["namespaces"][i]["path"] = json!("/etc/passwd");
+    c.write_config();
+    let out = c.create();
+    assert_refused(&c, &out, &format!("linux.namespaces[{i}].path"));
+    c.assert_clean();
+}
+
+#[test]
+fn rejects_unknown_rlimit_type() {
+    create_refused("bad-rlimit", "process.rlimits[0].type", |c| {
+        c.config["process"]["rlimits"] = json!([{"type": "RLIMIT_FOO", "soft": 1, "hard": 1}]);
+        c.write_config();
+    });
+}
+
+#[test]
+fn rejects_missing_process_args() {
+    create_refused("bad-noargs", "process.args", |c| {
+        c.config["process"]
+            .as_object_mut()
+            .expect("process")
+            .remove("args");
+        c.write_config();
+    });
+}
+
+#[test]
+fn rejects_relative_cwd() {
+    create_refused("bad-cwd", "process.cwd", |c| {
+        c.config["process"]["cwd"] = json!("tmp");
+        c.write_config();
+    });
+}
+
+#[test]
+fn rejects_hostname_without_uts_namespace() {
+    create_refused("bad-hostname", "hostname", |c| {
+        let nss = c.config["linux"]["namespaces"]
+            .as_array_mut()
+            .expect("namespaces");
+        nss.retain(|n| n["type"] != "uts");
+        c.config["hostname"] = json!("box");
+        c.write_config();
+    });
+}
+
+/// runc 1.1 does not check the spec version at all; husk refuses majors it does not know.
+#[test]
+fn rejects_unknown_oci_version_major() {
+    if is_runc(&bin_under_test()) {
+        println!("SKIP: runc accepts any ociVersion");
+        return;
+    }
+    create_refused("bad-ociver", "ociVersion", |c| {
+        c.config["ociVersion"] = json!("2.0.0");
+        c.write_config();
+    });
+}
+
+#[test]
+fn rejects_id_with_a_slash() {
+    let Some(c) = Case::new("bad-idslash") else {
+        return;
+    };
+    let bad = format!("../{}", c.id);
+    c.track_id(&bad);
+    let out = c.rt(&["create", "--bundle", &c.bundle_str(), &bad]);
+    assert_refused(&c, &out, "invalid container id");
+    assert!(!c.dir.join(&c.id).exists(), "state written outside --root");
+    c.assert_clean();
+}
+
+#[test]
+fn rejects_dot_dot_id() {
+    let Some(c) = Case::new("bad-iddots") else {
+        return;
+    };
+    c.track_id("..");
+    let out = c.rt(&["create", "--bundle", &c.bundle_str(), ".."]);
+    assert_refused(&c, &out, "invalid container id");
+    c.assert_clean();
+}
+
+#[test]
+fn rejects_duplicate_id() {
+    let Some(mut c) = Case::new("bad-dup") else {
+        return;
+    };
+    c.sh(LOOP);
+    c.write_config();
+    c.create().check();
+    let pid = c.pid();
+    let out = c.create();
+    assert_refused(&c, &out, "already exists");
+    assert_eq!(
+        c.status(),
+        "created",
+        "the refused create harmed the first container"
+    );
+    assert_eq!(c.pid(), pid);
+}
+
+/// `verb` on an id that was never created is refused.
+fn unknown_id_refused(name: &str, verb: &[&str]) {
+    let Some(c) = Case::new(name) else { return };
+    let mut args: Vec<&str> = verb.to_vec();
+    args.insert(1, &c.id);
+    let out = c.rt(&args);
+    assert_refused(&c, &out, "does not exist");
+    c.assert_clean();
+}
+
+#[test]
+fn rejects_state_of_unknown_id() {
+    unknown_id_refused("bad-state", &["state"]);
+}
+
+#[test]
+fn rejects_start_of_unknown_id() {
+    unknown_id_refused("bad-start", &["start"]);
+}
+
+#[test]
+fn rejects_kill_of_unknown_id() {
+    unknown_id_refused("bad-kill", &["kill", "KILL"]);
+}
+
+#[test]
+fn rejects_delete_of_unknown_id() {
+    unknown_id_refused("bad-delete", &["delete"]);
+}
+
+#[test]
+fn rejects_start_twice() {
+    let Some(c) = running("bad-start2") else {
+        return;
+    };
+    let out = c.start();
+    assert_refused(&c, &out, "not created");
+    assert_eq!(c.status(), "running");
+}
+
+#[test]
+fn rejects_delete_of_running_container_without_force() {
+    let Some(c) = running("bad-delrun") else {
+        return;
+    };
+    let out = c.delete();
+    assert_refused(&c, &out, "running");
+    assert_eq!(c.status(), "running");
+}
+
+#[test]
+fn rejects_bad_signal_name() {
+    let Some(c) = running("bad-signal") else {
+        return;
+    };
+    let out = c.kill("SIGFOO");
+    assert_refused(&c, &out, "invalid signal");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(c.status(), "running");
+}
+
+#[test]
+fn rejects_absurd_signal_number() {
+    let Some(c) = running("bad-signum") else {
+        return;
+    };
+    let out = c.kill("1234");
+    assert_refused(&c, &out, "invalid signal");
+    assert_eq!(c.status(), "running");
+}
