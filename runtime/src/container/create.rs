@@ -117,6 +117,21 @@ fn build(
                 source,
             }
         })?;
+        // Whatever the umask, and owned by the container's root (as runc does), so an init
+        // that is an unprivileged uid on the host can still open it.
+        let fail = |source| ContainerError::Sys {
+            step: format!("set up {p:?}"),
+            source,
+        };
+        nix::sys::stat::fchmodat(
+            None,
+            &p,
+            Mode::from_bits_truncate(0o622),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .map_err(fail)?;
+        let (uid, gid) = host_root(plan);
+        nix::unistd::chown(&p, Some(uid.into()), Some(gid.into())).map_err(fail)?;
         Some(p)
     } else {
         None
@@ -143,6 +158,22 @@ fn build(
         write_pid_file(p, pid)?;
     }
     Ok(pid)
+}
+
+/// The host uid and gid that are root in the container (root itself without a user namespace).
+fn host_root(plan: &Plan) -> (u32, u32) {
+    let linux = plan.spec.linux().as_ref();
+    let find = |maps: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.into_iter()
+            .flatten()
+            .find(|m| m.container_id() == 0)
+            .map(|m| m.host_id())
+            .unwrap_or(0)
+    };
+    (
+        find(linux.and_then(|l| l.uid_mappings().as_ref())),
+        find(linux.and_then(|l| l.gid_mappings().as_ref())),
+    )
 }
 
 struct CreateObserver<'a> {

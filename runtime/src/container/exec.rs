@@ -38,7 +38,11 @@ pub fn exec(root: &Path, id: &str, opts: ExecOptions) -> Result<i32, ContainerEr
             action: "exec in",
             id: id.to_string(),
             status: c.status,
-            hint: if c.status == Status::Paused { " (use --ignore-paused)" } else { "" },
+            hint: if c.status == Status::Paused {
+                " (use --ignore-paused)"
+            } else {
+                ""
+            },
         });
     }
     let process = build_process(&c.state.config, &opts)?;
@@ -46,7 +50,9 @@ pub fn exec(root: &Path, id: &str, opts: ExecOptions) -> Result<i32, ContainerEr
     let console = match (&opts.console_socket, terminal) {
         (Some(p), true) => Some(crate::console::connect(p)?),
         (None, true) if opts.detach => {
-            return Err(ContainerError::Invalid("--tty with --detach needs --console-socket".into()))
+            return Err(ContainerError::Invalid(
+                "--tty with --detach needs --console-socket".into(),
+            ))
         }
         _ => None,
     };
@@ -57,21 +63,31 @@ pub fn exec(root: &Path, id: &str, opts: ExecOptions) -> Result<i32, ContainerEr
             None,
             nix::sys::socket::SockFlag::SOCK_CLOEXEC,
         )
-        .map_err(|source| ContainerError::Sys { step: "create console socket".into(), source })?;
+        .map_err(|source| ContainerError::Sys {
+            step: "create console socket".into(),
+            source,
+        })?;
         (Some(a), Some(b))
     } else {
         (None, console)
     };
     let linux = c.state.config.linux().as_ref();
     let seccomp = match linux.and_then(|l| l.seccomp().as_ref()) {
-        Some(s) => Some(crate::seccomp::compile(s).map_err(|e| ContainerError::Invalid(crate::init::chain(&e)))?),
+        Some(s) => Some(
+            crate::seccomp::compile(s)
+                .map_err(|e| ContainerError::Invalid(crate::init::chain(&e)))?,
+        ),
         None => None,
     };
     let mask = super::run::forwardable();
     let mut old = SigSet::empty();
     if !opts.detach {
-        signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old))
-            .map_err(|source| ContainerError::Sys { step: "block signals".into(), source })?;
+        signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old)).map_err(
+            |source| ContainerError::Sys {
+                step: "block signals".into(),
+                source,
+            },
+        )?;
     }
     let cgroup = c.cgroup();
     let pid = join::spawn(
@@ -100,7 +116,10 @@ pub fn exec(root: &Path, id: &str, opts: ExecOptions) -> Result<i32, ContainerEr
     code
 }
 
-fn build_process(config: &oci_spec::runtime::Spec, opts: &ExecOptions) -> Result<Process, ContainerError> {
+fn build_process(
+    config: &oci_spec::runtime::Spec,
+    opts: &ExecOptions,
+) -> Result<Process, ContainerError> {
     if let Some(path) = &opts.process {
         let p: Process = crate::spec::parse_file(path)?;
         crate::spec::validate_process(&p, path)?;
@@ -120,8 +139,14 @@ fn build_process(config: &oci_spec::runtime::Spec, opts: &ExecOptions) -> Result
     }
     p.set_env(Some(env));
     if let Some(u) = &opts.user {
-        let (uid, gid) = u.split_once(':').map_or((u.as_str(), None), |(a, b)| (a, Some(b)));
-        let bad = || ContainerError::Invalid(format!("--user: expected UID[:GID] as numbers, found {u:?}"));
+        let (uid, gid) = u
+            .split_once(':')
+            .map_or((u.as_str(), None), |(a, b)| (a, Some(b)));
+        let bad = || {
+            ContainerError::Invalid(format!(
+                "--user: expected UID[:GID] as numbers, found {u:?}"
+            ))
+        };
         let mut user = p.user().clone();
         user.set_uid(uid.parse().map_err(|_| bad())?);
         user.set_gid(match gid {
@@ -139,9 +164,18 @@ fn build_process(config: &oci_spec::runtime::Spec, opts: &ExecOptions) -> Result
         let mut caps = p.capabilities().clone().unwrap_or_default();
         for name in &opts.caps {
             let cap: Capability = serde_json::from_value(serde_json::Value::String(name.clone()))
-                .map_err(|_| ContainerError::Invalid(format!("--cap: unknown capability {name:?}")))?;
+                .map_err(|_| {
+                ContainerError::Invalid(format!("--cap: unknown capability {name:?}"))
+            })?;
             // As runc: bounding, effective and permitted (ambient needs inheritable).
-            for set in [caps.bounding().clone(), caps.effective().clone(), caps.permitted().clone()].iter_mut().enumerate() {
+            for set in [
+                caps.bounding().clone(),
+                caps.effective().clone(),
+                caps.permitted().clone(),
+            ]
+            .iter_mut()
+            .enumerate()
+            {
                 let mut s = set.1.clone().unwrap_or_default();
                 s.insert(cap);
                 match set.0 {

@@ -56,6 +56,7 @@ pub fn run(mut opts: CreateOptions, detach: bool, keep: bool) -> Result<i32, Con
         .and_then(|p| p.terminal())
         .unwrap_or(false);
     if detach {
+        drop(created);
         super::start(&root, &id)?;
         let _ = signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
         return Ok(0);

@@ -38,9 +38,19 @@ pub fn start(root: &Path, id: &str) -> Result<(), ContainerError> {
         let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::from(100u16)) {
             Ok(n) if n > 0 => {
-                let mut b = [0u8; 1];
-                if matches!(file.read(&mut b), Ok(1)) {
-                    break;
+                // The init's report: "0" (going on to exec), "1<error>" (a startContainer
+                // hook failed), or nothing (it died).
+                let mut report = Vec::new();
+                let _ = file.read_to_end(&mut report);
+                match report.first() {
+                    Some(b'0') => break,
+                    Some(_) => {
+                        let _ = std::fs::remove_file(&fifo);
+                        return Err(ContainerError::Invalid(
+                            String::from_utf8_lossy(&report[1..]).into_owned(),
+                        ));
+                    }
+                    None => {}
                 }
             }
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}

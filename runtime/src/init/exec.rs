@@ -10,8 +10,12 @@ use oci_spec::runtime::Process;
 use super::{step, InitError};
 use crate::sys;
 
-/// Block until `husk start` opens the fifo for reading, then tell it we're going.
-pub(super) fn wait_for_start(fifo: OwnedFd) -> Result<(), InitError> {
+/// Block until `husk start` opens the fifo for reading, run `then` (the startContainer hooks),
+/// and report to `start`: "0" to go on, or "1" and the error.
+pub(super) fn wait_for_start(
+    fifo: OwnedFd,
+    then: impl FnOnce() -> Result<(), String>,
+) -> Result<(), InitError> {
     // Reopen the O_PATH descriptor for writing through /proc: the fifo's path is in the host's
     // mount namespace, which the init no longer sees. This open blocks until a reader comes.
     let path = sys::fd_path(&fifo);
@@ -19,9 +23,14 @@ pub(super) fn wait_for_start(fifo: OwnedFd) -> Result<(), InitError> {
         .write(true)
         .open(&path)
         .map_err(|e| InitError::Other(format!("open exec fifo {path:?}: {e}")))?;
-    f.write_all(b"0")
+    let r = then();
+    let msg = match &r {
+        Ok(()) => "0".to_string(),
+        Err(e) => format!("1{e}"),
+    };
+    f.write_all(msg.as_bytes())
         .map_err(|e| InitError::Other(format!("write exec fifo: {e}")))?;
-    Ok(())
+    r.map_err(InitError::Other)
 }
 
 fn cstrings<'a>(v: impl Iterator<Item = &'a String>) -> Result<Vec<CString>, InitError> {

@@ -156,7 +156,7 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
 
     // 4. Hooks (sync 4): prestart and createRuntime in the runtime's namespaces (by the parent),
     //    then createContainer here, before pivot_root.
-    let state = hook_state(init);
+    let state = hook_state(init, oci_spec::runtime::ContainerState::Creating);
     if let Some(h) = plan.spec.hooks() {
         use crate::hooks::HookKind as K;
         let want = |k: K| !k.select(h).is_empty();
@@ -234,15 +234,25 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
     // 8. Ready (sync 5): the parent records the container as created and exits. Then wait for
     //    `husk start` on exec.fifo, run startContainer hooks, and exec.
     barrier.cgroup(&init.chan)?;
-    init.chan.send(&Msg::Ready)?;
-    // From here the container outlives the `husk create` that made it.
+    // From here the container outlives the `husk create` that made it, which may exit as soon
+    // as it reads Ready: disarm first. A parent that died meanwhile makes the send fail.
     nix::sys::prctl::set_pdeathsig(None).map_err(step("clear parent death signal"))?;
-    if let Some(fifo) = init.fifo.take() {
-        exec::wait_for_start(fifo)?;
-    }
-    if let Some(h) = plan.spec.hooks() {
-        use crate::hooks::HookKind as K;
-        crate::hooks::run(K::StartContainer, K::StartContainer.select(h), &state)?;
+    init.chan.send(&Msg::Ready)?;
+    // startContainer hooks run once `start` came, and `start` hears how they went: it returns
+    // (and runs poststart) only after them.
+    let hooks = || match plan.spec.hooks() {
+        Some(h) => {
+            use crate::hooks::HookKind as K;
+            let mut state = state.clone();
+            state.set_status(oci_spec::runtime::ContainerState::Created);
+            crate::hooks::run(K::StartContainer, K::StartContainer.select(h), &state)
+                .map_err(|e| chain(&e))
+        }
+        None => Ok(()),
+    };
+    match init.fifo.take() {
+        Some(fifo) => exec::wait_for_start(fifo, hooks)?,
+        None => hooks().map_err(InitError::Other)?,
     }
     if !seccomp_early {
         setup.seccomp_last()?;
@@ -261,7 +271,7 @@ fn open_ns(name: &str) -> Result<OwnedFd, InitError> {
 
 /// The state hooks run by the init read on stdin. Its pid is the init's pid in the runtime's
 /// pid namespace, which `/proc/self` still shows before the container's /proc is mounted.
-fn hook_state(init: &Init) -> oci_spec::runtime::State {
+fn hook_state(init: &Init, status: oci_spec::runtime::ContainerState) -> oci_spec::runtime::State {
     let pid = std::fs::read_link("/proc/self")
         .ok()
         .and_then(|p| p.to_str().and_then(|s| s.parse().ok()))
@@ -269,7 +279,7 @@ fn hook_state(init: &Init) -> oci_spec::runtime::State {
     let mut s = oci_spec::runtime::State::default();
     s.set_version(crate::spec::OCI_VERSION_MAX.to_string());
     s.set_id(init.id.clone());
-    s.set_status(oci_spec::runtime::ContainerState::Created);
+    s.set_status(status);
     s.set_pid(Some(pid));
     s.set_bundle(init.plan.bundle.clone());
     s.set_annotations(init.plan.spec.annotations().clone());

@@ -50,15 +50,25 @@ fn open_namespaces(init_pid: i32) -> Result<Vec<(CloneFlags, OwnedFd)>, ProcessE
     let mut out = Vec::new();
     for (name, flag) in order {
         let theirs = format!("/proc/{init_pid}/ns/{name}");
-        let (Ok(a), Ok(b)) = (std::fs::metadata(&theirs), std::fs::metadata(format!("/proc/self/ns/{name}"))) else {
+        let (Ok(a), Ok(b)) = (
+            std::fs::metadata(&theirs),
+            std::fs::metadata(format!("/proc/self/ns/{name}")),
+        ) else {
             continue;
         };
         use std::os::unix::fs::MetadataExt;
         if a.ino() == b.ino() && a.dev() == b.dev() {
             continue;
         }
-        let fd = sys::open(theirs.as_str(), nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-            .map_err(|e| ProcessError::Namespace { path: theirs.into(), source: e })?;
+        let fd = sys::open(
+            theirs.as_str(),
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| ProcessError::Namespace {
+            path: theirs.into(),
+            source: e,
+        })?;
         out.push((flag, fd));
     }
     Ok(out)
@@ -66,17 +76,35 @@ fn open_namespaces(init_pid: i32) -> Result<Vec<(CloneFlags, OwnedFd)>, ProcessE
 
 /// Start the process; returns its pid once it is about to exec. `join_cgroup` moves it into the
 /// container's cgroup before it runs anything of the user's.
-pub fn spawn(j: Join, join_cgroup: &mut dyn FnMut(i32) -> Result<(), String>) -> Result<i32, ProcessError> {
+pub fn spawn(
+    j: Join,
+    join_cgroup: &mut dyn FnMut(i32) -> Result<(), String>,
+) -> Result<i32, ProcessError> {
     let nss = open_namespaces(j.init_pid)?;
     let (parent_end, child_end) = sync::pair()?;
     // setns of pid and time namespaces only affects children: enter them here, fork, leave.
-    let own_pid = sys::open("/proc/self/ns/pid_for_children", nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .map_err(|e| ProcessError::Step { step: "open own pid namespace", source: e })?;
-    let own_time = sys::open("/proc/self/ns/time_for_children", nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).ok();
+    let own_pid = sys::open(
+        "/proc/self/ns/pid_for_children",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| ProcessError::Step {
+        step: "open own pid namespace",
+        source: e,
+    })?;
+    let own_time = sys::open(
+        "/proc/self/ns/time_for_children",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok();
     let time = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
     let for_children = |f: &CloneFlags| *f == CloneFlags::CLONE_NEWPID || *f == time;
     for (flag, fd) in nss.iter().filter(|(f, _)| for_children(f)) {
-        nix::sched::setns(fd.as_fd(), *flag).map_err(|e| ProcessError::Step { step: "enter the container's pid/time namespace", source: e })?;
+        nix::sched::setns(fd.as_fd(), *flag).map_err(|e| ProcessError::Step {
+            step: "enter the container's pid/time namespace",
+            source: e,
+        })?;
     }
     let forked = sys::fork();
     if let Ok(0) = forked {
@@ -93,7 +121,10 @@ pub fn spawn(j: Join, join_cgroup: &mut dyn FnMut(i32) -> Result<(), String>) ->
     if let Some(t) = &own_time {
         let _ = nix::sched::setns(t.as_fd(), time);
     }
-    let pid = forked.map_err(|e| ProcessError::Step { step: "fork", source: e })?;
+    let pid = forked.map_err(|e| ProcessError::Step {
+        step: "fork",
+        source: e,
+    })?;
     drop(child_end);
     let r = (|| {
         join_cgroup(pid).map_err(ProcessError::Observer)?;
@@ -101,7 +132,11 @@ pub fn spawn(j: Join, join_cgroup: &mut dyn FnMut(i32) -> Result<(), String>) ->
         match parent_end.recv() {
             Ok(Msg::Ready) => Ok(()),
             Ok(Msg::Error { message }) => Err(ProcessError::Init(message)),
-            Ok(other) => Err(SyncError::Unexpected { expected: "Ready", got: other }.into()),
+            Ok(other) => Err(SyncError::Unexpected {
+                expected: "Ready",
+                got: other,
+            }
+            .into()),
             Err(e) => Err(e.into()),
         }
     })();
@@ -116,10 +151,20 @@ pub fn spawn(j: Join, join_cgroup: &mut dyn FnMut(i32) -> Result<(), String>) ->
     Ok(pid)
 }
 
-fn child(j: &Join, nss: &[(CloneFlags, OwnedFd)], chan: &Channel) -> Result<std::convert::Infallible, InitError> {
+fn child(
+    j: &Join,
+    nss: &[(CloneFlags, OwnedFd)],
+    chan: &Channel,
+) -> Result<std::convert::Infallible, InitError> {
     let time = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
-    for (flag, fd) in nss.iter().filter(|(f, _)| *f != CloneFlags::CLONE_NEWPID && *f != time) {
-        nix::sched::setns(fd.as_fd(), *flag).map_err(init::step(format!("join the container's {} namespace", crate::spec::proc_name(*flag))))?;
+    for (flag, fd) in nss
+        .iter()
+        .filter(|(f, _)| *f != CloneFlags::CLONE_NEWPID && *f != time)
+    {
+        nix::sched::setns(fd.as_fd(), *flag).map_err(init::step(format!(
+            "join the container's {} namespace",
+            crate::spec::proc_name(*flag)
+        )))?;
     }
     let userns = nss.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWUSER);
     if userns {
@@ -130,7 +175,9 @@ fn child(j: &Join, nss: &[(CloneFlags, OwnedFd)], chan: &Channel) -> Result<std:
     chan.expect(Msg::CgroupDone)?;
     nix::unistd::chdir("/").map_err(init::step("chdir to /"))?;
     if let Some(sock) = &j.console {
-        let sock = sock.try_clone().map_err(|e| InitError::Other(format!("dup console socket: {e}")))?;
+        let sock = sock
+            .try_clone()
+            .map_err(|e| InitError::Other(format!("dup console socket: {e}")))?;
         let pty = crate::console::setup_pty(sock, j.process.console_size().as_ref())?;
         crate::console::make_controlling(&pty.slave)?;
     }

@@ -125,7 +125,9 @@ pub fn mount(cx: &Ctx, m: &Mount, opts: &Options) -> Result<(), RootfsError> {
             .file_name()
             .map(PathBuf::from)
             .unwrap_or_default();
-        if name.as_os_str().is_empty() || name == Path::new("cgroup") {
+        // A hybrid host's cgroup2 mount has no controllers; runc leaves it out of the
+        // container's view, and so do we.
+        if name.as_os_str().is_empty() || name == Path::new("cgroup") || h.fstype == "cgroup2" {
             continue;
         }
         one(cx, h, &dest.join(&name), flags)
@@ -145,21 +147,8 @@ pub fn mount(cx: &Ctx, m: &Mount, opts: &Options) -> Result<(), RootfsError> {
             }
         }
     }
-    if flags.contains(MsFlags::MS_RDONLY) {
-        let mounted = resolve::open(cx.root, dest).map_err(|err| e("reopen", err))?;
-        nix::mount::mount(
-            None::<&str>,
-            &sys::fd_path(&mounted),
-            None::<&str>,
-            MsFlags::MS_REMOUNT
-                | MsFlags::MS_RDONLY
-                | MsFlags::MS_NOSUID
-                | MsFlags::MS_NODEV
-                | MsFlags::MS_NOEXEC,
-            Some("mode=755"),
-        )
-        .map_err(|err| e("remount cgroup tmpfs read-only", err))?;
-    }
+    // As runc: the tmpfs itself stays writable (only the hierarchies are read-only), so the
+    // container sees the same /sys/fs/cgroup under both.
     Ok(())
 }
 
