@@ -21,8 +21,8 @@
 use oci_spec::runtime::LinuxSeccompOperator as Op;
 
 use super::translate::{
-    Abi, AbiPolicy, Cond, Policy, Rule, Syscall, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64,
-    BAD_ARCH_ACTION, RET_ERRNO, X32_SYSCALL_BIT,
+    Abi, AbiPolicy, Cond, Policy, Rule, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, BAD_ARCH_ACTION,
+    RET_ERRNO, X32_SYSCALL_BIT,
 };
 
 /// One `struct sock_filter`.
@@ -35,13 +35,13 @@ pub struct Insn {
     pub k: u32,
 }
 
-const LD_W_ABS: u16 = 0x00 | 0x20;
-const ALU_AND_K: u16 = 0x04 | 0x50;
-const JMP_JA: u16 = 0x05;
+const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+const ALU_AND_K: u16 = 0x04 | 0x50; // BPF_ALU | BPF_AND | BPF_K
+const JMP_JA: u16 = 0x05; // BPF_JMP | BPF_JA
 const JEQ: u16 = 0x05 | 0x10;
 const JGT: u16 = 0x05 | 0x20;
 const JGE: u16 = 0x05 | 0x30;
-const RET_K: u16 = 0x06;
+const RET_K: u16 = 0x06; // BPF_RET | BPF_K
 
 const OFF_NR: u32 = 0;
 const OFF_ARCH: u32 = 4;
@@ -136,7 +136,7 @@ impl Emitter {
             if next.is_some_and(|n| n < sc.nr) {
                 add(next.unwrap_or(lo), default);
             }
-            let t = self.syscall(sc, default, p.abi);
+            let t = self.syscall(p.rules(sc), default, p.abi);
             add(sc.nr, t);
             next = sc.nr.checked_add(1);
         }
@@ -162,14 +162,14 @@ impl Emitter {
         }
     }
 
-    fn syscall(&mut self, sc: &Syscall, default: Target, abi: Abi) -> Target {
-        if let [Rule { action, conds }] = sc.rules.as_slice() {
+    fn syscall(&mut self, rules: &[Rule], default: Target, abi: Abi) -> Target {
+        if let [Rule { action, conds }] = rules {
             if conds.is_empty() {
                 return Target::Ret(*action);
             }
         }
         let mut next = default;
-        for rule in sc.rules.iter().rev() {
+        for rule in rules.iter().rev() {
             let mut ok = Target::Ret(rule.action);
             for cond in rule.conds.iter().rev() {
                 ok = self.cond(cond, ok, next, abi.args_are_32bit());
@@ -405,7 +405,8 @@ mod tests {
             u64::MAX,
             0x0000_0002_8000_0000,
         ];
-        let cases: [(&str, fn(u64, u64) -> bool); 6] = [
+        type Holds = fn(u64, u64) -> bool;
+        let cases: [(&str, Holds); 6] = [
             ("SCMP_CMP_EQ", |a, v| a == v),
             ("SCMP_CMP_NE", |a, v| a != v),
             ("SCMP_CMP_LT", |a, v| a < v),

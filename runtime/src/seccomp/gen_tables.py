@@ -78,3 +78,29 @@ print("pub(super) static SYSCALLS: &[(&str, [u32; 3])] = &[")
 for n in names:
     print(f'    ("{n}", [{col(t64, n)}, {col(t32, n)}, {col(tx32, n, X32_BIT)}]),')
 print("];")
+
+# Open-addressing hash index over SYSCALLS: name lookups are most of compile()'s time.
+SIZE = 1024
+assert len(names) < SIZE // 2
+
+
+def fnv1a(name):
+    h = 0x811C9DC5
+    for b in name.encode():
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+index = [0xFFFF] * SIZE
+for i, n in enumerate(names):
+    slot = fnv1a(n) & (SIZE - 1)
+    while index[slot] != 0xFFFF:
+        slot = (slot + 1) & (SIZE - 1)
+    index[slot] = i
+print()
+print("/// Slots of a linear-probing table keyed by FNV-1a of the name; `u16::MAX` = empty.")
+print("#[rustfmt::skip]")
+print(f"pub(super) static INDEX: [u16; {SIZE}] = [")
+for i in range(0, SIZE, 16):
+    print("    " + " ".join(f"{v}," for v in index[i:i + 16]))
+print("];")

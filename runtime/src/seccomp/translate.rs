@@ -21,7 +21,7 @@ use oci_spec::runtime::{
     LinuxSyscall,
 };
 
-use super::tables::{NONE, SYSCALLS};
+use super::tables::{INDEX, NONE, SYSCALLS};
 use super::SeccompError;
 
 pub(super) const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
@@ -121,8 +121,9 @@ pub(super) struct Rule {
 #[derive(Debug)]
 pub(super) struct Syscall {
     pub nr: u32,
-    /// Tried in order, first match wins; a lone unconditional rule when one exists.
-    pub rules: Vec<Rule>,
+    /// Into [`AbiPolicy::rules`]: tried in order, first match wins; a lone unconditional rule
+    /// when one exists.
+    pub rules: std::ops::Range<usize>,
 }
 
 #[derive(Debug)]
@@ -132,6 +133,13 @@ pub(super) struct AbiPolicy {
     pub enosys_above: Option<u32>,
     /// Sorted by number, one entry per number.
     pub syscalls: Vec<Syscall>,
+    pub rules: Vec<Rule>,
+}
+
+impl AbiPolicy {
+    pub(super) fn rules(&self, sc: &Syscall) -> &[Rule] {
+        &self.rules[sc.rules.clone()]
+    }
 }
 
 #[derive(Debug)]
@@ -177,10 +185,18 @@ fn action_value(
 }
 
 pub(super) fn lookup(name: &str) -> Option<[u32; 3]> {
-    SYSCALLS
-        .binary_search_by(|(n, _)| (*n).cmp(name))
-        .ok()
-        .map(|i| SYSCALLS[i].1)
+    let mask = INDEX.len() - 1;
+    let hash = name.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let mut slot = hash as usize & mask;
+    loop {
+        let (n, nrs) = SYSCALLS.get(usize::from(INDEX[slot]))?;
+        if *n == name {
+            return Some(*nrs);
+        }
+        slot = (slot + 1) & mask;
+    }
 }
 
 fn i386_mux(name: &str) -> Option<(u32, u64)> {
@@ -239,7 +255,6 @@ fn alternatives(call: &LinuxSyscall, i: usize) -> Result<Vec<Vec<Cond>>, Seccomp
 
 struct Entry {
     nr: u32,
-    seq: usize,
     rule: Rule,
 }
 
@@ -259,7 +274,8 @@ pub(super) fn translate(seccomp: &LinuxSeccomp) -> Result<Policy, SeccompError> 
     let (present, listed) = abis(seccomp.architectures().as_deref().unwrap_or_default());
     let calls = seccomp.syscalls().as_deref().unwrap_or_default();
 
-    let mut entries: [Vec<Entry>; 3] = Default::default();
+    let names = calls.iter().map(|c| c.names().len()).sum::<usize>() + 8;
+    let mut entries: [Vec<Entry>; 3] = std::array::from_fn(|_| Vec::with_capacity(names));
     let mut max_nr = [0u32; 3];
     let mut uses_notify = false;
     for (i, call) in calls.iter().enumerate() {
@@ -303,7 +319,6 @@ pub(super) fn translate(seccomp: &LinuxSeccomp) -> Result<Policy, SeccompError> 
                     for conds in &alts {
                         list.push(Entry {
                             nr,
-                            seq: list.len(),
                             rule: Rule {
                                 action,
                                 conds: conds.clone(),
@@ -326,7 +341,6 @@ pub(super) fn translate(seccomp: &LinuxSeccomp) -> Result<Policy, SeccompError> 
                         );
                         list.push(Entry {
                             nr: mux_nr,
-                            seq: list.len(),
                             rule: Rule { action, conds },
                         });
                     }
@@ -347,12 +361,12 @@ pub(super) fn translate(seccomp: &LinuxSeccomp) -> Result<Policy, SeccompError> 
         }
         let max = max_nr[abi as usize];
         let enosys_above = (enosys_stub && listed[abi as usize] && max != 0).then_some(max);
-        let mut list = std::mem::take(&mut entries[abi as usize]);
-        list.sort_by_key(|e| (e.nr, e.seq));
+        let (syscalls, rules) = group(std::mem::take(&mut entries[abi as usize]));
         abis.push(AbiPolicy {
             abi,
             enosys_above,
-            syscalls: group(list),
+            syscalls,
+            rules,
         });
     }
 
@@ -394,25 +408,49 @@ pub(super) fn translate(seccomp: &LinuxSeccomp) -> Result<Policy, SeccompError> 
     })
 }
 
-/// Entries sorted by (nr, seq) → one [`Syscall`] per number.
-fn group(list: Vec<Entry>) -> Vec<Syscall> {
-    let mut out: Vec<Syscall> = Vec::new();
+/// Entries in profile order → one [`Syscall`] per number (ascending), and their rules in
+/// profile order. A counting sort: numbers are dense and below ~600 past the x32 bit.
+fn group(list: Vec<Entry>) -> (Vec<Syscall>, Vec<Rule>) {
+    let key = |nr: u32| (nr & !X32_SYSCALL_BIT) as usize;
+    let size = list.iter().map(|e| key(e.nr) + 1).max().unwrap_or(0);
+    let mut start = vec![0usize; size + 1];
+    for e in &list {
+        start[key(e.nr) + 1] += 1;
+    }
+    for k in 1..=size {
+        start[k] += start[k - 1];
+    }
+    let mut slots: Vec<Option<Rule>> = vec![None; list.len()];
+    let mut next = start.clone();
+    let mut nrs = vec![0u32; size];
     for e in list {
-        match out.last_mut() {
-            Some(last) if last.nr == e.nr => last.rules.push(e.rule),
-            _ => out.push(Syscall {
-                nr: e.nr,
-                rules: vec![e.rule],
-            }),
-        }
+        let k = key(e.nr);
+        nrs[k] = e.nr;
+        slots[next[k]] = Some(e.rule);
+        next[k] += 1;
     }
-    for sc in &mut out {
-        if let Some(pos) = sc.rules.iter().position(|r| r.conds.is_empty()) {
-            let rule = sc.rules.swap_remove(pos);
-            sc.rules = vec![rule];
+    let mut syscalls = Vec::new();
+    let mut rules = Vec::with_capacity(slots.len());
+    for k in 0..size {
+        let group = &mut slots[start[k]..start[k + 1]];
+        if group.is_empty() {
+            continue;
         }
+        let first = rules.len();
+        // An unconditional rule makes the conditional ones unreachable (libseccomp drops them).
+        match group
+            .iter()
+            .position(|r| r.as_ref().is_some_and(|r| r.conds.is_empty()))
+        {
+            Some(pos) => rules.extend(group[pos].take()),
+            None => rules.extend(group.iter_mut().filter_map(Option::take)),
+        }
+        syscalls.push(Syscall {
+            nr: nrs[k],
+            rules: first..rules.len(),
+        });
     }
-    out
+    (syscalls, rules)
 }
 
 #[cfg(test)]
@@ -420,16 +458,16 @@ mod tests {
     use super::*;
     use crate::seccomp::tests::profile;
 
-    fn abi<'a>(p: &'a Policy, abi: Abi) -> &'a AbiPolicy {
+    fn abi(p: &Policy, abi: Abi) -> &AbiPolicy {
         p.abis.iter().find(|a| a.abi == abi).expect("abi present")
     }
 
-    fn rules<'a>(p: &'a Policy, a: Abi, nr: u32) -> &'a [Rule] {
+    fn rules(p: &Policy, a: Abi, nr: u32) -> &[Rule] {
         abi(p, a)
             .syscalls
             .iter()
             .find(|s| s.nr == nr)
-            .map(|s| s.rules.as_slice())
+            .map(|s| abi(p, a).rules(s))
             .unwrap_or_default()
     }
 
@@ -604,7 +642,7 @@ mod tests {
             [20, 102, 117, 359, 395],
             "getpid, socketcall, ipc, socket, shmget; accept has no direct call"
         );
-        let socketcall = &x86.syscalls[1].rules;
+        let socketcall = x86.rules(&x86.syscalls[1]);
         assert_eq!(socketcall.len(), 2);
         assert_eq!(
             socketcall[0].conds[0],
@@ -620,7 +658,7 @@ mod tests {
             socketcall[0].conds[1].index, 2,
             "other conditions are kept, as libseccomp does"
         );
-        assert_eq!(x86.syscalls[2].rules[0].conds[0].value, 23);
+        assert_eq!(x86.rules(&x86.syscalls[2])[0].conds[0].value, 23);
         assert_eq!(
             x86.enosys_above,
             Some(20),
