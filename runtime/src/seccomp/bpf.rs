@@ -185,7 +185,9 @@ impl Emitter {
         let lo_off = OFF_ARGS + 8 * u32::from(c.index);
         let hi_off = lo_off + 4;
         let (v_hi, v_lo) = ((c.value >> 32) as u32, c.value as u32);
-        let (d_hi, d_lo) = ((c.value_two >> 32) as u32, c.value_two as u32);
+        // libseccomp masks the expected value too: (arg & mask) == (valueTwo & mask).
+        let datum = c.value_two & c.value;
+        let (d_hi, d_lo) = ((datum >> 32) as u32, datum as u32);
         if c.op == Op::ScmpCmpMaskedEq {
             // OCI: value is the mask, valueTwo the expected (arg & mask).
             self.jump(JEQ, d_lo, ok, fail);
@@ -202,7 +204,7 @@ impl Emitter {
             self.jump(code, v_lo, t, f);
         }
         let low = self.load(lo_off);
-        if only_low || (c.op == Op::ScmpCmpMaskedEq && v_hi == 0 && d_hi == 0) {
+        if only_low || (c.op == Op::ScmpCmpMaskedEq && v_hi == 0) {
             return low;
         }
         match c.op {
@@ -244,7 +246,11 @@ pub(super) fn generate(policy: &Policy) -> Vec<Insn> {
         e.reach(tree, 0);
         e.load(OFF_NR)
     });
-    let bx32 = find(Abi::X32).map_or(bad_arch, |p| e.abi(p, default, X32_SYSCALL_BIT, u32::MAX));
+    let bx32 = match find(Abi::X32) {
+        Some(p) => e.abi(p, default, X32_SYSCALL_BIT, u32::MAX),
+        // nr -1 (a syscall skipped by a tracer) stays x86_64, as in libseccomp.
+        None => e.jump(JEQ, u32::MAX, default, bad_arch),
+    };
     let b64 = match find(Abi::X86_64) {
         Some(p) => e.abi(p, default, 0, X32_SYSCALL_BIT - 1),
         None => default,
@@ -364,6 +370,11 @@ mod tests {
             "x32 not listed"
         );
         assert_eq!(
+            run(&native, X64, u32::MAX, [0; 6]),
+            RET_ALLOW,
+            "nr -1 stays x86_64 (libseccomp)"
+        );
+        assert_eq!(
             run(&native, AUDIT_ARCH_I386, 20, [0; 6]),
             BAD_ARCH_ACTION,
             "x86 not listed"
@@ -445,6 +456,19 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn masked_eq_masks_the_expected_value_too() {
+        // libseccomp compares (arg & mask) == (valueTwo & mask).
+        let p = prog(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["clone"], "action": "SCMP_ACT_TRAP",
+                          "args": [{"index": 0, "value": 0xff, "valueTwo": 0x1_0000_0001u64, "op": "SCMP_CMP_MASKED_EQ"}]}]
+        }));
+        assert_eq!(run(&p, X64, 56, [0x1, 0, 0, 0, 0, 0]), RET_TRAP);
+        assert_eq!(run(&p, X64, 56, [0x7_0000_0101, 0, 0, 0, 0, 0]), RET_TRAP);
+        assert_eq!(run(&p, X64, 56, [0x2, 0, 0, 0, 0, 0]), RET_ALLOW);
     }
 
     #[test]

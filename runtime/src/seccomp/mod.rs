@@ -305,4 +305,30 @@ pub(crate) mod tests {
             "i386 userfaultfd: EPERM"
         );
     }
+
+    /// Hook for `difftest/diff.py` (differential check against libseccomp 2.5 as runc uses
+    /// it): compiles the profiles in $HUSK_SECCOMP_IN, writes the programs to $HUSK_SECCOMP_OUT.
+    #[test]
+    fn dump_programs_for_difftest() {
+        let (Ok(inp), Ok(out)) = (
+            std::env::var("HUSK_SECCOMP_IN"),
+            std::env::var("HUSK_SECCOMP_OUT"),
+        ) else {
+            return;
+        };
+        let text = std::fs::read_to_string(inp).expect("read profiles");
+        let profiles: Vec<Value> = serde_json::from_str(&text).expect("profiles JSON");
+        let res: Vec<Value> = profiles
+            .into_iter()
+            .map(|p| match compile(&profile(p)) {
+                Ok(c) => json!(c
+                    .program()
+                    .iter()
+                    .map(|i| [u32::from(i.code), u32::from(i.jt), u32::from(i.jf), i.k])
+                    .collect::<Vec<_>>()),
+                Err(e) => json!(e.to_string()),
+            })
+            .collect();
+        std::fs::write(out, serde_json::to_string(&res).expect("encode")).expect("write programs");
+    }
 }
