@@ -49,9 +49,10 @@ pub(super) fn plan(spec: Spec, bundle: PathBuf, file: &Path) -> Result<Plan, Spe
             .map_err(|e| cx.err("linux.resources", e.to_string()))?;
     }
     let seccomp = match linux.seccomp() {
-        Some(s) => {
-            Some(crate::seccomp::compile(s).map_err(|e| cx.err("linux.seccomp", e.to_string()))?)
-        }
+        Some(s) => Some(crate::seccomp::compile(s).map_err(|e| match e {
+            crate::seccomp::SeccompError::Invalid { path, message } => cx.err(path, message),
+            e => cx.err("linux.seccomp", e.to_string()),
+        })?),
         None => None,
     };
     Ok(Plan {
