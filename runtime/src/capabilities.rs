@@ -30,20 +30,20 @@ fn to_set(v: Option<&Capabilities>) -> Result<CapsHashSet, CapsError> {
     Ok(out)
 }
 
-/// Capabilities the running kernel knows (`/proc/sys/kernel/cap_last_cap`).
-fn supported(cap: Capability) -> bool {
-    let last: u8 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+/// The highest capability the running kernel knows (`/proc/sys/kernel/cap_last_cap`).
+fn last_cap() -> u8 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40);
-    cap.index() <= last
+        .unwrap_or(40)
 }
 
 /// Drop the bounding set to what's configured. Done while still privileged (before setuid).
 pub fn drop_bounding(c: Option<&LinuxCapabilities>) -> Result<(), CapsError> {
     let keep = to_set(c.and_then(|c| c.bounding().as_ref()))?;
+    let last = last_cap();
     for cap in caps::all() {
-        if supported(cap) && !keep.contains(&cap) {
+        if cap.index() <= last && !keep.contains(&cap) {
             caps::drop(None, CapSet::Bounding, cap).map_err(|source| CapsError::Set {
                 what: "bounding",
                 source,

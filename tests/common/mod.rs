@@ -1,5 +1,5 @@
 //! Harness for the root integration tests: drives the binary under test (`HUSK_BIN`, else the
-//! workspace's target/release/husk, else target/debug/husk) like an engine would, with a temp
+//! workspace's target/x86_64-unknown-linux-gnu/release/husk, else the debug one) like an engine would, with a temp
 //! `--root`, a JSON `--log`, a busybox bundle and a unique id per case, and checks that nothing
 //! (state dir, process, cgroup, mount) is left behind. Every case is a `Case`; dropping it runs
 //! `delete --force`, checks for leftovers, cleans them up and fails the test if there were any.
@@ -33,11 +33,12 @@ pub fn bin_under_test() -> PathBuf {
         return PathBuf::from(p);
     }
     let ws = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let release = ws.join("target/release/husk");
+    // .cargo/config.toml builds for an explicit target (a static binary).
+    let release = ws.join("target/x86_64-unknown-linux-gnu/release/husk");
     if release.exists() {
         return release;
     }
-    ws.join("target/debug/husk")
+    ws.join("target/x86_64-unknown-linux-gnu/debug/husk")
 }
 
 /// The differential peer: runc, always.

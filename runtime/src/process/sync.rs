@@ -51,6 +51,9 @@ pub enum SyncError {
     Unexpected { expected: &'static str, got: Msg },
 }
 
+/// The largest message: an init error with a long chain still fits.
+const MAX_MSG: usize = 8 * 1024;
+
 /// One end of the sync socket.
 #[derive(Debug)]
 pub struct Channel(OwnedFd);
@@ -68,7 +71,14 @@ pub fn pair() -> Result<(Channel, Channel), SyncError> {
 
 impl Channel {
     pub fn send(&self, msg: &Msg) -> Result<(), SyncError> {
-        let bytes = serde_json::to_vec(msg).map_err(|e| SyncError::Garbled(e.to_string()))?;
+        let mut bytes = serde_json::to_vec(msg).map_err(|e| SyncError::Garbled(e.to_string()))?;
+        if bytes.len() > MAX_MSG {
+            // Only an error message can be this long: keep its start, which names the step.
+            if let Msg::Error { message } = msg {
+                let cut: String = message.chars().take(MAX_MSG / 2).collect();
+                bytes = serde_json::to_vec(&Msg::Error { message: cut }).map_err(|e| SyncError::Garbled(e.to_string()))?;
+            }
+        }
         send(self.0.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL)
             .map(drop)
             .map_err(|source| SyncError::Send {
@@ -78,7 +88,9 @@ impl Channel {
     }
 
     pub fn recv(&self) -> Result<Msg, SyncError> {
-        let mut buf = vec![0u8; 64 * 1024];
+        // Messages are small; a stack buffer spares the fresh heap pages (and their page faults)
+        // a zeroed 64 KiB vector would cost on every message.
+        let mut buf = [0u8; MAX_MSG];
         let n = loop {
             match recv(self.0.as_raw_fd(), &mut buf, MsgFlags::empty()) {
                 Err(nix::Error::EINTR) => continue,
@@ -104,7 +116,7 @@ impl Channel {
 
     /// An `Error` the other side sent that nobody read yet (without blocking).
     pub fn pending_error(&self) -> Option<String> {
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = [0u8; MAX_MSG];
         while let Ok(n) = recv(self.0.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
             if n == 0 {
                 break;

@@ -74,8 +74,7 @@ fn is_identity(o: &str) -> bool {
 }
 
 /// This process's cgroup path in the hierarchy identified by `options` (v1) or in v2.
-fn own_cgroup(h: &Hierarchy) -> Option<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+fn own_cgroup(h: &Hierarchy, text: &str) -> Option<PathBuf> {
     for line in text.lines() {
         let mut parts = line.splitn(3, ':');
         let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
@@ -103,11 +102,13 @@ pub fn mount(cx: &Ctx, m: &Mount, opts: &Options) -> Result<(), RootfsError> {
     };
     let flags = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
     let all = hierarchies();
+    // Where this process sits in each hierarchy (read once, used for every bind).
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     let unified_only = all.len() == 1
         && all[0].fstype == "cgroup2"
         && all[0].mount_point == Path::new("/sys/fs/cgroup");
     if unified_only {
-        return one(cx, &all[0], dest, flags).map_err(|err| e("mount cgroup2", err));
+        return one(cx, &all[0], dest, flags, &own).map_err(|err| e("mount cgroup2", err));
     }
     let target =
         resolve::create(cx.root, dest, Kind::Dir).map_err(|err| e("create target", err))?;
@@ -130,7 +131,7 @@ pub fn mount(cx: &Ctx, m: &Mount, opts: &Options) -> Result<(), RootfsError> {
         if name.as_os_str().is_empty() || name == Path::new("cgroup") || h.fstype == "cgroup2" {
             continue;
         }
-        one(cx, h, &dest.join(&name), flags)
+        one(cx, h, &dest.join(&name), flags, &own)
             .map_err(|err| e(&format!("mount cgroup hierarchy {name:?}"), err))?;
         // cpu,cpuacct-style combined hierarchies are reached by each controller's name too.
         if h.fstype == "cgroup" {
@@ -152,7 +153,7 @@ pub fn mount(cx: &Ctx, m: &Mount, opts: &Options) -> Result<(), RootfsError> {
     Ok(())
 }
 
-fn one(cx: &Ctx, h: &Hierarchy, dest: &Path, flags: MsFlags) -> Result<(), nix::Error> {
+fn one(cx: &Ctx, h: &Hierarchy, dest: &Path, flags: MsFlags, own: &str) -> Result<(), nix::Error> {
     let target = resolve::create(cx.root, dest, Kind::Dir)?;
     let fl = flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     if cx.cgroupns {
@@ -169,7 +170,7 @@ fn one(cx: &Ctx, h: &Hierarchy, dest: &Path, flags: MsFlags) -> Result<(), nix::
             Some(data.as_str()),
         )
     } else {
-        let own = own_cgroup(h).unwrap_or_else(|| PathBuf::from("/"));
+        let own = own_cgroup(h, own).unwrap_or_else(|| PathBuf::from("/"));
         let src = h.mount_point.join(own.strip_prefix("/").unwrap_or(&own));
         sys_mount(
             Some(&src),
