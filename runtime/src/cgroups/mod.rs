@@ -1,21 +1,60 @@
-//! Control groups, v1 and v2 behind one interface. (Owned by the cgroups work; this is the interface
-//! the create path calls.)
+//! Control groups, v1 and v2 behind one interface: create with resources, join, list, kill and
+//! remove. This is the interface the create path calls.
+//!
+//! Written over plain file writes rather than cgroups-rs: runc-parity means runc's exact files, values
+//! and write order (setMemoryAndSwap's ordering, the cpu period/quota retry, the hybrid cgroup2 and
+//! name=systemd directories, cpuset parent seeding), which cgroups-rs does differently or not at all,
+//! and each of those is a few lines here. It also keeps husk's create path free of a dependency that
+//! would sit on its ≤ 1 ms budget.
+//!
+//! Every function takes the hierarchy [`layout::Layout`] explicitly (the public methods read the
+//! host's), so unit tests run against a tempdir without root.
 
-use std::path::{Path, PathBuf};
+mod devices;
+mod layout;
+mod v1;
+mod v2;
+
+use std::collections::BTreeSet;
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use oci_spec::runtime::LinuxResources;
 
+pub use devices::{DeviceRule, DEFAULT_ALLOWED};
+use layout::{Layout, Mode};
+pub use v2::{blkio_to_io_weight, shares_to_weight, swap_to_v2};
+
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
+    /// A value in `linux.resources` (or `linux.cgroupsPath`) that can't be applied on this host.
+    #[error("{path}: {message}")]
+    Config { path: String, message: String },
     #[error("{0}")]
     Unsupported(String),
-    #[error("{op} {path:?}")]
+    #[error("{op} {path:?}: {source}")]
     Io {
         op: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error("write {value:?} to {path:?}: {source}")]
+    Write {
+        path: PathBuf,
+        value: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl CgroupError {
+    pub(crate) fn config(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Config {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
 }
 
 /// A container's cgroup: its path relative to each hierarchy's root (e.g. `/husk/<id>`).
@@ -24,20 +63,56 @@ pub struct Cgroup {
     path: PathBuf,
 }
 
+/// Where relative and absent `cgroupsPath`s go. Not under the caller's cgroup as runc does: on a
+/// shared host that is somebody else's cgroup.
+const BASE: &str = "/husk";
+
 impl Cgroup {
-    /// Resolve `linux.cgroupsPath`: absent → `/husk/<id>`, relative → under `/husk/`, absolute as is.
-    /// `systemd` is `--systemd-cgroup` (`slice:prefix:name`).
+    /// Resolve `linux.cgroupsPath`: absent → `/husk/<id>`, relative → under `/husk/`, absolute as is
+    /// (`..` can't climb above the root). `systemd` is `--systemd-cgroup` (`slice:prefix:name`).
     pub fn resolve(
         cgroups_path: Option<&Path>,
         id: &str,
         systemd: bool,
     ) -> Result<Self, CgroupError> {
-        let _ = systemd;
-        let path = match cgroups_path {
-            None => PathBuf::from("/husk").join(id),
-            Some(p) if p.is_absolute() => p.to_path_buf(),
-            Some(p) => PathBuf::from("/husk").join(p),
+        let systemd_running = Path::new("/run/systemd/system").is_dir();
+        Self::resolve_with(cgroups_path, id, systemd, systemd_running)
+    }
+
+    fn resolve_with(
+        cgroups_path: Option<&Path>,
+        id: &str,
+        systemd: bool,
+        systemd_running: bool,
+    ) -> Result<Self, CgroupError> {
+        if systemd {
+            if !systemd_running {
+                return Err(CgroupError::config(
+                    "linux.cgroupsPath",
+                    "--systemd-cgroup needs systemd as init, and systemd is not running on this \
+                     host (no /run/systemd/system); drop --systemd-cgroup to use cgroupfs",
+                ));
+            }
+            let spec = cgroups_path.map(|p| p.to_string_lossy().into_owned());
+            return Ok(Self {
+                path: systemd_path(spec.as_deref().unwrap_or(""), id)?,
+            });
+        }
+        let under_base = |p: &Path| {
+            let c = clean(p);
+            Path::new(BASE).join(c.strip_prefix("/").unwrap_or(&c))
         };
+        let path = match cgroups_path {
+            None => under_base(Path::new(id)),
+            Some(p) if p.is_absolute() => clean(p),
+            Some(p) => under_base(p),
+        };
+        if path == Path::new("/") {
+            return Err(CgroupError::config(
+                "linux.cgroupsPath",
+                "must not be the root cgroup",
+            ));
+        }
         Ok(Self { path })
     }
 
@@ -51,32 +126,398 @@ impl Cgroup {
     }
 
     /// Check, without touching anything, that every resource can be applied on this host.
-    pub fn validate(_resources: &LinuxResources) -> Result<(), CgroupError> {
-        Ok(())
+    pub fn validate(resources: &LinuxResources) -> Result<(), CgroupError> {
+        validate_in(&Layout::host()?, resources)
     }
 
-    /// Create the cgroup directories and write the resources.
-    pub fn create(&self, _resources: Option<&LinuxResources>) -> Result<(), CgroupError> {
-        Ok(())
+    /// Create the cgroup directories and write the resources. On failure, the directories this
+    /// call created are removed again.
+    pub fn create(&self, resources: Option<&LinuxResources>) -> Result<(), CgroupError> {
+        create_in(&Layout::host()?, &self.path, resources)
     }
 
     /// Move `pid` into the cgroup (every hierarchy on v1).
-    pub fn add_pid(&self, _pid: i32) -> Result<(), CgroupError> {
-        Ok(())
+    pub fn add_pid(&self, pid: i32) -> Result<(), CgroupError> {
+        add_pid_in(&Layout::host()?, &self.path, pid)
     }
 
-    /// Every pid in the cgroup (and its descendants).
+    /// Every pid in the cgroup (and its descendants), sorted.
     pub fn pids(&self) -> Result<Vec<i32>, CgroupError> {
-        Ok(Vec::new())
+        pids_in(&Layout::host()?, &self.path)
     }
 
     /// True when the cgroup is frozen (paused).
     pub fn is_frozen(&self) -> bool {
-        false
+        Layout::host().is_ok_and(|l| is_frozen_in(&l, &self.path))
     }
 
     /// Kill whatever is left and remove the directories; a cgroup that is already gone is fine.
     pub fn destroy(&self) -> Result<(), CgroupError> {
-        Ok(())
+        destroy_in(&Layout::host()?, &self.path)
     }
 }
+
+/// Lexically clean `p` as an absolute path: `.` and `..` are resolved and can't climb above `/`
+/// (runc's CleanPath, so a cgroupsPath can't reach outside the hierarchy).
+fn clean(p: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+/// `slice:prefix:name` → the path systemd's driver would give the scope, e.g.
+/// `system.slice:docker:abc` → `/system.slice/docker-abc.scope`; nested slices expand as systemd
+/// does (`a-b.slice` lives in `a.slice/a-b.slice`).
+fn systemd_path(spec: &str, id: &str) -> Result<PathBuf, CgroupError> {
+    let parts: Vec<&str> = if spec.is_empty() {
+        vec!["", "husk", id]
+    } else {
+        spec.split(':').collect()
+    };
+    let [slice, prefix, name] = parts[..] else {
+        return Err(CgroupError::config(
+            "linux.cgroupsPath",
+            format!("{spec:?}: with --systemd-cgroup it must be slice:prefix:name"),
+        ));
+    };
+    let slice = if slice.is_empty() {
+        "system.slice"
+    } else {
+        slice
+    };
+    let bad = |why: &str| CgroupError::config("linux.cgroupsPath", format!("{spec:?}: {why}"));
+    if !slice.ends_with(".slice") || slice.contains('/') {
+        return Err(bad("the slice must be a name ending in .slice"));
+    }
+    let mut path = PathBuf::from("/");
+    let stem = &slice[..slice.len() - ".slice".len()];
+    if stem != "-" {
+        if stem.starts_with('-') || stem.ends_with('-') || stem.contains("--") {
+            return Err(bad("invalid slice name"));
+        }
+        let mut acc = String::new();
+        for part in stem.split('-') {
+            if !acc.is_empty() {
+                acc.push('-');
+            }
+            acc.push_str(part);
+            path.push(format!("{acc}.slice"));
+        }
+    }
+    if name.contains('/') || prefix.contains('/') || name.is_empty() {
+        return Err(bad("prefix and name must be plain names"));
+    }
+    let unit = if name.ends_with(".slice") {
+        name.to_string()
+    } else if prefix.is_empty() {
+        format!("{name}.scope")
+    } else {
+        format!("{prefix}-{name}.scope")
+    };
+    path.push(unit);
+    Ok(path)
+}
+
+/// 0 (or absent) means "not set" in runc's configs for every numeric resource.
+pub(crate) fn nonzero<T: Into<i128> + Copy>(v: Option<T>) -> bool {
+    v.is_some_and(|v| v.into() != 0)
+}
+
+/// The host's huge page sizes in runc's notation (`2MB`, `1GB`), from /sys/kernel/mm/hugepages.
+pub(crate) fn hugepage_sizes() -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/sys/kernel/mm/hugepages") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(kb) = name
+            .strip_prefix("hugepages-")
+            .and_then(|s| s.strip_suffix("kB"))
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        out.push(match kb {
+            kb if kb >= 1 << 20 && kb % (1 << 20) == 0 => format!("{}GB", kb >> 20),
+            kb if kb >= 1 << 10 && kb % (1 << 10) == 0 => format!("{}MB", kb >> 10),
+            kb => format!("{kb}KB"),
+        });
+    }
+    out.sort();
+    out
+}
+
+/// `rdma.max` lines, one per device, sorted by device for a reproducible order.
+pub(crate) fn rdma_lines(r: &LinuxResources) -> Vec<String> {
+    let mut out: Vec<String> = r
+        .rdma()
+        .iter()
+        .flatten()
+        .map(|(dev, l)| {
+            let mut s = dev.clone();
+            if let Some(h) = l.hca_handles() {
+                s.push_str(&format!(" hca_handle={h}"));
+            }
+            if let Some(o) = l.hca_objects() {
+                s.push_str(&format!(" hca_object={o}"));
+            }
+            s
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn validate_in(layout: &Layout, r: &LinuxResources) -> Result<(), CgroupError> {
+    if layout.is_v2() {
+        v2::validate(layout, r)
+    } else {
+        v1::validate(layout, r)
+    }
+}
+
+fn create_in(
+    layout: &Layout,
+    path: &Path,
+    resources: Option<&LinuxResources>,
+) -> Result<(), CgroupError> {
+    let empty = LinuxResources::default();
+    let r = resources.unwrap_or(&empty);
+    validate_in(layout, r)?;
+    let rules = devices::rules(r.devices().as_ref())?;
+    let mut created = Vec::new();
+    let res = (|| {
+        if layout.is_v2() {
+            v2::mkdirs(layout, path, &mut created)?;
+            let dir = layout.dirs(path).into_iter().next().unwrap_or_default();
+            v2::set(layout, &dir, r, false)
+        } else {
+            v1::mkdirs(layout, path, r.cpu().as_ref(), &mut created)?;
+            if let Some(c) = r.cpu() {
+                v1::set_rt(layout, path, c)?;
+            }
+            v1::set(layout, path, r, &rules, false)
+        }
+    })();
+    if res.is_err() {
+        // Deepest first, so each directory is empty when its turn comes.
+        for d in created.iter().rev() {
+            let _ = layout::remove_dir(layout, d);
+        }
+    }
+    res
+}
+
+fn add_pid_in(layout: &Layout, path: &Path, pid: i32) -> Result<(), CgroupError> {
+    for dir in layout.dirs(path) {
+        layout::write(layout, &dir, "cgroup.procs", &pid.to_string())?;
+    }
+    Ok(())
+}
+
+/// Every directory of the subtree at `dir`, parents before children; empty when `dir` is gone.
+fn subtree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+        }
+        out.push(d);
+    }
+    out
+}
+
+fn pids_in(layout: &Layout, path: &Path) -> Result<Vec<i32>, CgroupError> {
+    let mut set = BTreeSet::new();
+    for dir in layout.dirs(path) {
+        for d in subtree(&dir) {
+            // A sub-cgroup removed between the listing and the read has no pids left to report.
+            let Some(text) = layout::read_opt(&d.join("cgroup.procs"))? else {
+                continue;
+            };
+            set.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+    }
+    Ok(set.into_iter().collect())
+}
+
+/// The v1 freezer directory, or on v2 (and in a hybrid without a freezer) the cgroup2 directory.
+enum Freezer {
+    V1(PathBuf),
+    V2(PathBuf),
+}
+
+fn freezer(layout: &Layout, path: &Path) -> Option<Freezer> {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    match &layout.mode {
+        Mode::V1 { unified, .. } => layout
+            .v1_mount("freezer")
+            .map(|m| Freezer::V1(m.join(rel)))
+            .or_else(|| unified.as_ref().map(|u| Freezer::V2(u.join(rel)))),
+        Mode::V2 { root, .. } => Some(Freezer::V2(root.join(rel))),
+    }
+}
+
+fn is_frozen_in(layout: &Layout, path: &Path) -> bool {
+    match freezer(layout, path) {
+        Some(Freezer::V1(d)) => layout::read_opt(&d.join("freezer.state"))
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.trim() == "FROZEN"),
+        Some(Freezer::V2(d)) => layout::read_opt(&d.join("cgroup.freeze"))
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.trim() == "1"),
+        None => false,
+    }
+}
+
+/// Freeze or thaw, waiting until the kernel reports the new state (v1 `FREEZING` → `FROZEN`,
+/// v2 `frozen 1` in cgroup.events).
+pub(crate) fn set_frozen_in(layout: &Layout, path: &Path, frozen: bool) -> Result<(), CgroupError> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    match freezer(layout, path) {
+        Some(Freezer::V1(d)) => {
+            let want = if frozen { "FROZEN" } else { "THAWED" };
+            loop {
+                layout::write(layout, &d, "freezer.state", want)?;
+                let state = layout::read(&d.join("freezer.state"))?;
+                if state.trim() == want || layout.create_files {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    return Err(CgroupError::Unsupported(format!(
+                        "freeze {}: still {} after 5s",
+                        d.display(),
+                        state.trim()
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Some(Freezer::V2(d)) => {
+            layout::write(layout, &d, "cgroup.freeze", if frozen { "1" } else { "0" })?;
+            let want = if frozen { "frozen 1" } else { "frozen 0" };
+            loop {
+                let ev = layout::read_opt(&d.join("cgroup.events"))?.unwrap_or_default();
+                if ev.lines().any(|l| l.trim() == want) || layout.create_files {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    return Err(CgroupError::Unsupported(format!(
+                        "freeze {}: cgroup.events never said {want:?}",
+                        d.display()
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        None => Err(CgroupError::Unsupported(
+            "freeze: no freezer cgroup on this host".into(),
+        )),
+    }
+}
+
+fn kill_all(pids: &[i32]) {
+    for &pid in pids {
+        if pid > 0 {
+            // SAFETY: kill(2) takes plain integers and touches no memory of ours; pid > 0 so it
+            // addresses exactly one process (never a group or everything).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+fn destroy_in(layout: &Layout, path: &Path) -> Result<(), CgroupError> {
+    let dirs: Vec<PathBuf> = layout
+        .dirs(path)
+        .into_iter()
+        .filter(|d| d.exists())
+        .collect();
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    if !pids_in(layout, path)?.is_empty() {
+        kill_members(layout, path, &dirs)?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for dir in &dirs {
+        // Children first; a directory still busy with exiting tasks is retried until the deadline.
+        for d in subtree(dir).iter().rev() {
+            remove_dir_retry(layout, d, deadline)?;
+        }
+    }
+    Ok(())
+}
+
+/// Kill every task of the subtree so none can fork away meanwhile: `cgroup.kill` where the kernel
+/// has it (v2, and the hybrid cgroup2 dir that every task also joined), else freeze, SIGKILL, thaw.
+fn kill_members(layout: &Layout, path: &Path, dirs: &[PathBuf]) -> Result<(), CgroupError> {
+    let unified = match &layout.mode {
+        Mode::V1 { unified, .. } => unified
+            .as_ref()
+            .map(|u| u.join(path.strip_prefix("/").unwrap_or(path))),
+        Mode::V2 { .. } => dirs.first().cloned(),
+    };
+    if let Some(u) = unified.filter(|u| u.join("cgroup.kill").exists()) {
+        layout::write(layout, &u, "cgroup.kill", "1")?;
+    }
+    // Tasks that sat only in v1 hierarchies (or a kernel without cgroup.kill): freeze them, so the
+    // pid list can't go stale, then kill and thaw so the kills are delivered.
+    let left = pids_in(layout, path)?;
+    if !left.is_empty() {
+        let frozen = set_frozen_in(layout, path, true).is_ok();
+        kill_all(&pids_in(layout, path)?);
+        if frozen {
+            set_frozen_in(layout, path, false)?;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pids_in(layout, path)?.is_empty() {
+        if Instant::now() > deadline {
+            return Err(CgroupError::Unsupported(format!(
+                "kill the processes of cgroup {}: still there after 5s",
+                path.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+fn remove_dir_retry(layout: &Layout, d: &Path, deadline: Instant) -> Result<(), CgroupError> {
+    loop {
+        match layout::remove_dir(layout, d) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(source) => {
+                return Err(CgroupError::Io {
+                    op: "remove cgroup",
+                    path: d.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
