@@ -76,7 +76,8 @@ impl Channel {
             // Only an error message can be this long: keep its start, which names the step.
             if let Msg::Error { message } = msg {
                 let cut: String = message.chars().take(MAX_MSG / 2).collect();
-                bytes = serde_json::to_vec(&Msg::Error { message: cut }).map_err(|e| SyncError::Garbled(e.to_string()))?;
+                bytes = serde_json::to_vec(&Msg::Error { message: cut })
+                    .map_err(|e| SyncError::Garbled(e.to_string()))?;
             }
         }
         send(self.0.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL)

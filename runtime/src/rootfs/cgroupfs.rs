@@ -162,8 +162,14 @@ fn one(cx: &Ctx, h: &Hierarchy, dest: &Path, flags: MsFlags, own: &str) -> Resul
         } else {
             h.options.clone()
         };
+        // runc names a named hierarchy's mount after it ("systemd"), the others "cgroup".
+        let source = h
+            .options
+            .split(',')
+            .find_map(|o| o.strip_prefix("name="))
+            .unwrap_or(h.fstype.as_str());
         sys_mount(
-            Some(h.fstype.as_str()),
+            Some(source),
             &sys::fd_path(&target),
             Some(h.fstype.as_str()),
             fl,
