@@ -79,6 +79,10 @@ fn rel(path: &Path) -> PathBuf {
 
 /// Open `path` inside `root`, creating it (and missing parents as directories) as `kind`.
 pub fn create(root: &OwnedFd, path: &Path, kind: Kind) -> Result<OwnedFd, Errno> {
+    create_at_depth(root, path, kind, 0)
+}
+
+fn create_at_depth(root: &OwnedFd, path: &Path, kind: Kind, depth: u32) -> Result<OwnedFd, Errno> {
     match open(root, path) {
         Ok(fd) => return Ok(fd),
         Err(Errno::ENOENT) => {}
@@ -90,16 +94,29 @@ pub fn create(root: &OwnedFd, path: &Path, kind: Kind) -> Result<OwnedFd, Errno>
     };
     let mut prefix = PathBuf::new();
     let mut dir = open(root, Path::new("."))?;
-    for c in parents {
+    for (i, c) in parents.iter().enumerate() {
         prefix.push(c);
         dir = match open(root, &prefix) {
             Ok(fd) => fd,
             Err(Errno::ENOENT) => {
                 mkdirat(&dir, c)?;
-                open(root, &prefix)?
+                match open(root, &prefix) {
+                    Ok(fd) => fd,
+                    // A dangling symlink: follow it the way the container would (inside the
+                    // root) and create what it points to instead.
+                    Err(Errno::ENOENT) => {
+                        return follow_dangling(root, &dir, &prefix, &comps[i + 1..], kind, depth)
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             Err(e) => return Err(e),
         };
+    }
+    // The path didn't resolve, so a symlink as its last component dangles.
+    if nix::fcntl::readlinkat(Some(dir.as_raw_fd()), last.as_path()).is_ok() {
+        prefix.push(last);
+        return follow_dangling(root, &dir, &prefix, &[], kind, depth);
     }
     match kind {
         Kind::Dir => mkdirat(&dir, last)?,
@@ -123,6 +140,34 @@ pub fn create(root: &OwnedFd, path: &Path, kind: Kind) -> Result<OwnedFd, Errno>
     }
     prefix.push(last);
     open(root, &prefix)
+}
+
+/// `link` (inside `root`, in directory `dir`) is a symlink to something that doesn't exist:
+/// create its target, resolved as the container would resolve it, then `rest` below it.
+fn follow_dangling(
+    root: &OwnedFd,
+    dir: &OwnedFd,
+    link: &Path,
+    rest: &[PathBuf],
+    kind: Kind,
+    depth: u32,
+) -> Result<OwnedFd, Errno> {
+    // As the kernel's ELOOP: a chain of links never ends in a loop here.
+    if depth >= 40 {
+        return Err(Errno::ELOOP);
+    }
+    let name = link.file_name().map(PathBuf::from).ok_or(Errno::ENOENT)?;
+    let target = nix::fcntl::readlinkat(Some(dir.as_raw_fd()), name.as_path())?;
+    let target = Path::new(&target);
+    let mut next = if target.is_absolute() {
+        PathBuf::from(target)
+    } else {
+        link.parent().unwrap_or(Path::new("")).join(target)
+    };
+    for r in rest {
+        next.push(r);
+    }
+    create_at_depth(root, &next, kind, depth + 1)
 }
 
 fn mkdirat(dir: &OwnedFd, name: &Path) -> Result<(), Errno> {
