@@ -141,7 +141,7 @@ pub fn wait_exit(pid: i32, mask: &SigSet, master: Option<&OwnedFd>) -> Result<i3
                 let sig = info.ssi_signo as i32;
                 if sig == libc::SIGWINCH {
                     if let Some(m) = master {
-                        copy_winsize(m);
+                        copy_winsize(m.as_raw_fd());
                     }
                 } else if sig != libc::SIGCHLD {
                     if let Ok(s) = Signal::try_from(sig) {
@@ -205,7 +205,7 @@ fn reap(pid: i32) -> Option<i32> {
     }
 }
 
-fn copy_winsize(master: &OwnedFd) {
+fn copy_winsize(master: impl AsRawFd) {
     let mut ws: libc::winsize = libc::winsize {
         ws_row: 0,
         ws_col: 0,
@@ -230,21 +230,7 @@ impl RawTerminal {
         let Ok(orig) = termios::tcgetattr(&stdin) else {
             return Self(None);
         };
-        if let Ok(ws) = nix::sys::termios::tcgetattr(&stdin).map(|_| ()) {
-            let _ = ws;
-            let mut w: libc::winsize = libc::winsize {
-                ws_row: 0,
-                ws_col: 0,
-                ws_xpixel: 0,
-                ws_ypixel: 0,
-            };
-            // SAFETY: as in copy_winsize.
-            unsafe {
-                if libc::ioctl(0, libc::TIOCGWINSZ, &mut w) == 0 {
-                    libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &w);
-                }
-            }
-        }
+        copy_winsize(master);
         let mut raw = orig.clone();
         termios::cfmakeraw(&mut raw);
         let _ = termios::tcsetattr(&stdin, termios::SetArg::TCSANOW, &raw);
