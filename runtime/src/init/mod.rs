@@ -130,29 +130,38 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
     let userns = ns.has(CloneFlags::CLONE_NEWUSER);
     let userns_fd = if userns { Some(open_ns("user")?) } else { None };
 
-    // 2. The cgroup namespace, rooted at the container's cgroup (joined at sync 1).
+    // 2. The cgroup namespace, rooted at the container's cgroup: entered once the parent
+    //    reports the cgroup join (sync 1), as late as the first step that needs it.
     let cgroupns = ns.new.contains(CloneFlags::CLONE_NEWCGROUP);
-    let cgroup_mounts = plan
-        .spec
-        .mounts()
-        .iter()
-        .flatten()
-        .any(|m| matches!(m.typ().as_deref(), Some("cgroup" | "cgroup2")));
-    if cgroupns || cgroup_mounts {
-        barrier.cgroup(&init.chan)?;
-    }
-    if cgroupns {
-        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
-            .map_err(step("unshare cgroup namespace"))?;
-    }
+    let mut cgroup_entered = false;
+    let chan = &init.chan;
+    let mut enter_cgroup = || -> Result<(), InitError> {
+        if !cgroup_entered {
+            barrier.cgroup(chan)?;
+            if cgroupns {
+                nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+                    .map_err(step("unshare cgroup namespace"))?;
+            }
+            cgroup_entered = true;
+        }
+        Ok(())
+    };
 
     // 3. The root filesystem and the mounts, in the new mount namespace.
     let terminal = plan.process.terminal().unwrap_or(false);
     let mountns = ns.has(CloneFlags::CLONE_NEWNS);
     if mountns {
-        crate::rootfs::prepare(plan, userns, cgroupns, userns_fd.as_ref(), terminal)?;
+        crate::rootfs::prepare(
+            plan,
+            userns,
+            cgroupns,
+            userns_fd.as_ref(),
+            terminal,
+            &mut || enter_cgroup().map_err(|e| chain(&e)),
+        )?;
         process::create_cwd(plan)?;
     }
+    enter_cgroup()?;
 
     // 4. Hooks (sync 4): prestart and createRuntime in the runtime's namespaces (by the parent),
     //    then createContainer here, before pivot_root.

@@ -154,10 +154,12 @@ fn parent(
     pid: &mut i32,
     obs: &mut dyn Observer,
 ) -> Result<(), ProcessError> {
-    obs.cloned(*pid).map_err(ProcessError::Observer)?;
-    // sync 1: the cgroup, before the init runs anything of the user's.
+    // sync 1: the cgroup, before the init runs anything of the user's. First, because a v1
+    // cgroup move can wait for an RCU grace period (milliseconds) that the init spends on its
+    // mounts meanwhile; recording the pid can wait that long (until then the init dies with us).
     obs.join_cgroup(*pid).map_err(ProcessError::Observer)?;
     chan.send(&Msg::CgroupDone)?;
+    obs.cloned(*pid).map_err(ProcessError::Observer)?;
     loop {
         match chan.recv() {
             // sync 2: id maps for the new user namespace.

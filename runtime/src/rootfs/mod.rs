@@ -26,6 +26,8 @@ pub enum RootfsError {
     Device { path: PathBuf, message: String },
     #[error("{path}: {message}")]
     Path { path: String, message: String },
+    #[error("join the container's cgroup: {0}")]
+    Cgroup(String),
     #[error("{step}: {source}")]
     Step {
         step: &'static str,
@@ -59,6 +61,7 @@ pub fn prepare(
     cgroupns: bool,
     userns_fd: Option<&OwnedFd>,
     terminal: bool,
+    enter_cgroup: &mut dyn FnMut() -> Result<(), String>,
 ) -> Result<(), RootfsError> {
     let linux = plan.spec.linux().as_ref();
     // Nothing the container mounts may propagate back to the host: slave by default, or what
@@ -96,6 +99,11 @@ pub fn prepare(
         userns_fd,
     };
     for m in plan.spec.mounts().iter().flatten() {
+        // The container's view of cgroups needs it to be in its cgroup (and namespace) first;
+        // the mounts before it overlap with the parent's cgroup join.
+        if matches!(m.typ().as_deref(), Some("cgroup" | "cgroup2")) {
+            enter_cgroup().map_err(RootfsError::Cgroup)?;
+        }
         mount::mount_one(&cx, m)?;
     }
     if owns_dev(&plan.spec) {
