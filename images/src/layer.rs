@@ -65,6 +65,8 @@ pub enum EntryError {
     Stream(#[source] io::Error),
     #[error("write the file's contents")]
     Write(#[source] io::Error),
+    #[error("the header declares {declared} bytes but the stream ends after {got}")]
+    Truncated { declared: u64, got: u64 },
     #[error("{what} {value} is out of range")]
     Range { what: &'static str, value: u64 },
 }
@@ -185,7 +187,14 @@ impl<'r> Applier<'r> {
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 let file = self.create(dir, &name, |d, n| confine::create_file(d, n))?;
-                stats.bytes += self.copy(entry, &file)?;
+                let declared = entry.size();
+                let got = self.copy(entry, &file)?;
+                // tar readers end an entry quietly when the stream ends: a header that declares
+                // more than the stream holds (a "bomb" that never arrives) is caught here.
+                if got < declared && kind != tar::EntryType::GNUSparse && !self.over_limit() {
+                    return Err(EntryError::Truncated { declared, got });
+                }
+                stats.bytes += got;
                 self.set_meta(file.as_fd(), &meta)?;
                 futimens(&file, meta.mtime)?;
             }
@@ -385,6 +394,10 @@ impl<'r> Applier<'r> {
         while !p.as_os_str().is_empty() && self.upper.insert(p.to_path_buf()) {
             p = p.parent().unwrap_or(Path::new(""));
         }
+    }
+
+    fn over_limit(&self) -> bool {
+        self.max_bytes.is_some_and(|l| self.total_bytes > l)
     }
 
     fn copy<R: Read>(&mut self, src: &mut R, mut dst: &File) -> Result<u64, EntryError> {

@@ -499,6 +499,11 @@ fn oci_image(
     let ids = diff_ids(&config, manifest.layers().len())?;
     let mut layers = Vec::new();
     for (d, diff_id) in manifest.layers().iter().zip(ids) {
+        // Refuse what cannot be verified now, not after the layers before it are applied.
+        digest::Hasher::for_digest(d.digest()).map_err(|source| SourceError::Verify {
+            name: format!("layer {}", d.digest()),
+            source,
+        })?;
         let mt = d.media_type().to_string();
         let compression = compression_of(&mt).ok_or_else(|| SourceError::MediaType {
             what: format!("layer {}", d.digest()),

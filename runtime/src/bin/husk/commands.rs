@@ -51,6 +51,9 @@ pub enum Command {
     },
     /// Print the features of this runtime as JSON.
     Features,
+    /// Images: unpack to a bundle, inspect, pack a directory.
+    #[command(subcommand)]
+    Image(crate::image::ImageCommand),
 }
 
 #[derive(Args, Debug)]
@@ -161,6 +164,7 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         }
         Command::Delete { force, id } => container::delete(root, id, *force)?,
         Command::Exec(a) => return exec(cli, a),
+        Command::Image(c) => return crate::image::dispatch(c),
         Command::Spec { bundle, rootless } => {
             husk_runtime::spec::default::write(bundle, *rootless)?
         }

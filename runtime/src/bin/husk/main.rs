@@ -1,6 +1,7 @@
 //! `husk`: the runc-compatible command line over the husk-runtime library.
 
 mod commands;
+mod image;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
