@@ -246,7 +246,7 @@ mod tests {
         let e = v.read_to_end(&mut Vec::new()).unwrap_err();
         assert!(matches!(from_io(&e), Some(DigestError::Mismatch { .. })));
 
-        let big = vec![0u8; 100];
+        let big = [0u8; 100];
         let mut v = Verify::new(&big[..], &d(HELLO256), Some(5)).unwrap();
         let e = v.read_to_end(&mut Vec::new()).unwrap_err();
         assert!(matches!(from_io(&e), Some(DigestError::Size { .. })), "{e}");

@@ -186,7 +186,7 @@ impl<'r> Applier<'r> {
         let dir = parent.as_fd();
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                let file = self.create(dir, &name, |d, n| confine::create_file(d, n))?;
+                let file = self.create(dir, &name, confine::create_file)?;
                 let declared = entry.size();
                 let got = self.copy(entry, &file)?;
                 // tar readers end an entry quietly when the stream ends: a header that declares

@@ -42,7 +42,7 @@ pub enum UnpackError {
         index: usize,
         name: String,
         #[source]
-        source: LayerFailure,
+        source: Box<LayerFailure>,
     },
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -191,12 +191,12 @@ fn fill(
             let rx = pipes[i].take().ok_or(UnpackError::Layer {
                 index: i,
                 name: layer.name(),
-                source: BlobError::Stopped.into(),
+                source: Box::new(BlobError::Stopped.into()),
             })?;
             let stats = apply_one(&mut applier, rx).map_err(|source| UnpackError::Layer {
                 index: i,
                 name: layer.name(),
-                source,
+                source: Box::new(source),
             })?;
             out.layers.push(LayerSummary {
                 name: layer.name(),
