@@ -222,12 +222,17 @@ fn apply_one(applier: &mut Applier<'_>, rx: Receiver<Msg>) -> Result<LayerStats,
         done: false,
     };
     let applied = applier.apply(&mut pipe);
+    // A stream that failed (digest, decompression) is the cause of whatever apply then saw.
+    if let Some(e) = pipe.failure.take() {
+        return Err(e.into());
+    }
+    // On an apply error, stop: dropping the channel stops the reading thread.
+    let stats = applied?;
     // Read to the end of the stream, so its digests are checked even past the tar's end marker.
     let drained = io::copy(&mut pipe, &mut io::sink());
     if let Some(e) = pipe.failure.take() {
         return Err(e.into());
     }
-    let stats = applied?;
     drained.map_err(|e| LayerFailure::Blob(BlobError::Read(e)))?;
     Ok(stats)
 }
