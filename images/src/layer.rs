@@ -711,6 +711,38 @@ mod tests {
     }
 
     #[test]
+    fn applies_pax_xattrs_owners_and_times() {
+        let (_t, r) = setup();
+        let root = Root::open(&r).unwrap();
+        let mut a = Applier::new(&root, false, None);
+        let l = tar_of(|b| {
+            b.append_pax_extensions([
+                ("SCHILY.xattr.user.husk", &b"yes"[..]),
+                ("mtime", &b"1234.5"[..]),
+            ])
+            .unwrap();
+            file(b, "f", b"data");
+        });
+        a.apply(&l[..]).unwrap();
+        assert!(a.finish().unwrap().is_empty());
+        let md = fs::metadata(r.join("f")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((md.mtime(), md.mtime_nsec()), (1234, 500_000_000));
+        let mut buf = [0u8; 8];
+        let path = std::ffi::CString::new(r.join("f").to_str().unwrap()).unwrap();
+        // SAFETY: path is NUL-terminated and buf is a live buffer of the given length.
+        let n = unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                c"user.husk".as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        assert_eq!(&buf[..usize::try_from(n).unwrap()], b"yes");
+    }
+
+    #[test]
     fn pax_times_parse() {
         assert_eq!(parse_time(b"12.5"), Some(TimeSpec::new(12, 500_000_000)));
         assert_eq!(parse_time(b"7"), Some(TimeSpec::new(7, 0)));

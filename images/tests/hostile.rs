@@ -505,3 +505,69 @@ fn h23_unsupported_digest_algorithm() {
     });
     s.refused(&["unsupported digest algorithm"]);
 }
+
+/// A docker-archive as podman writes it: the config named by its digest, layers named by their
+/// diff_ids, referenced through `<id>/layer.tar` symlinks; layer 2 gzipped (docker-archives
+/// do not declare compression).
+fn docker_archive(path: &Path, damage_config: bool) {
+    let l1 = base().file("etc/motd", b"one\n").end();
+    let l2 = RawTar::default()
+        .file("etc/.wh.motd", b"")
+        .file("etc/new", b"two\n")
+        .end();
+    let config = json!({
+        "architecture": "amd64", "os": "linux", "config": { "Cmd": ["/bin/true"] },
+        "rootfs": { "type": "layers", "diff_ids": [sha(&l1), sha(&l2)] },
+    })
+    .to_string();
+    let hex = |d: String| d.trim_start_matches("sha256:").to_string();
+    let cfg_name = format!("{}.json", hex(sha(config.as_bytes())));
+    let manifest = json!([{ "Config": cfg_name, "RepoTags": ["localhost/dock:latest"],
+        "Layers": [format!("{}.tar", hex(sha(&l1))), "abc/layer.tar"] }])
+    .to_string();
+    let mut b = tar::Builder::new(fs::File::create(path).unwrap());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o444);
+        h.set_mtime(0);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    add("manifest.json", manifest.as_bytes());
+    let cfg_data = if damage_config {
+        config.replace("true", "fals")
+    } else {
+        config.clone()
+    };
+    add(&cfg_name, cfg_data.as_bytes());
+    add(&format!("{}.tar", hex(sha(&l1))), &l1);
+    let l2name = format!("{}.tar", hex(sha(&l2)));
+    add(&l2name, &gzip(&l2));
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    h.set_mtime(0);
+    b.append_link(&mut h, "abc/layer.tar", format!("../{l2name}"))
+        .unwrap();
+    b.finish().unwrap();
+}
+
+#[test]
+fn control_a_docker_archive_unpacks() {
+    let s = Scene::new();
+    let a = s.t.path().join("image");
+    docker_archive(&a, false);
+    let img = husk_images::open(&format!("{}:dock", a.display())).unwrap();
+    husk_images::unpack(&img, &s.bundle(), &opts()).unwrap();
+    let r = s.bundle().join("rootfs");
+    assert!(!r.join("etc/motd").exists());
+    assert_eq!(fs::read(r.join("etc/new")).unwrap(), b"two\n");
+}
+
+#[test]
+fn h24_docker_archive_config_does_not_match_its_name() {
+    let s = Scene::new();
+    docker_archive(&s.image(), true);
+    s.refused(&["verify", "digest mismatch"]);
+}
