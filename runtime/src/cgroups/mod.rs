@@ -12,6 +12,8 @@
 
 mod devices;
 mod layout;
+mod oom;
+mod stats;
 mod v1;
 mod v2;
 
@@ -23,6 +25,8 @@ use oci_spec::runtime::LinuxResources;
 
 pub use devices::{DeviceRule, DEFAULT_ALLOWED};
 use layout::{Layout, Mode};
+pub use oom::OomNotifier;
+pub use stats::Stats;
 pub use v2::{blkio_to_io_weight, shares_to_weight, swap_to_v2};
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +158,37 @@ impl Cgroup {
     /// Kill whatever is left and remove the directories; a cgroup that is already gone is fine.
     pub fn destroy(&self) -> Result<(), CgroupError> {
         destroy_in(&Layout::host()?, &self.path)
+    }
+
+    /// Freeze every task (v1 freezer.state, v2 cgroup.freeze), returning once the kernel says so.
+    pub fn freeze(&self) -> Result<(), CgroupError> {
+        set_frozen_in(&Layout::host()?, &self.path, true)
+    }
+
+    pub fn thaw(&self) -> Result<(), CgroupError> {
+        set_frozen_in(&Layout::host()?, &self.path, false)
+    }
+
+    /// Counters in `runc events --stats` shape.
+    pub fn stats(&self) -> Result<Stats, CgroupError> {
+        Ok(stats::collect(&Layout::host()?, &self.path))
+    }
+
+    /// Change resources of a live cgroup (`husk update`): validated first, then written as at
+    /// creation, honouring `memory.checkBeforeUpdate`. Device rules are rewritten only when given.
+    pub fn update(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
+        update_in(&Layout::host()?, &self.path, resources)
+    }
+
+    /// How many tasks the OOM killer has killed in this cgroup.
+    pub fn oom_kill_count(&self) -> Result<u64, CgroupError> {
+        oom::kill_count(&Layout::host()?, &self.path)
+    }
+
+    /// A pollable fd that becomes readable on OOM events (v1 eventfd on memory.oom_control, v2
+    /// inotify on memory.events); compare [`Cgroup::oom_kill_count`] after each wake-up.
+    pub fn oom_notifier(&self) -> Result<OomNotifier, CgroupError> {
+        OomNotifier::new(&Layout::host()?, &self.path)
     }
 }
 
@@ -315,6 +350,24 @@ fn create_in(
         }
     }
     res
+}
+
+fn update_in(layout: &Layout, path: &Path, r: &LinuxResources) -> Result<(), CgroupError> {
+    validate_in(layout, r)?;
+    if layout.is_v2() {
+        let dir = layout.dirs(path).into_iter().next().unwrap_or_default();
+        return v2::set(layout, &dir, r, true);
+    }
+    // Without explicit rules the container keeps the ones it has: re-applying the defaults over
+    // live tasks would open a deny-all window.
+    let rules = match r.devices() {
+        Some(d) if !d.is_empty() => devices::rules(Some(d))?,
+        _ => Vec::new(),
+    };
+    if let Some(c) = r.cpu() {
+        v1::set_rt(layout, path, c)?;
+    }
+    v1::set(layout, path, r, &rules, true)
 }
 
 fn add_pid_in(layout: &Layout, path: &Path, pid: i32) -> Result<(), CgroupError> {
