@@ -11,6 +11,7 @@
 //! host's), so unit tests run against a tempdir without root.
 
 mod devices;
+mod join;
 mod layout;
 mod oom;
 mod stats;
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 use oci_spec::runtime::LinuxResources;
 
 pub use devices::{DeviceRule, DEFAULT_ALLOWED};
+pub use join::Join;
 use layout::{Layout, Mode};
 pub use oom::OomNotifier;
 pub use stats::Stats;
@@ -497,6 +499,19 @@ fn kill_all(pids: &[i32]) {
 }
 
 fn destroy_in(layout: &Layout, path: &Path) -> Result<(), CgroupError> {
+    // The common case — the container is gone and made no sub-cgroups — needs one rmdir per
+    // hierarchy; only a busy directory takes the full path below.
+    let mut busy = false;
+    for dir in layout.dirs(path) {
+        match layout::remove_dir(layout, &dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => busy = true,
+        }
+    }
+    if !busy {
+        return Ok(());
+    }
     let dirs: Vec<PathBuf> = layout
         .dirs(path)
         .into_iter()

@@ -151,6 +151,8 @@ fn build(
             preserve_fds: opts.preserve_fds,
             id: opts.id.clone(),
             new_keyring: !opts.no_new_keyring,
+            // Without these descriptors the parent falls back to writing cgroup.procs.
+            cgroup_join: cgroup.open_join().ok(),
         },
         &mut obs,
     )?;

@@ -66,6 +66,8 @@ pub struct Init<'a> {
     pub child_setup: bool,
     /// The namespaces the clone itself created.
     pub cloned_flags: CloneFlags,
+    /// The v1 `tasks` files to join the cgroup through (the parent doesn't write then).
+    pub cgroup_join: Option<crate::cgroups::Join>,
 }
 
 /// Run the init; never returns.
@@ -94,16 +96,22 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Tracks whether the parent's `CgroupDone` was read (it is read lazily: the init can set up
-/// mounts while the parent's cgroup write waits for the kernel).
+/// The init's entry into its cgroup, done once and as late as possible: the parent's
+/// `CgroupDone` (after its own cgroup write, when it had to make one), then the init's own v1
+/// join (see [`crate::cgroups::Join`]).
 pub(crate) struct Barrier {
     cgroup_done: bool,
+    join: Option<crate::cgroups::Join>,
 }
 
 impl Barrier {
     pub(crate) fn cgroup(&mut self, chan: &Channel) -> Result<(), InitError> {
         if !self.cgroup_done {
             chan.expect(Msg::CgroupDone)?;
+            if let Some(j) = self.join.take() {
+                j.enter_v1()
+                    .map_err(|e| InitError::Other(format!("join the container's cgroup: {e}")))?;
+            }
             self.cgroup_done = true;
         }
         Ok(())
@@ -122,7 +130,10 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
         return Err(InitError::Other("husk exited during create".into()));
     }
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
-    let mut barrier = Barrier { cgroup_done: false };
+    let mut barrier = Barrier {
+        cgroup_done: false,
+        join: init.cgroup_join.take(),
+    };
 
     // 1. Namespaces (sync 1-3): user first, id maps, the rest, a fork for a new pid namespace.
     namespaces::enter(init, &mut barrier)?;

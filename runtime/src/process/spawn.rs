@@ -49,6 +49,9 @@ pub struct Options {
     /// Join a new session keyring (unless `--no-new-keyring`), so containers don't share the
     /// caller's keys.
     pub new_keyring: bool,
+    /// Descriptors to join the cgroup without the parent's slow `cgroup.procs` write; `None`
+    /// makes the parent call [`Observer::join_cgroup`].
+    pub cgroup_join: Option<crate::cgroups::Join>,
 }
 
 fn time_flag() -> CloneFlags {
@@ -97,7 +100,20 @@ pub fn spawn(plan: &Plan, opts: Options, obs: &mut dyn Observer) -> Result<i32, 
     let parent_pid = nix::unistd::getpid().as_raw();
     // SAFETY: the runtime is single-threaded (DESIGN §2); the child runs `child` and never
     // returns to the caller's frames: it ends in execve or _exit.
-    let cloned = unsafe { sys::clone_fork(flags.bits()) };
+    let mut join = opts.cgroup_join;
+    let into = join
+        .as_ref()
+        .and_then(|j| j.into.as_ref())
+        .map(|fd| fd.as_raw_fd());
+    let mut cloned = unsafe { sys::clone3_fork(flags.bits() as u64, into) };
+    if cloned.is_err() && into.is_some() {
+        // No CLONE_INTO_CGROUP here (old kernel, or a cgroup it refuses): the parent joins the
+        // child the slow way.
+        join = None;
+        // SAFETY: as above.
+        cloned = unsafe { sys::clone_fork(flags.bits()) };
+    }
+    let parent_joins = join.is_none();
     match cloned {
         Ok(0) => {
             drop(parent_end);
@@ -113,6 +129,7 @@ pub fn spawn(plan: &Plan, opts: Options, obs: &mut dyn Observer) -> Result<i32, 
                 parent_pid,
                 child_setup,
                 cloned_flags: flags,
+                cgroup_join: join,
             };
             init::run(init)
         }
@@ -122,7 +139,8 @@ pub fn spawn(plan: &Plan, opts: Options, obs: &mut dyn Observer) -> Result<i32, 
             drop(fifo);
             drop(opts.console);
             let mut pid = pid;
-            let r = restored.and_then(|()| parent(plan, &parent_end, &mut pid, obs));
+            drop(join);
+            let r = restored.and_then(|()| parent(plan, &parent_end, &mut pid, obs, parent_joins));
             if let Err(mut e) = r {
                 // A send that failed because the init already died hides its reason: it may
                 // still be waiting on the socket.
@@ -153,11 +171,14 @@ fn parent(
     chan: &Channel,
     pid: &mut i32,
     obs: &mut dyn Observer,
+    joins: bool,
 ) -> Result<(), ProcessError> {
     // sync 1: the cgroup, before the init runs anything of the user's. First, because a v1
     // cgroup move can wait for an RCU grace period (milliseconds) that the init spends on its
     // mounts meanwhile; recording the pid can wait that long (until then the init dies with us).
-    obs.join_cgroup(*pid).map_err(ProcessError::Observer)?;
+    if joins {
+        obs.join_cgroup(*pid).map_err(ProcessError::Observer)?;
+    }
     chan.send(&Msg::CgroupDone)?;
     obs.cloned(*pid).map_err(ProcessError::Observer)?;
     loop {
