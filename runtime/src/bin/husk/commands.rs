@@ -51,6 +51,8 @@ pub enum Command {
     },
     /// Print the features of this runtime as JSON.
     Features,
+    /// Run a program under limits in a throw-away sandbox and report a verdict (see --help).
+    Sandbox(crate::sandbox::RawArgs),
 }
 
 #[derive(Args, Debug)]
@@ -164,6 +166,7 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Spec { bundle, rootless } => {
             husk_runtime::spec::default::write(bundle, *rootless)?
         }
+        Command::Sandbox(a) => return Ok(crate::sandbox::main(&a.args)),
         Command::Features => println!(
             "{}",
             serde_json::to_string_pretty(&husk_runtime::features::features())?

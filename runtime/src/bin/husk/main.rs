@@ -1,6 +1,7 @@
 //! `husk`: the runc-compatible command line over the husk-runtime library.
 
 mod commands;
+mod sandbox;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
