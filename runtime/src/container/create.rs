@@ -151,6 +151,7 @@ fn build(
             preserve_fds: opts.preserve_fds,
             id: opts.id.clone(),
             new_keyring: !opts.no_new_keyring,
+            status_fd: None,
         },
         &mut obs,
     )?;

@@ -49,6 +49,10 @@ pub struct Options {
     /// Join a new session keyring (unless `--no-new-keyring`), so containers don't share the
     /// caller's keys.
     pub new_keyring: bool,
+    /// Keep a reaper as the pid namespace's init and run the program as its child, reporting
+    /// the program's wait status here (`husk sandbox`: pid 1 ignores signals it has no
+    /// handler for, so a program that is pid 1 can't be killed by its own `kill -SEGV $$`).
+    pub status_fd: Option<std::os::fd::RawFd>,
 }
 
 fn time_flag() -> CloneFlags {
@@ -109,6 +113,7 @@ pub fn spawn(plan: &Plan, opts: Options, obs: &mut dyn Observer) -> Result<i32, 
                 no_pivot: opts.no_pivot,
                 preserve_fds: opts.preserve_fds,
                 new_keyring: opts.new_keyring,
+                status_fd: opts.status_fd,
                 id: opts.id,
                 parent_pid,
                 child_setup,

@@ -18,6 +18,7 @@ use super::limits::Options;
 use super::stats::{self, Stats};
 use super::verdict::{Status, Verdict};
 use crate::cgroups::Cgroup;
+use crate::init::reaper::{Report, REPORT_FIELDS};
 use crate::process::spawn::{self, Observer};
 use crate::process::ProcessError;
 use crate::spec::Plan;
@@ -139,7 +140,30 @@ fn kill(pid: i32) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
 }
 
-/// Reap the program: its wait status and resource usage.
+/// What the program's end looked like: from the reaper's report when it wrote one, else (the
+/// sandbox killed the namespace) from the init's own wait status.
+pub fn ended(pid: i32, report: Option<&OwnedFd>) -> Result<Report, RunError> {
+    let (status, ru) = reap(pid)?;
+    if let Some(fd) = report {
+        let mut buf = [0u8; REPORT_FIELDS * 8];
+        if let Ok(n) = nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+            if let Some(r) = Report::decode(&buf[..n]) {
+                return Ok(r);
+            }
+        }
+    }
+    let us = |t: libc::timeval| t.tv_sec * 1_000_000 + t.tv_usec;
+    Ok(Report {
+        status,
+        utime_us: us(ru.ru_utime),
+        stime_us: us(ru.ru_stime),
+        maxrss_kb: ru.ru_maxrss,
+        nvcsw: ru.ru_nvcsw,
+        nivcsw: ru.ru_nivcsw,
+    })
+}
+
+/// Reap a child: its wait status and resource usage.
 pub fn reap(pid: i32) -> Result<(libc::c_int, libc::rusage), RunError> {
     let mut status: libc::c_int = 0;
     // SAFETY: rusage is a plain C struct; all-zero is a valid value to be overwritten.
@@ -160,22 +184,19 @@ pub fn reap(pid: i32) -> Result<(libc::c_int, libc::rusage), RunError> {
     }
 }
 
-fn tv_secs(tv: libc::timeval) -> f64 {
-    tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6
-}
 
 /// Name the verdict from what was measured.
 pub fn verdict(
     o: &Options,
     w: &mut Watch,
     killed: Option<Kill>,
-    status: libc::c_int,
-    ru: &libc::rusage,
+    r: &Report,
 ) -> Verdict {
+    let status = r.status;
     let wall = w.started.elapsed().as_secs_f64();
     let cpu = match w.stats.cpu_ns() {
         Some(ns) => ns.saturating_sub(w.cpu_base) as f64 / 1e9,
-        None => tv_secs(ru.ru_utime) + tv_secs(ru.ru_stime),
+        None => (r.utime_us + r.stime_us) as f64 / 1e6,
     };
     let cg_peak_kb = w.stats.peak_bytes().map(|b| b / 1024);
     let oom = w.stats.oom_kills().unwrap_or(0) > 0;
@@ -187,6 +208,14 @@ pub fn verdict(
         (None, None)
     };
     let over_time = o.time.is_some_and(|t| cpu > t);
+    // A shell reports a child killed by SIGXFSZ as status 128+25; a file of the caller's at
+    // the limit was cut there.
+    let over_output = o.output.is_some_and(|limit| {
+        exit_code == Some(128 + libc::SIGXFSZ)
+            || [&o.stdout, &o.stderr].into_iter().flatten().any(|p| {
+                std::fs::metadata(p).is_ok_and(|m| m.len() >= limit)
+            })
+    });
     let (st, message) = match (killed, signal) {
         (Some(Kill::Time), _) => (Status::TLE, "CPU time limit exceeded"),
         (Some(Kill::Wall), _) => (Status::WLE, "wall time limit exceeded"),
@@ -194,6 +223,7 @@ pub fn verdict(
         (_, Some(libc::SIGXFSZ)) => (Status::OLE, "output limit exceeded"),
         (_, Some(libc::SIGXCPU)) => (Status::TLE, "CPU time limit exceeded"),
         _ if over_time => (Status::TLE, "CPU time limit exceeded (during the grace time)"),
+        _ if over_output => (Status::OLE, "output limit exceeded"),
         (_, Some(_)) => (Status::SG, ""),
         _ if exit_code != Some(0) => (Status::RE, ""),
         _ => (Status::OK, ""),
@@ -205,12 +235,12 @@ pub fn verdict(
         signal,
         cpu_time_s: cpu,
         wall_time_s: wall,
-        max_rss_kb: cg_peak_kb.unwrap_or(ru.ru_maxrss as u64),
+        max_rss_kb: cg_peak_kb.unwrap_or(r.maxrss_kb.max(0) as u64),
         oom_killed: oom,
-        csw_voluntary: ru.ru_nvcsw as u64,
-        csw_forced: ru.ru_nivcsw as u64,
+        csw_voluntary: r.nvcsw.max(0) as u64,
+        csw_forced: r.nivcsw.max(0) as u64,
         message: message.into(),
-        rusage_max_rss_kb: ru.ru_maxrss as u64,
+        rusage_max_rss_kb: r.maxrss_kb.max(0) as u64,
         cg_mem_kb: cg_peak_kb,
         killed: killed.is_some() || oom,
     }
@@ -327,6 +357,12 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
     let internal = |e: &dyn std::error::Error| Failure::Internal(crate::init::chain(e));
     let mut stats = Stats::open(stats::host(), cgroup.path());
     let stdio = Stdio::redirect(o).map_err(|e| internal(&e))?;
+    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
+        internal(&RunError::Step {
+            step: "create the status pipe",
+            source: e,
+        })
+    })?;
     let opts = spawn::Options {
         fifo: None,
         console: None,
@@ -335,6 +371,7 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
         id: "sandbox".into(),
         // keyctl is blocked by the filter, so the caller's session keyring is out of reach.
         new_keyring: false,
+        status_fd: Some(report_w.as_raw_fd()),
     };
     let mut joiner = Joiner {
         cgroup,
@@ -345,6 +382,7 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
     };
     let spawned = spawn::spawn(plan, opts, &mut joiner);
     drop(stdio);
+    drop(report_w);
     let pid = match spawned {
         Ok(pid) => pid,
         Err(ProcessError::Init(m)) if missing_program(&m) => return Err(Failure::Missing(m)),
@@ -367,8 +405,8 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
             return Err(internal(&e));
         }
     };
-    let (status, ru) = reap(pid).map_err(|e| internal(&e))?;
-    Ok(verdict(o, &mut w, killed, status, &ru))
+    let report = ended(pid, Some(&report_r)).map_err(|e| internal(&e))?;
+    Ok(verdict(o, &mut w, killed, &report))
 }
 
 /// Options → plan → cgroup → run → cleanup: one complete sandboxed run.
