@@ -51,7 +51,9 @@ impl DirRule {
         }
         let mut rule = DirRule {
             inside: PathBuf::from(inside),
-            outside: Some(PathBuf::from(outside.filter(|o| !o.is_empty()).unwrap_or(inside))),
+            outside: Some(PathBuf::from(
+                outside.filter(|o| !o.is_empty()).unwrap_or(inside),
+            )),
             writable: false,
             noexec: false,
         };
@@ -168,7 +170,10 @@ impl Options {
     /// Checks that need the file system, done before anything is created.
     pub fn check(&self) -> Result<(), UsageError> {
         if self.args.is_empty() || self.args[0].is_empty() {
-            return Err(usage("COMMAND", "missing: give the program to run after --"));
+            return Err(usage(
+                "COMMAND",
+                "missing: give the program to run after --",
+            ));
         }
         self.check_common()
     }
@@ -251,9 +256,9 @@ impl Options {
                 }
                 ("env" | "dir", Value::Array(a)) => {
                     for x in a {
-                        let s = x.as_str().ok_or_else(|| {
-                            usage(key.as_str(), "expected an array of strings")
-                        })?;
+                        let s = x
+                            .as_str()
+                            .ok_or_else(|| usage(key.as_str(), "expected an array of strings"))?;
                         o.set(&key, s)?;
                     }
                 }
@@ -337,7 +342,10 @@ fn id(flag: &str, s: &str) -> Result<u32, UsageError> {
 fn env_entry(s: &str) -> Result<String, UsageError> {
     let name = s.split('=').next().unwrap_or("");
     if name.is_empty() || name.contains('\0') || s.contains('\0') {
-        return Err(usage("--env", format!("{s:?}: expected NAME or NAME=VALUE")));
+        return Err(usage(
+            "--env",
+            format!("{s:?}: expected NAME or NAME=VALUE"),
+        ));
     }
     Ok(s.to_string())
 }
@@ -461,14 +469,18 @@ mod tests {
             ("SECRET".to_string(), "x".to_string()),
             ("TERM".to_string(), "xterm".to_string()),
         ];
-        let mut o = Options::default();
-        o.env = vec!["TERM".into(), "A=b=c".into(), "MISSING".into()];
+        let mut o = Options {
+            env: vec!["TERM".into(), "A=b=c".into(), "MISSING".into()],
+            ..Options::default()
+        };
         let env = environment(&o, &caller);
         assert!(env.iter().any(|e| e.starts_with("PATH=/usr/local/sbin:")));
         assert!(env.contains(&"LANG=C.UTF-8".to_string()));
         assert!(env.contains(&"TERM=xterm".to_string()));
         assert!(env.contains(&"A=b=c".to_string()));
-        assert!(!env.iter().any(|e| e.starts_with("SECRET") || e.starts_with("MISSING")));
+        assert!(!env
+            .iter()
+            .any(|e| e.starts_with("SECRET") || e.starts_with("MISSING")));
         o.full_env = true;
         assert!(environment(&o, &caller).contains(&"SECRET=x".to_string()));
     }

@@ -142,10 +142,20 @@ pub fn mounts(o: &Options, top: &[TopLevel], cwd: &Path) -> Vec<Value> {
     for t in top {
         if let TopLevel::Dir(n) = t {
             let p = format!("/{n}");
-            m.push(mount(&p, "bind", &p, &["rbind", "rro", "rnosuid", "rnodev"]));
+            m.push(mount(
+                &p,
+                "bind",
+                &p,
+                &["rbind", "rro", "rnosuid", "rnodev"],
+            ));
         }
     }
-    m.push(mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]));
+    m.push(mount(
+        "/proc",
+        "proc",
+        "proc",
+        &["nosuid", "noexec", "nodev"],
+    ));
     m.push(mount(
         "/dev",
         "tmpfs",

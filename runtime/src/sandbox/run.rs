@@ -48,6 +48,8 @@ pub struct Watch {
     pub started: Instant,
     /// CPU time the cgroup had used when the program was handed over (the runtime's set-up).
     pub cpu_base: u64,
+    /// OOM kills the cgroup had seen before (a pool slot's cgroup outlives its jobs).
+    pub oom_base: u64,
     pub stats: Stats,
 }
 
@@ -64,7 +66,11 @@ fn cpus(o: &Options) -> u64 {
         .as_deref()
         .and_then(|c| crate::process::cpuset::parse(c).ok())
         .map(|v| v.len() as u64)
-        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get() as u64))
+        .or_else(|| {
+            std::thread::available_parallelism()
+                .ok()
+                .map(|n| n.get() as u64)
+        })
         .unwrap_or(1)
         .max(1)
 }
@@ -184,14 +190,8 @@ pub fn reap(pid: i32) -> Result<(libc::c_int, libc::rusage), RunError> {
     }
 }
 
-
 /// Name the verdict from what was measured.
-pub fn verdict(
-    o: &Options,
-    w: &mut Watch,
-    killed: Option<Kill>,
-    r: &Report,
-) -> Verdict {
+pub fn verdict(o: &Options, w: &mut Watch, killed: Option<Kill>, r: &Report) -> Verdict {
     let status = r.status;
     let wall = w.started.elapsed().as_secs_f64();
     let cpu = match w.stats.cpu_ns() {
@@ -199,7 +199,7 @@ pub fn verdict(
         None => (r.utime_us + r.stime_us) as f64 / 1e6,
     };
     let cg_peak_kb = w.stats.peak_bytes().map(|b| b / 1024);
-    let oom = w.stats.oom_kills().unwrap_or(0) > 0;
+    let oom = w.stats.oom_kills().unwrap_or(0) > w.oom_base;
     let (exit_code, signal) = if libc::WIFEXITED(status) {
         (Some(libc::WEXITSTATUS(status)), None)
     } else if libc::WIFSIGNALED(status) {
@@ -212,9 +212,10 @@ pub fn verdict(
     // the limit was cut there.
     let over_output = o.output.is_some_and(|limit| {
         exit_code == Some(128 + libc::SIGXFSZ)
-            || [&o.stdout, &o.stderr].into_iter().flatten().any(|p| {
-                std::fs::metadata(p).is_ok_and(|m| m.len() >= limit)
-            })
+            || [&o.stdout, &o.stderr]
+                .into_iter()
+                .flatten()
+                .any(|p| std::fs::metadata(p).is_ok_and(|m| m.len() >= limit))
     });
     let (st, message) = match (killed, signal) {
         (Some(Kill::Time), _) => (Status::TLE, "CPU time limit exceeded"),
@@ -222,7 +223,10 @@ pub fn verdict(
         _ if oom => (Status::MLE, "memory limit exceeded"),
         (_, Some(libc::SIGXFSZ)) => (Status::OLE, "output limit exceeded"),
         (_, Some(libc::SIGXCPU)) => (Status::TLE, "CPU time limit exceeded"),
-        _ if over_time => (Status::TLE, "CPU time limit exceeded (during the grace time)"),
+        _ if over_time => (
+            Status::TLE,
+            "CPU time limit exceeded (during the grace time)",
+        ),
         _ if over_output => (Status::OLE, "output limit exceeded"),
         (_, Some(_)) => (Status::SG, ""),
         _ if exit_code != Some(0) => (Status::RE, ""),
@@ -286,8 +290,8 @@ impl Stdio {
                 step: "redirect stdio",
                 source,
             };
-            let saved = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10))
-                .map_err(step)?;
+            let saved =
+                nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)).map_err(step)?;
             // SAFETY: F_DUPFD_CLOEXEC just returned this descriptor; we own it.
             let saved = unsafe { OwnedFd::from_raw_fd(saved) };
             nix::unistd::dup2(file.as_raw_fd(), fd).map_err(step)?;
@@ -395,6 +399,7 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
         pid,
         started,
         cpu_base,
+        oom_base: 0,
         stats,
     };
     let killed = match watch(&w, o) {
@@ -424,7 +429,11 @@ pub fn run(o: &Options, seccomp: &serde_json::Value, seq: u64) -> Verdict {
         Ok(c) => c,
         Err(e) => return Verdict::internal(crate::init::chain(&e)),
     };
-    let resources = plan.spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+    let resources = plan
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref());
     if let Err(e) = cgroup.create(resources) {
         return Verdict::internal(format!(
             "create the sandbox cgroup: {}",

@@ -64,7 +64,7 @@ pub struct Stats {
     v2: bool,
     cpu: Option<std::fs::File>,
     peak: Option<std::fs::File>,
-    oom: Option<PathBuf>,
+    oom: Option<std::fs::File>,
 }
 
 fn join(base: &Path, cgroup: &Path, file: &str) -> PathBuf {
@@ -73,6 +73,16 @@ fn join(base: &Path, cgroup: &Path, file: &str) -> PathBuf {
 }
 
 impl Stats {
+    /// Nothing measured (a placeholder while the real one is lent out).
+    pub fn empty() -> Stats {
+        Stats {
+            v2: false,
+            cpu: None,
+            peak: None,
+            oom: None,
+        }
+    }
+
     /// Open the files of `cgroup` (a path relative to each hierarchy's root). Missing files
     /// leave that number unmeasured.
     pub fn open(h: &Hierarchies, cgroup: &Path) -> Stats {
@@ -88,7 +98,7 @@ impl Stats {
                     .open(join(base, cgroup, "memory.peak"))
                     .or_else(|_| std::fs::File::open(join(base, cgroup, "memory.peak")))
                     .ok(),
-                oom: Some(join(base, cgroup, "memory.events")),
+                oom: open(join(base, cgroup, "memory.events")),
             },
             Hierarchies::V1 { cpuacct, memory } => Stats {
                 v2: false,
@@ -102,7 +112,9 @@ impl Stats {
                         .open(join(b, cgroup, "memory.max_usage_in_bytes"))
                         .ok()
                 }),
-                oom: memory.as_ref().map(|b| join(b, cgroup, "memory.oom_control")),
+                oom: memory
+                    .as_ref()
+                    .and_then(|b| open(join(b, cgroup, "memory.oom_control"))),
             },
         }
     }
@@ -139,8 +151,9 @@ impl Stats {
 
     /// How many times the OOM killer ran in the cgroup.
     pub fn oom_kills(&self) -> Option<u64> {
-        let text = std::fs::read_to_string(self.oom.as_ref()?).ok()?;
-        key_value(&text, "oom_kill")
+        let mut buf = [0u8; 512];
+        let n = self.oom.as_ref()?.read_at(&mut buf, 0).ok()?;
+        key_value(std::str::from_utf8(&buf[..n]).ok()?, "oom_kill")
     }
 }
 
@@ -180,7 +193,10 @@ mod tests {
         let t = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
         assert_eq!(key_value(t, "oom_kill"), Some(3));
         assert_eq!(key_value(t, "under_oom"), Some(0));
-        assert_eq!(key_value("usage_usec 1500\nuser_usec 1000\n", "usage_usec"), Some(1500));
+        assert_eq!(
+            key_value("usage_usec 1500\nuser_usec 1000\n", "usage_usec"),
+            Some(1500)
+        );
         assert_eq!(key_value(t, "missing"), None);
     }
 }

@@ -146,10 +146,7 @@ impl Verdict {
                 "Exited with error status {}",
                 self.exit_code.unwrap_or(0)
             )),
-            Status::SG => Some(format!(
-                "Caught fatal signal {}",
-                self.signal.unwrap_or(0)
-            )),
+            Status::SG => Some(format!("Caught fatal signal {}", self.signal.unwrap_or(0))),
             Status::XX => Some(self.message.clone()),
             Status::OK => None,
         };
