@@ -55,7 +55,11 @@ impl Out {
 /// The cgroup directories a husk process with this pid made under /husk-sandbox.
 fn leftover_cgroups(pid: u32) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for h in fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+    for h in fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let parent = h.path().join("husk-sandbox");
         for e in fs::read_dir(&parent).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -320,7 +324,10 @@ fn cpu_and_memory_accuracy() {
     }
     let (i, o) = (median(inside), median(outside));
     assert!(o > 0.2, "job too short to compare: {o}");
-    assert!((i - o).abs() <= 0.05 * o, "cpu inside {i} vs /usr/bin/time {o}");
+    assert!(
+        (i - o).abs() <= 0.05 * o,
+        "cpu inside {i} vs /usr/bin/time {o}"
+    );
 
     let Some(touch) = cc(
         &d,
@@ -499,7 +506,13 @@ fn isolate_meta_matches_json() {
         let iso = sandbox(&d, &iso_args);
         let m = parse_isolate(iso.meta.as_deref().unwrap());
         assert_eq!(m.get("status").map(String::as_str), isolate_status, "{m:?}");
-        for k in ["time", "time-wall", "max-rss", "csw-voluntary", "csw-forced"] {
+        for k in [
+            "time",
+            "time-wall",
+            "max-rss",
+            "csw-voluntary",
+            "csw-forced",
+        ] {
             assert!(m.contains_key(k), "{k} missing: {m:?}");
         }
         let t: f64 = m["time"].parse().unwrap();
@@ -579,9 +592,17 @@ fn batch_of_1000_and_private_tmp() {
     text.push_str("{\"memory\": \"lots\", \"args\": [\"true\"]}\n");
     text.push_str("not json\n");
     fs::write(&jobs, &text).unwrap();
-    let o = sandbox_in(&d.0, &["--batch", jobs.to_str().unwrap(), "--jobs", "2"], false);
+    let o = sandbox_in(
+        &d.0,
+        &["--batch", jobs.to_str().unwrap(), "--jobs", "2"],
+        false,
+    );
     assert_eq!(o.code, Some(2), "bad lines make the exit status 2");
-    assert!(o.stderr.contains("line 21") && o.stderr.contains("line 22"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("line 21") && o.stderr.contains("line 22"),
+        "{}",
+        o.stderr
+    );
     let lines: Vec<Value> = o
         .stdout
         .lines()
@@ -591,7 +612,10 @@ fn batch_of_1000_and_private_tmp() {
     for i in 0..20 {
         assert_eq!(lines[i]["status"], "OK", "{}", lines[i]);
         let seen = fs::read_to_string(d.path(&format!("tmp-{i}.txt"))).unwrap();
-        assert!(!seen.contains("job-"), "job {i} saw another job's /tmp: {seen}");
+        assert!(
+            !seen.contains("job-"),
+            "job {i} saw another job's /tmp: {seen}"
+        );
     }
     assert_eq!(lines[20]["status"], "XX");
 }
