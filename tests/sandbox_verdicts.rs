@@ -609,8 +609,8 @@ fn batch_of_1000_and_private_tmp() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 22);
-    for i in 0..20 {
-        assert_eq!(lines[i]["status"], "OK", "{}", lines[i]);
+    for (i, line) in lines.iter().take(20).enumerate() {
+        assert_eq!(line["status"], "OK", "{line}");
         let seen = fs::read_to_string(d.path(&format!("tmp-{i}.txt"))).unwrap();
         assert!(
             !seen.contains("job-"),
