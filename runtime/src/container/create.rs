@@ -153,6 +153,7 @@ fn build(
             new_keyring: !opts.no_new_keyring,
             // Without these descriptors the parent falls back to writing cgroup.procs.
             cgroup_join: cgroup.open_join().ok(),
+            status_fd: None,
         },
         &mut obs,
     )?;
@@ -192,7 +193,10 @@ impl Observer for CreateObserver<'_> {
         self.dir.save(self.st).map_err(|e| crate::init::chain(&e))
     }
 
-    fn join_cgroup(&mut self, pid: i32) -> Result<(), String> {
+    fn join_cgroup(&mut self, pid: i32, move_needed: bool) -> Result<(), String> {
+        if !move_needed {
+            return Ok(());
+        }
         self.cgroup.add_pid(pid).map_err(|e| crate::init::chain(&e))
     }
 

@@ -5,6 +5,7 @@
 mod exec;
 mod namespaces;
 pub mod process;
+pub mod reaper;
 
 use std::os::fd::OwnedFd;
 
@@ -60,6 +61,8 @@ pub struct Init<'a> {
     pub no_pivot: bool,
     pub preserve_fds: u32,
     pub new_keyring: bool,
+    /// See `process::spawn::Options::status_fd`.
+    pub status_fd: Option<std::os::fd::RawFd>,
     pub id: String,
     pub parent_pid: i32,
     /// The child enters/creates namespaces itself (see `process::spawn`).
@@ -276,6 +279,9 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
     }
     if !seccomp_early {
         setup.seccomp_last()?;
+    }
+    if let Some(fd) = init.status_fd {
+        reaper::fork_program(fd)?;
     }
     exec::exec(&program, &plan.process, init.preserve_fds)
 }

@@ -33,8 +33,9 @@ pub trait Observer {
     }
     /// The init's namespaces and mounts exist: run prestart and createRuntime hooks.
     fn hooks(&mut self, pid: i32) -> Result<(), String>;
-    /// Move the init into its cgroup.
-    fn join_cgroup(&mut self, pid: i32) -> Result<(), String>;
+    /// The init is about to run alone (sync 1): move it into its cgroup when `move_needed` (it
+    /// could not join by itself), and do whatever else must precede its set-up.
+    fn join_cgroup(&mut self, pid: i32, move_needed: bool) -> Result<(), String>;
 }
 
 /// What the container init gets besides the plan.
@@ -52,6 +53,10 @@ pub struct Options {
     /// Descriptors to join the cgroup without the parent's slow `cgroup.procs` write; `None`
     /// makes the parent call [`Observer::join_cgroup`].
     pub cgroup_join: Option<crate::cgroups::Join>,
+    /// Keep a reaper as the pid namespace's init and run the program as its child, reporting
+    /// the program's wait status here (`husk sandbox`: pid 1 ignores signals it has no
+    /// handler for, so a program that is pid 1 can't be killed by its own `kill -SEGV $$`).
+    pub status_fd: Option<std::os::fd::RawFd>,
 }
 
 fn time_flag() -> CloneFlags {
@@ -125,6 +130,7 @@ pub fn spawn(plan: &Plan, opts: Options, obs: &mut dyn Observer) -> Result<i32, 
                 no_pivot: opts.no_pivot,
                 preserve_fds: opts.preserve_fds,
                 new_keyring: opts.new_keyring,
+                status_fd: opts.status_fd,
                 id: opts.id,
                 parent_pid,
                 child_setup,
@@ -176,9 +182,8 @@ fn parent(
     // sync 1: the cgroup, before the init runs anything of the user's. First, because a v1
     // cgroup move can wait for an RCU grace period (milliseconds) that the init spends on its
     // mounts meanwhile; recording the pid can wait that long (until then the init dies with us).
-    if joins {
-        obs.join_cgroup(*pid).map_err(ProcessError::Observer)?;
-    }
+    obs.join_cgroup(*pid, joins)
+        .map_err(ProcessError::Observer)?;
     chan.send(&Msg::CgroupDone)?;
     obs.cloned(*pid).map_err(ProcessError::Observer)?;
     loop {

@@ -1,6 +1,8 @@
 //! `husk`: the runc-compatible command line over the husk-runtime library.
 
+mod cgroup_cmds;
 mod commands;
+mod sandbox;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
