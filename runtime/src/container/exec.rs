@@ -98,6 +98,7 @@ pub fn exec(root: &Path, id: &str, opts: ExecOptions) -> Result<i32, ContainerEr
             seccomp: seccomp.as_ref(),
             console: theirs,
             preserve_fds: opts.preserve_fds,
+            cgroup_join: cgroup.open_join().ok(),
         },
         &mut |pid| cgroup.add_pid(pid).map_err(|e| crate::init::chain(&e)),
     )?;

@@ -10,7 +10,7 @@
 //!  (any step)     Error{msg}    -->
 //! ```
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
@@ -32,6 +32,8 @@ pub struct Join<'a> {
     pub seccomp: Option<&'a Compiled>,
     pub console: Option<OwnedFd>,
     pub preserve_fds: u32,
+    /// Descriptors for the cheap cgroup join; `None` moves the process with `join_cgroup`.
+    pub cgroup_join: Option<crate::cgroups::Join>,
 }
 
 /// The namespaces of `init_pid` that differ from ours, opened now (before any of them is
@@ -77,7 +79,7 @@ fn open_namespaces(init_pid: i32) -> Result<Vec<(CloneFlags, OwnedFd)>, ProcessE
 /// Start the process; returns its pid once it is about to exec. `join_cgroup` moves it into the
 /// container's cgroup before it runs anything of the user's.
 pub fn spawn(
-    j: Join,
+    mut j: Join,
     join_cgroup: &mut dyn FnMut(i32) -> Result<(), String>,
 ) -> Result<i32, ProcessError> {
     let nss = open_namespaces(j.init_pid)?;
@@ -106,10 +108,27 @@ pub fn spawn(
             source: e,
         })?;
     }
-    let forked = sys::fork();
+    // The cheap cgroup join of `crate::cgroups::Join` when the cgroup lets us open it.
+    let mut cg = j.cgroup_join.take();
+    let into = cg
+        .as_ref()
+        .and_then(|c| c.into.as_ref())
+        .map(|fd| fd.as_raw_fd());
+    // SAFETY: single-threaded (DESIGN §2); the child ends in execve or _exit.
+    let mut forked = unsafe { sys::clone3_fork(0, into) };
+    if forked.is_err() && into.is_some() {
+        cg = None;
+        forked = sys::fork();
+    }
+    let move_needed = cg.is_none();
     if let Ok(0) = forked {
         drop(parent_end);
-        let r = child(&j, &nss, &child_end);
+        let r = match cg.as_ref().map(|c| c.enter_v1()) {
+            Some(Err(e)) => Err(InitError::Other(format!(
+                "join the container's cgroup: {e}"
+            ))),
+            _ => child(&j, &nss, &child_end),
+        };
         let message = match r {
             Ok(never) => match never {},
             Err(e) => init::chain(&e),
@@ -127,7 +146,9 @@ pub fn spawn(
     })?;
     drop(child_end);
     let r = (|| {
-        join_cgroup(pid).map_err(ProcessError::Observer)?;
+        if move_needed {
+            join_cgroup(pid).map_err(ProcessError::Observer)?;
+        }
         parent_end.send(&Msg::CgroupDone)?;
         match parent_end.recv() {
             Ok(Msg::Ready) => Ok(()),
