@@ -142,7 +142,11 @@ fn same_as_runc(name: &str, seccomp: &Value, caps: &[&str], args: &[&str]) -> St
         diff.join("\n")
     );
     assert_eq!(ours.0, theirs.0, "{name}: exit code differs from runc's");
-    assert!(a.len() > 500, "{name}: the probe printed too little:\n{}", ours.1);
+    assert!(
+        a.len() > 500,
+        "{name}: the probe printed too little:\n{}",
+        ours.1
+    );
     ours.1
 }
 
@@ -263,7 +267,13 @@ fn range_rules_on_shared_arguments_are_exact() {
          "args": [c(3, "SCMP_CMP_GE", 0x1_0000_0000, 0), c(2, "SCMP_CMP_GT", 0x1_ffff_ffff, 0)]},
     ]));
     let caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
-    let (_, out) = probe_under("sc-range", &bin_under_test(), &profile, &caps, &["syscalls"]);
+    let (_, out) = probe_under(
+        "sc-range",
+        &bin_under_test(),
+        &profile,
+        &caps,
+        &["syscalls"],
+    );
     let mut checked = 0;
     for line in out.lines().filter(|l| l.starts_with("pread64(")) {
         let inner = &line["pread64(".len()..line.find(')').expect("label")];
@@ -476,8 +486,8 @@ fn action_log_allows_and_writes_an_audit_record() {
     if skip() {
         return;
     }
-    let logged = std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_logged")
-        .unwrap_or_default();
+    let logged =
+        std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_logged").unwrap_or_default();
     let mut kmsg = kmsg_open();
     let (_, out) = outcome("sc-log", "SCMP_ACT_LOG", None, "plain");
     assert_eq!(out, "getppid = ok\nchild exited 0\n");

@@ -29,8 +29,7 @@ impl BinCopy {
         if skip() {
             return None;
         }
-        let dir =
-            std::env::temp_dir().join(format!("husk-sec-bin-{name}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("husk-sec-bin-{name}-{}", std::process::id()));
         fs::create_dir_all(&dir).expect("create bin dir");
         let path = dir.join("husk-victim");
         fs::copy(bin_under_test(), &path).expect("copy the runtime binary");
@@ -344,10 +343,16 @@ fn no_fd_leaks_into_the_container_beyond_stdio_and_preserve_fds() {
         &c.bundle_str(),
         &c.id,
     ]));
-    let out = c.spawn_cmd(cmd, "run --preserve-fds 2").wait(CMD_TIMEOUT).check();
+    let out = c
+        .spawn_cmd(cmd, "run --preserve-fds 2")
+        .wait(CMD_TIMEOUT)
+        .check();
     let fds = listed(&out.stdout);
     assert_eq!(fds.len(), 5, "run --preserve-fds 2: {fds:#?}");
-    assert!(fds[3].ends_with("/fd0") && fds[4].ends_with("/fd1"), "{fds:#?}");
+    assert!(
+        fds[3].ends_with("/fd0") && fds[4].ends_with("/fd1"),
+        "{fds:#?}"
+    );
     let cmd = with_fds(c.command(&["run", "--bundle", &c.bundle_str(), &c.id]));
     let out = c.spawn_cmd(cmd, "run").wait(CMD_TIMEOUT).check();
     assert_eq!(listed(&out.stdout).len(), 3, "run: {}", out.stdout);
@@ -357,7 +362,10 @@ fn no_fd_leaks_into_the_container_beyond_stdio_and_preserve_fds() {
     c.write_config();
     let pid = c.create_and_start();
     let cmd = with_fds(c.command(&["exec", "--preserve-fds", "1", &c.id, "/bin/probe", "fds"]));
-    let out = c.spawn_cmd(cmd, "exec --preserve-fds 1").wait(CMD_TIMEOUT).check();
+    let out = c
+        .spawn_cmd(cmd, "exec --preserve-fds 1")
+        .wait(CMD_TIMEOUT)
+        .check();
     let fds = listed(&out.stdout);
     assert_eq!(fds.len(), 4, "exec --preserve-fds 1: {fds:#?}");
     let cmd = with_fds(c.command(&["exec", &c.id, "/bin/probe", "fds"]));
@@ -405,7 +413,13 @@ fn environment_of_husk_not_leaked_into_the_container() {
     cmd.env("HUSK_LEAK_CANARY", "leaked-5");
     c.spawn_cmd(cmd, "create").wait(CMD_TIMEOUT).check();
     c.start().check();
-    let mut cmd = c.command(&["exec", &c.id, "sh", "-c", "cat /proc/self/environ /proc/1/environ"]);
+    let mut cmd = c.command(&[
+        "exec",
+        &c.id,
+        "sh",
+        "-c",
+        "cat /proc/self/environ /proc/1/environ",
+    ]);
     cmd.env("HUSK_LEAK_CANARY", "leaked-5");
     let out = c.spawn_cmd(cmd, "exec").wait(CMD_TIMEOUT).check();
     assert!(!out.stdout.contains("leaked-5"), "{}", out.stdout);
@@ -440,12 +454,19 @@ fn cve_2021_30465_mount_target_symlinks_stay_inside_the_root() {
     .expect("plant symlink");
     // Precondition: the links are there and point at the naive targets on the host.
     for l in ["data-abs", "data-rel"] {
-        assert!(fs::symlink_metadata(rootfs.join(l)).expect("lstat").is_symlink());
-        assert!(fs::metadata(rootfs.join(l)).expect("stat").is_dir(), "{l} resolves on host");
+        assert!(fs::symlink_metadata(rootfs.join(l))
+            .expect("lstat")
+            .is_symlink());
+        assert!(
+            fs::metadata(rootfs.join(l)).expect("stat").is_dir(),
+            "{l} resolves on host"
+        );
     }
     let mounts = c.config["mounts"].as_array_mut().expect("mounts");
     for d in ["/data-abs", "/data-rel"] {
-        mounts.push(json!({"destination": d, "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]}));
+        mounts.push(
+            json!({"destination": d, "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]}),
+        );
     }
     c.sh("awk '$9 == \"tmpfs\" {print $5}' /proc/self/mountinfo");
     c.write_config();
@@ -475,7 +496,9 @@ fn cve_2023_27561_proc_symlink_gives_no_unmasked_procfs() {
     fs::remove_dir(rootfs.join("proc")).expect("rmdir proc");
     fs::create_dir_all(rootfs.join("evil")).expect("mkdir evil");
     std::os::unix::fs::symlink("evil", rootfs.join("proc")).expect("plant /proc symlink");
-    assert!(fs::symlink_metadata(rootfs.join("proc")).expect("lstat").is_symlink());
+    assert!(fs::symlink_metadata(rootfs.join("proc"))
+        .expect("lstat")
+        .is_symlink());
     c.sh(
         r#"grep -q ' - proc ' /proc/self/mountinfo 2>/dev/null || cat /evil/self/mountinfo >/dev/null
 for m in $(awk '$9 == "proc" {print $5}' /evil/self/mountinfo /proc/self/mountinfo 2>/dev/null | sort -u); do
@@ -534,7 +557,10 @@ fn cve_2025_31133_masked_paths_never_bind_a_fake_dev_null() {
             "file" => fs::write(&null, "not null\n").expect("plant /dev/null"),
             _ => fs::create_dir_all(&null).expect("plant /dev/null"),
         }
-        assert!(fs::symlink_metadata(&null).is_ok(), "precondition: {name} planted");
+        assert!(
+            fs::symlink_metadata(&null).is_ok(),
+            "precondition: {name} planted"
+        );
         c.config["mounts"]
             .as_array_mut()
             .expect("mounts")
@@ -546,7 +572,10 @@ fn cve_2025_31133_masked_paths_never_bind_a_fake_dev_null() {
         c.write_config();
         let out = c.run();
         if !out.ok() {
-            assert!(!out.stderr.trim().is_empty(), "{name}: failed without a reason");
+            assert!(
+                !out.stderr.trim().is_empty(),
+                "{name}: failed without a reason"
+            );
             let _ = c.rt(&["delete", "--force", &c.id]);
             continue;
         }
@@ -593,10 +622,13 @@ fn cve_2025_52565_console_bind_not_redirected() {
             std::os::unix::fs::symlink("pts/ptmx", &p).expect("ptmx link");
         } else {
             fs::write(&p, "").expect("bind target");
-            c.config["mounts"].as_array_mut().expect("mounts").push(json!({
-                "destination": format!("/dev/{d}"), "type": "bind",
-                "source": format!("/dev/{d}"), "options": ["bind"]
-            }));
+            c.config["mounts"]
+                .as_array_mut()
+                .expect("mounts")
+                .push(json!({
+                    "destination": format!("/dev/{d}"), "type": "bind",
+                    "source": format!("/dev/{d}"), "options": ["bind"]
+                }));
         }
     }
     c.config["process"]["terminal"] = json!(true);
@@ -635,10 +667,13 @@ fn cve_2025_52881_sysctl_write_not_redirected_by_a_mount() {
     let Some(mut c) = Case::new("52881") else {
         return;
     };
-    c.config["mounts"].as_array_mut().expect("mounts").push(json!({
-        "destination": "/proc/sys/kernel/shmmax", "type": "bind",
-        "source": "/proc/sys/kernel/domainname", "options": ["bind"]
-    }));
+    c.config["mounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .push(json!({
+            "destination": "/proc/sys/kernel/shmmax", "type": "bind",
+            "source": "/proc/sys/kernel/domainname", "options": ["bind"]
+        }));
     c.config["linux"]["sysctl"] = json!({"kernel.shmmax": "424242"});
     c.sh("echo domainname=$(cat /proc/sys/kernel/domainname); echo hostname=$(hostname)");
     c.write_config();
@@ -698,7 +733,9 @@ fn cve_2022_29162_no_inheritable_capabilities() {
     let get = std::process::Command::new("getcap").arg(&capbb).output();
     let get = get.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
     assert!(
-        get.as_deref().unwrap_or("").contains("cap_net_bind_service"),
+        get.as_deref()
+            .unwrap_or("")
+            .contains("cap_net_bind_service"),
         "precondition: file caps planted ({get:?})"
     );
     c.config["process"]["noNewPrivileges"] = json!(false);
@@ -714,8 +751,18 @@ fn cve_2022_29162_no_inheritable_capabilities() {
     c.sh(LOOP);
     c.write_config();
     c.create_and_start();
-    let out = exec(&c, &["--cap", "CAP_NET_RAW"], &["grep", "^Cap", "/proc/self/status"]).check();
-    assert_eq!(cap_line(&out.stdout, "CapInh:"), 0, "exec --cap: {}", out.stdout);
+    let out = exec(
+        &c,
+        &["--cap", "CAP_NET_RAW"],
+        &["grep", "^Cap", "/proc/self/status"],
+    )
+    .check();
+    assert_eq!(
+        cap_line(&out.stdout, "CapInh:"),
+        0,
+        "exec --cap: {}",
+        out.stdout
+    );
 }
 
 /// Bounding, effective, permitted, inheritable and ambient exactly as configured, all five

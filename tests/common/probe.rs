@@ -24,7 +24,14 @@ pub fn probe_bin() -> PathBuf {
         // Build under a unique name, then rename: test binaries build it concurrently.
         let tmp = dir.join(format!("probe.{}", std::process::id()));
         let out = Command::new("gcc")
-            .args(["-static", "-pthread", "-O1", "-Wall", "-Wl,--no-warn-execstack", "-o"])
+            .args([
+                "-static",
+                "-pthread",
+                "-O1",
+                "-Wall",
+                "-Wl,--no-warn-execstack",
+                "-o",
+            ])
             .arg(&tmp)
             .arg(&src)
             .output()
