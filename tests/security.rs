@@ -300,10 +300,7 @@ fn no_fd_leaks_into_the_container_beyond_stdio_and_preserve_fds() {
     let files: Vec<fs::File> = (0..4)
         .map(|i| fs::File::create(c.path(&format!("fd{i}"))).expect("create fd file"))
         .collect();
-    let raw: Vec<i32> = files
-        .iter()
-        .map(|f| std::os::fd::AsRawFd::as_raw_fd(f))
-        .collect();
+    let raw: Vec<i32> = files.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
     // fds 3..=6 of the runtime: 3 and 4 preserved on purpose, 5 and 6 leaked by the caller.
     let with_fds = |mut cmd: std::process::Command| {
         let raw = raw.clone();
