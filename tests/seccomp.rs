@@ -538,3 +538,173 @@ fn is_log_record(l: &str) -> bool {
         && l.contains("syscall=110")
         && l.contains("code=0x7ffc0000")
 }
+
+/// The user-notification agent of a test: accepts one connection on `sock`, takes the
+/// notify fd (SCM_RIGHTS) and the container process state (the message), then answers every
+/// `mkdir`/`mkdirat` by making the directory itself, inside the container's root.
+struct Agent {
+    state: String,
+    handled: Vec<String>,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct SeccompNotif {
+    id: u64,
+    pid: u32,
+    flags: u32,
+    nr: i32,
+    arch: u32,
+    ip: u64,
+    args: [u64; 6],
+}
+
+#[repr(C)]
+struct SeccompNotifResp {
+    id: u64,
+    val: i64,
+    error: i32,
+    flags: u32,
+}
+
+const NOTIF_RECV: libc::c_ulong = 0xc050_2100;
+const NOTIF_SEND: libc::c_ulong = 0xc018_2101;
+
+fn agent(listener: std::os::unix::net::UnixListener, deadline: std::time::Instant) -> Agent {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut out = Agent {
+        state: String::new(),
+        handled: Vec::new(),
+    };
+    listener.set_nonblocking(true).expect("nonblocking");
+    let stream = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            Err(_) => return out,
+        }
+    };
+    // recvmsg: the state JSON and one fd.
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut cmsg = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: zeroed msghdr is a valid "empty" value; the pointers set below outlive recvmsg.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cmsg);
+    stream.set_nonblocking(false).expect("blocking stream");
+    // SAFETY: msg describes valid buffers owned by this frame.
+    let n = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, 0) };
+    assert!(
+        n > 0,
+        "recvmsg from the runtime: {}",
+        std::io::Error::last_os_error()
+    );
+    out.state = String::from_utf8_lossy(&buf[..n as usize]).into_owned();
+    // SAFETY: msg was filled by recvmsg; CMSG_FIRSTHDR/CMSG_DATA walk its control buffer.
+    let fd = unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        assert!(
+            !c.is_null() && (*c).cmsg_type == libc::SCM_RIGHTS,
+            "no fd passed"
+        );
+        OwnedFd::from_raw_fd(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<i32>()))
+    };
+    while std::time::Instant::now() < deadline {
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, 100) };
+        if r == 0 {
+            continue;
+        }
+        if pfd.revents & libc::POLLHUP != 0 || r < 0 {
+            break;
+        }
+        let mut req = SeccompNotif::default();
+        // SAFETY: req is a zeroed struct seccomp_notif, as NOTIF_RECV requires.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), NOTIF_RECV, &mut req) } != 0 {
+            continue;
+        }
+        // mkdir(path, mode) is 83, mkdirat(dirfd, path, mode) 258.
+        let addr = if req.nr == 83 {
+            req.args[0]
+        } else {
+            req.args[1]
+        };
+        let mut path = vec![0u8; 256];
+        let mem = std::fs::File::open(format!("/proc/{}/mem", req.pid));
+        let n = mem
+            .map(|f| std::os::unix::fs::FileExt::read_at(&f, &mut path, addr).unwrap_or(0))
+            .unwrap_or(0);
+        let path = String::from_utf8_lossy(&path[..n])
+            .split('\0')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let made = std::fs::create_dir(format!("/proc/{}/root/{path}", req.pid));
+        out.handled.push(path);
+        let resp = SeccompNotifResp {
+            id: req.id,
+            val: 0,
+            error: made.err().and_then(|e| e.raw_os_error()).map_or(0, |e| -e),
+            flags: 0,
+        };
+        // SAFETY: resp is a valid struct seccomp_notif_resp.
+        unsafe { libc::ioctl(fd.as_raw_fd(), NOTIF_SEND, &resp) };
+    }
+    out
+}
+
+/// SCMP_ACT_NOTIFY: the agent at listenerPath receives the fd and the state (with
+/// listenerMetadata), makes the directory the container asked for, and the container sees it.
+#[test]
+fn action_notify_agent_answers_mkdir() {
+    if skip() {
+        return;
+    }
+    for bin in [runc_bin(), bin_under_test()] {
+        let mut c = Case::with("sc-notify", &bin, &runc_bin());
+        c.config["root"]["readonly"] = json!(false);
+        let sock = c.path("agent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind agent");
+        c.config["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64"],
+            "listenerPath": sock,
+            "listenerMetadata": "husk-test-meta",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}],
+        });
+        c.sh("mkdir /tmp/notified && [ -d /tmp/notified ] && echo seen");
+        c.write_config();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let agent = std::thread::spawn(move || agent(listener, deadline));
+        let out = c.run();
+        let a = agent.join().expect("agent thread");
+        let who = bin.display();
+        assert!(
+            out.ok(),
+            "{who}: {out:?}\nagent got state {:?}, handled {:?}",
+            a.state,
+            a.handled
+        );
+        assert_eq!(out.stdout, "seen\n", "{who}");
+        assert_eq!(a.handled, vec!["/tmp/notified".to_string()], "{who}");
+        let state: Value = serde_json::from_str(&a.state)
+            .unwrap_or_else(|e| panic!("{who}: state is not JSON ({e}): {}", a.state));
+        assert_eq!(state["metadata"], "husk-test-meta", "{who}: {state}");
+        assert_eq!(state["fds"], json!(["seccompFd"]), "{who}: {state}");
+        assert!(state["pid"].as_i64().unwrap_or(0) > 0, "{who}: {state}");
+        assert_eq!(state["state"]["id"], c.id.as_str(), "{who}: {state}");
+    }
+}
