@@ -16,7 +16,7 @@ use crate::spec::Plan;
 use crate::sys;
 
 pub use exec::exec as exec_program;
-pub use process::{apply_user_and_caps, find_executable, ProcessSetup};
+pub use process::{apply_user_and_caps, find_executable, set_oom_score_adj, ProcessSetup};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -123,6 +123,11 @@ impl Barrier {
 
 fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
     let plan = init.plan;
+    // CVE-2019-5736 and friends: until execve this process is husk's own image, and from the
+    // container's pid namespace /proc/<pid>/{exe,fd} would hand the host's husk binary, the
+    // state directory and exec.fifo to the container. Non-dumpable makes them root-only, and
+    // execve of the user's program resets it.
+    nix::sys::prctl::set_dumpable(false).map_err(step("make the init non-dumpable"))?;
     // Die with the parent while it still supervises creation.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
         .map_err(step("set parent death signal"))?;
@@ -140,6 +145,8 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
 
     // 1. Namespaces (sync 1-3): user first, id maps, the rest, a fork for a new pid namespace.
     namespaces::enter(init, &mut barrier)?;
+    // Through the runtime's /proc, before any container mount exists.
+    process::set_oom_score_adj(&plan.process)?;
     let ns = &plan.namespaces;
     let userns = ns.has(CloneFlags::CLONE_NEWUSER);
     let userns_fd = if userns { Some(open_ns("user")?) } else { None };
@@ -207,11 +214,8 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
         }
         crate::console::make_controlling(&pty.slave)?;
     }
-    if mountns {
-        crate::rootfs::finish(&plan.spec, userns)?;
-    }
-
-    // 6. Identity of the container: hostname, domainname, sysctls.
+    // 6. Identity of the container: hostname, domainname, sysctls — before the read-only
+    //    /proc/sys and the masks of `finish`, as runc orders them.
     if let Some(h) = plan.spec.hostname().as_deref().filter(|h| !h.is_empty()) {
         nix::unistd::sethostname(h).map_err(step("set hostname"))?;
     }
@@ -226,8 +230,10 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
         .into_iter()
         .flatten()
     {
-        let path = format!("/proc/sys/{}", k.replace('.', "/"));
-        process::write_proc(&path, v)?;
+        process::write_proc(&format!("sys/{}", k.replace('.', "/")), v)?;
+    }
+    if mountns {
+        crate::rootfs::finish(&plan.spec, userns)?;
     }
     if let Some(p) = plan
         .spec

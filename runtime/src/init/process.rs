@@ -31,9 +31,6 @@ impl<'a> ProcessSetup<'a> {
     /// Everything that needs the privileges the user switch drops.
     pub fn before_user(&self) -> Result<(), InitError> {
         crate::rlimits::apply(self.p.rlimits().as_deref().unwrap_or_default())?;
-        if let Some(adj) = self.p.oom_score_adj() {
-            write_proc("/proc/self/oom_score_adj", &adj.to_string())?;
-        }
         if let Some(io) = self.p.io_priority() {
             ioprio(io)?;
         }
@@ -207,8 +204,47 @@ pub fn create_cwd(plan: &crate::spec::Plan) -> Result<(), InitError> {
         .map_err(step(format!("create cwd {:?}", plan.process.cwd())))
 }
 
-pub fn write_proc(path: &str, value: &str) -> Result<(), InitError> {
-    std::fs::write(path, value).map_err(|e| InitError::Other(format!("write {path}: {e}")))
+/// `process.oomScoreAdj`, written before the process enters the container's mounts.
+pub fn set_oom_score_adj(p: &Process) -> Result<(), InitError> {
+    match p.oom_score_adj() {
+        Some(adj) => std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| InitError::Other(format!("write /proc/self/oom_score_adj: {e}"))),
+        None => Ok(()),
+    }
+}
+
+/// Write `value` to `rel` (e.g. `sys/kernel/shmmax`) under the container's `/proc`, which must
+/// be a procfs, without crossing any mount or symlink on the way: a config mount over a /proc
+/// file can't redirect the write elsewhere (CVE-2025-52881).
+pub fn write_proc(rel: &str, value: &str) -> Result<(), InitError> {
+    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+    const RESOLVE_NO_XDEV: u64 = 0x01;
+    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+    const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+    const RESOLVE_BENEATH: u64 = 0x08;
+    let fail = |e: &dyn std::fmt::Display| InitError::Other(format!("write /proc/{rel}: {e}"));
+    let proc = crate::sys::open(
+        "/proc",
+        nix::fcntl::OFlag::O_PATH
+            | nix::fcntl::OFlag::O_DIRECTORY
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| fail(&e))?;
+    let fd = crate::sys::openat2(
+        std::os::fd::AsRawFd::as_raw_fd(&proc),
+        Path::new(rel),
+        libc::O_WRONLY | libc::O_CLOEXEC,
+        0,
+        RESOLVE_BENEATH | RESOLVE_NO_XDEV | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    )
+    .map_err(|e| fail(&e))?;
+    let fs = nix::sys::statfs::fstatfs(&fd).map_err(|e| fail(&e))?;
+    if fs.filesystem_type().0 as i64 != PROC_SUPER_MAGIC {
+        return Err(fail(&"not on procfs"));
+    }
+    std::io::Write::write_all(&mut std::fs::File::from(fd), value.as_bytes()).map_err(|e| fail(&e))
 }
 
 pub fn set_domainname(d: &str) -> Result<(), InitError> {

@@ -123,6 +123,8 @@ pub fn spawn(
     let move_needed = cg.is_none();
     if let Ok(0) = forked {
         drop(parent_end);
+        // First thing: this process is visible in the container's pid namespace already.
+        let _ = nix::sys::prctl::set_dumpable(false);
         let r = match cg.as_ref().map(|c| c.enter_v1()) {
             Some(Err(e)) => Err(InitError::Other(format!(
                 "join the container's cgroup: {e}"
@@ -177,6 +179,11 @@ fn child(
     nss: &[(CloneFlags, OwnedFd)],
     chan: &Channel,
 ) -> Result<std::convert::Infallible, InitError> {
+    // As in the init: until execve this is husk's image inside the container's pid namespace;
+    // /proc/<pid>/{exe,fd} must not be the container's to open (CVE-2019-5736).
+    nix::sys::prctl::set_dumpable(false)
+        .map_err(init::step("make the exec process non-dumpable"))?;
+    init::set_oom_score_adj(j.process)?;
     let time = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
     for (flag, fd) in nss
         .iter()
