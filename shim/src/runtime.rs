@@ -280,13 +280,13 @@ pub fn last_error(log: &str) -> Option<String> {
     })
 }
 
-/// The last non-empty stderr line (runtimes print the whole error chain there).
+/// The error in a runtime's stderr: the last `error:` line (clap's usage errors end in a hint
+/// line), else the last non-empty line (runtimes print the whole error chain there).
 fn last_message(stderr: &str) -> Option<String> {
-    stderr
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
+    let lines = || stderr.lines().rev().map(str::trim).filter(|l| !l.is_empty());
+    lines()
+        .find(|l| l.starts_with("error:"))
+        .or_else(|| lines().next())
         .map(|l| last_error(l).unwrap_or_else(|| l.to_string()))
 }
 
@@ -313,6 +313,11 @@ mod tests {
         assert_eq!(
             last_message("a\ncontainer \"x\" does not exist\n\n").as_deref(),
             Some("container \"x\" does not exist")
+        );
+        let clap = "error: unrecognized subcommand 'pause'\n\nUsage: husk [OPTIONS] <COMMAND>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            last_message(clap).as_deref(),
+            Some("error: unrecognized subcommand 'pause'")
         );
     }
 }
