@@ -527,8 +527,13 @@ pub fn ctr_suite(e: &Engines, d: &Driver) {
     let (code, text) = run_on_pty(c, "# ", "tty; exit 6\r", CMD_TIMEOUT);
     assert_eq!(code, 6, "{text}");
     assert!(text.contains("/dev/pts/"), "{text}");
-    let ps = e.ctr(&["task", "ps", &id]).check();
-    assert!(ps.stdout.contains(&pid.to_string()), "{ps:?}");
+    // The husk shim reads the cgroup; containerd's runc shim asks the runtime (`ps`).
+    if matches!(d, Driver::HuskShim { .. }) || has_command(d.binary(), "ps") {
+        let ps = e.ctr(&["task", "ps", &id]).check();
+        assert!(ps.stdout.contains(&pid.to_string()), "{ps:?}");
+    } else {
+        println!("WAITING ON RUNTIME: {} has no `ps`; ps test skipped", d.binary().display());
+    }
     let out = e.ctr(&["task", "kill", "--exec-id", "nope", &id]);
     assert!(!out.ok() && out.stderr.contains("not found"), "{out:?}");
 
