@@ -101,3 +101,24 @@ fn bad_runtime_options_are_clear_errors() {
     assert!(!out.ok() && out.stderr.contains("false create failed"), "{out:?}");
     e.assert_clean(Duration::from_secs(10));
 }
+
+#[test]
+fn containers_of_a_pod_share_one_shim() {
+    let Some(e) = Engines::start("hs-pod") else { return };
+    let d = Driver::HuskShim { binary: bin_under_test() };
+    let ids = ["pod-a", "pod-b", "pod-c"];
+    let _g: Vec<_> = ids.iter().map(|id| e.guard(id)).collect();
+    for id in ids {
+        let ann = "io.kubernetes.cri.sandbox-id=pod1";
+        e.ctr_run(&d, &["-d", "--annotation", ann], id, &["sh", "-c", LOOP9]).check();
+    }
+    assert_eq!(shim_pids(&e.ns).len(), 1, "one shim for the pod");
+    // Removing one container keeps the shim for the others.
+    e.remove("pod-a");
+    assert_eq!(shim_pids(&e.ns).len(), 1, "the pod's shim stays");
+    let out = e.ctr(&["task", "exec", "--exec-id", "x", "pod-b", "sh", "-c", "exit 4"]);
+    assert_eq!(out.code(), Some(4), "{out:?}");
+    e.remove("pod-b");
+    e.remove("pod-c");
+    e.assert_clean(Duration::from_secs(10));
+}
