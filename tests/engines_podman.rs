@@ -11,7 +11,9 @@ use engines::Engines;
 
 #[test]
 fn podman_runs_husk() {
-    let Some(e) = Engines::start("podman") else { return };
+    let Some(e) = Engines::start("podman") else {
+        return;
+    };
     let husk = bin_under_test();
     let rt = husk.display().to_string();
     // podman's default spec sets the sysctl net.ipv4.ping_group_range, which husk writes after
@@ -20,7 +22,10 @@ fn podman_runs_husk() {
     let conf = e.dir.join("podman/containers.conf");
     fs::write(&conf, "[containers]\ndefault_sysctls = []\n").expect("write containers.conf");
     let hard = {
-        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         // SAFETY: getrlimit writes one rlimit into the struct we own.
         unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
         r.rlim_max
@@ -29,9 +34,22 @@ fn podman_runs_husk() {
     let podman = |args: &[&str]| {
         let mut c = e.podman_cmd(args);
         c.env("CONTAINERS_CONF", &conf);
-        engines::run(c, &format!("podman {}", args.join(" ")), std::time::Duration::from_secs(60))
+        engines::run(
+            c,
+            &format!("podman {}", args.join(" ")),
+            std::time::Duration::from_secs(60),
+        )
     };
-    let run_flags = ["--network", "none", "--ulimit", &ulimit, "--ulimit", "nproc=32768:32768", "--runtime", &rt];
+    let run_flags = [
+        "--network",
+        "none",
+        "--ulimit",
+        &ulimit,
+        "--ulimit",
+        "nproc=32768:32768",
+        "--runtime",
+        &rt,
+    ];
 
     let mut a = vec!["run", "--rm"];
     a.extend(run_flags);

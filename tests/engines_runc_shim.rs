@@ -12,7 +12,14 @@ use engines::{ctr_suite, Driver, Engines};
 
 #[test]
 fn runc_shim_drives_husk() {
-    let Some(e) = Engines::start("rs-husk") else { return };
-    ctr_suite(&e, &Driver::RuncShim { binary: bin_under_test() });
+    let Some(e) = Engines::start("rs-husk") else {
+        return;
+    };
+    ctr_suite(
+        &e,
+        &Driver::RuncShim {
+            binary: bin_under_test(),
+        },
+    );
     e.assert_clean(Duration::from_secs(10));
 }

@@ -99,7 +99,10 @@ fn open(what: &'static str, path: &Path, o: &mut OpenOptions) -> Result<File, Io
 /// Opens a fifo so that opening it never blocks and it never loses its last reader or writer.
 fn hold(what: &'static str, path: &Path) -> Result<File, IoError> {
     let f = open(what, path, OpenOptions::new().read(true).write(true))?;
-    let is_fifo = f.metadata().map(|m| m.file_type().is_fifo()).unwrap_or(false);
+    let is_fifo = f
+        .metadata()
+        .map(|m| m.file_type().is_fifo())
+        .unwrap_or(false);
     if !is_fifo {
         return Err(IoError::Open {
             what,
@@ -310,14 +313,22 @@ pub fn attach_console(master: OwnedFd, p: &Paths) -> Result<Held, IoError> {
                     path: path.clone(),
                     source,
                 })?;
-            held.copies.push(tokio::spawn(copy_out(master, Out::Pipe(tx))));
+            held.copies
+                .push(tokio::spawn(copy_out(master, Out::Pipe(tx))));
         }
         Target::File(path) => {
-            let f = open("stdout", &path, OpenOptions::new().append(true).create(true))?;
-            held.copies.push(tokio::spawn(copy_out(master, Out::File(f))));
+            let f = open(
+                "stdout",
+                &path,
+                OpenOptions::new().append(true).create(true),
+            )?;
+            held.copies
+                .push(tokio::spawn(copy_out(master, Out::File(f))));
         }
         // Nobody reads: still drain the master so the container never blocks on its terminal.
-        Target::None => held.copies.push(tokio::spawn(copy_out(master, Out::Discard))),
+        Target::None => held
+            .copies
+            .push(tokio::spawn(copy_out(master, Out::Discard))),
     }
     Ok(held)
 }
@@ -404,8 +415,14 @@ mod tests {
     #[test]
     fn parses_stdio_uris() {
         assert!(matches!(target("stdout", "").unwrap(), Target::None));
-        assert!(matches!(target("stdout", "/run/x/stdout").unwrap(), Target::Fifo(_)));
-        assert!(matches!(target("stdout", "file:///var/log/x").unwrap(), Target::File(_)));
+        assert!(matches!(
+            target("stdout", "/run/x/stdout").unwrap(),
+            Target::Fifo(_)
+        ));
+        assert!(matches!(
+            target("stdout", "file:///var/log/x").unwrap(),
+            Target::File(_)
+        ));
         let e = target("stdout", "binary:///usr/bin/logger").err().unwrap();
         assert_eq!(
             e.to_string(),

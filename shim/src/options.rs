@@ -158,10 +158,11 @@ pub fn decode(any: &Any) -> Result<Requested, OptionsError> {
             if path.is_empty() {
                 return Ok(Requested::default());
             }
-            let text = std::fs::read_to_string(&path).map_err(|source| OptionsError::ReadConfig {
-                path: PathBuf::from(&path),
-                source,
-            })?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| OptionsError::ReadConfig {
+                    path: PathBuf::from(&path),
+                    source,
+                })?;
             parse_config(&text, &path)
         }
         other => Err(OptionsError::UnknownType(other.to_string())),
@@ -190,7 +191,10 @@ fn decode_runtimeoptions(bytes: &[u8]) -> Result<(String, String), OptionsError>
                 input.read_bytes().map_err(err)?;
             }
             t => {
-                return Err(err(std::io::Error::other(format!("unexpected field tag {t}")).into()))
+                return Err(err(std::io::Error::other(format!(
+                    "unexpected field tag {t}"
+                ))
+                .into()))
             }
         }
     }
@@ -317,7 +321,11 @@ mod tests {
             systemd_cgroup: true,
             ..Default::default()
         };
-        let r = decode(&any("containerd.runc.v1.Options", o.write_to_bytes().unwrap())).unwrap();
+        let r = decode(&any(
+            "containerd.runc.v1.Options",
+            o.write_to_bytes().unwrap(),
+        ))
+        .unwrap();
         assert_eq!(r.binary_name, "/usr/sbin/runc");
         assert_eq!(r.root, "/run/x");
         assert!(r.systemd_cgroup);

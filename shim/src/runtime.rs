@@ -131,7 +131,10 @@ impl Runtime {
     /// `exec --detach`: returns the pid of the new process (reparented to the shim).
     pub async fn exec(&self, a: ExecArgs<'_>, io: ChildStdio) -> Result<i32, RuntimeError> {
         let mut c = self.command(Some(a.log));
-        c.arg("exec").arg("--process").arg(a.process).arg("--detach");
+        c.arg("exec")
+            .arg("--process")
+            .arg(a.process)
+            .arg("--detach");
         c.arg("--pid-file").arg(a.pid_file);
         if let Some(s) = a.console_socket {
             c.arg("--console-socket").arg(s);
@@ -206,8 +209,7 @@ impl Runtime {
             return Ok(stdout);
         }
         let text = String::from_utf8_lossy(&stderr);
-        let message = last_message(&text)
-            .unwrap_or_else(|| format!("exit status {status}"));
+        let message = last_message(&text).unwrap_or_else(|| format!("exit status {status}"));
         Err(RuntimeError::Failed {
             binary: self.name(),
             command,
@@ -283,7 +285,13 @@ pub fn last_error(log: &str) -> Option<String> {
 /// The error in a runtime's stderr: the last `error:` line (clap's usage errors end in a hint
 /// line), else the last non-empty line (runtimes print the whole error chain there).
 fn last_message(stderr: &str) -> Option<String> {
-    let lines = || stderr.lines().rev().map(str::trim).filter(|l| !l.is_empty());
+    let lines = || {
+        stderr
+            .lines()
+            .rev()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+    };
     lines()
         .find(|l| l.starts_with("error:"))
         .or_else(|| lines().next())

@@ -33,7 +33,12 @@ pub struct Service {
 fn grouping(id: &str, config_json: Option<&str>) -> String {
     config_json
         .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
-        .and_then(|v| v.pointer("/annotations")?.get(GROUP_LABEL)?.as_str().map(str::to_string))
+        .and_then(|v| {
+            v.pointer("/annotations")?
+                .get(GROUP_LABEL)?
+                .as_str()
+                .map(str::to_string)
+        })
         .filter(|g| !g.is_empty())
         .unwrap_or_else(|| id.to_string())
 }

@@ -62,7 +62,12 @@ fn unknown(e: &dyn std::error::Error) -> ttrpc::Error {
 /// for a kill of a finished process.
 fn runtime_error(e: RuntimeError) -> ttrpc::Error {
     let msg = chain(&e);
-    let gone = ["not running", "does not exist", "no such process", "not found"];
+    let gone = [
+        "not running",
+        "does not exist",
+        "no such process",
+        "not found",
+    ];
     if gone.iter().any(|g| msg.to_lowercase().contains(g)) {
         status(Code::NOT_FOUND, msg)
     } else {
@@ -121,7 +126,9 @@ pub struct TaskService {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Container>> {
-        self.containers.lock().unwrap_or_else(PoisonError::into_inner)
+        self.containers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn with<T>(
@@ -161,7 +168,12 @@ impl Shared {
             .await;
     }
 
-    fn watch_oom(self: &Arc<Self>, id: &str, located: &Located, pid: i32) -> Option<JoinHandle<()>> {
+    fn watch_oom(
+        self: &Arc<Self>,
+        id: &str,
+        located: &Located,
+        pid: i32,
+    ) -> Option<JoinHandle<()>> {
         let mut w = match OomWatch::new(located, pid) {
             Ok(w) => w,
             Err(e) => {
@@ -179,7 +191,12 @@ impl Shared {
 }
 
 impl TaskService {
-    pub fn new(namespace: &str, exit: Arc<ExitSignal>, events: Events, reaper: Arc<Reaper>) -> Self {
+    pub fn new(
+        namespace: &str,
+        exit: Arc<ExitSignal>,
+        events: Events,
+        reaper: Arc<Reaper>,
+    ) -> Self {
         TaskService {
             s: Arc::new(Shared {
                 containers: Mutex::new(HashMap::new()),
@@ -267,7 +284,10 @@ impl TaskService {
                 ));
             }
             let spec = p.spec.clone().ok_or_else(|| {
-                status(Code::FAILED_PRECONDITION, format!("exec {exec_id:?} has no process spec"))
+                status(
+                    Code::FAILED_PRECONDITION,
+                    format!("exec {exec_id:?} has no process spec"),
+                )
             })?;
             Ok((runtime, bundle, p.paths.clone(), spec))
         })?;
@@ -287,7 +307,9 @@ impl TaskService {
             Ok(v) => v,
             Err(e) => {
                 // The exec never ran: it is stopped, and a Wait on it returns.
-                let _ = self.s.with(id, |c| Ok(c.process(id, exec_id)?.set_exited(255)));
+                let _ = self
+                    .s
+                    .with(id, |c| Ok(c.process(id, exec_id)?.set_exited(255)));
                 return Err(e);
             }
         };
@@ -362,7 +384,11 @@ async fn launch(
 
 /// Opens stdio (direct fifos, or a console socket for a terminal), runs the runtime command
 /// with it, and returns the new pid with what the shim holds for its stdio.
-async fn start_process(runtime: &Runtime, paths: &Paths, l: &Launch<'_>) -> TtrpcResult<(i32, Held)> {
+async fn start_process(
+    runtime: &Runtime,
+    paths: &Paths,
+    l: &Launch<'_>,
+) -> TtrpcResult<(i32, Held)> {
     if !paths.terminal {
         let (stdio, held) =
             io::open_direct(paths).map_err(|e| status(Code::INVALID_ARGUMENT, chain(&e)))?;
@@ -401,9 +427,8 @@ fn mount_rootfs(req: &CreateTaskRequest, bundle: &Path) -> TtrpcResult<bool> {
         return Ok(false);
     }
     let rootfs = bundle.join("rootfs");
-    std::fs::create_dir_all(&rootfs).map_err(|e| {
-        status(Code::UNKNOWN, format!("create {}: {e}", rootfs.display()))
-    })?;
+    std::fs::create_dir_all(&rootfs)
+        .map_err(|e| status(Code::UNKNOWN, format!("create {}: {e}", rootfs.display())))?;
     for m in &req.rootfs {
         let typ = (!m.type_.is_empty()).then_some(m.type_.as_str());
         let src = (!m.source.is_empty()).then_some(m.source.as_str());
@@ -411,7 +436,12 @@ fn mount_rootfs(req: &CreateTaskRequest, bundle: &Path) -> TtrpcResult<bool> {
             unmount_rootfs(bundle);
             return Err(status(
                 Code::UNKNOWN,
-                format!("mount {} {} on {}: {e}", m.type_, m.source, rootfs.display()),
+                format!(
+                    "mount {} {} on {}: {e}",
+                    m.type_,
+                    m.source,
+                    rootfs.display()
+                ),
             ));
         }
     }
@@ -420,9 +450,7 @@ fn mount_rootfs(req: &CreateTaskRequest, bundle: &Path) -> TtrpcResult<bool> {
 
 pub fn unmount_rootfs(bundle: &Path) {
     let rootfs = bundle.join("rootfs");
-    if let Err(e) =
-        containerd_shim::mount::umount_recursive(rootfs.to_str(), libc::MNT_DETACH)
-    {
+    if let Err(e) = containerd_shim::mount::umount_recursive(rootfs.to_str(), libc::MNT_DETACH) {
         log::warn!("unmount {}: {e}", rootfs.display());
     }
 }
@@ -430,7 +458,11 @@ pub fn unmount_rootfs(bundle: &Path) {
 fn process_state(id: &str, bundle: &Path, p: &Process) -> StateResponse {
     let exit = p.exit();
     StateResponse {
-        id: if p.exec_id.is_empty() { id.to_string() } else { p.exec_id.clone() },
+        id: if p.exec_id.is_empty() {
+            id.to_string()
+        } else {
+            p.exec_id.clone()
+        },
         bundle: bundle.display().to_string(),
         pid: p.pid,
         status: p.status.to_proto().into(),
@@ -472,7 +504,11 @@ impl Task for TaskService {
             ));
         }
         {
-            let mut creating = self.s.creating.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut creating = self
+                .s
+                .creating
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             if creating.contains(&req.id) || self.s.lock().contains_key(&req.id) {
                 return Err(status(
                     Code::ALREADY_EXISTS,
@@ -539,7 +575,10 @@ impl Task for TaskService {
                 if matches!(p.status, Status::Running | Status::Paused) {
                     return Err(status(
                         Code::FAILED_PRECONDITION,
-                        format!("exec {:?} of container {id:?} is still running", req.exec_id),
+                        format!(
+                            "exec {:?} of container {id:?} is still running",
+                            req.exec_id
+                        ),
                     ));
                 }
                 let (pid, exit) = (p.pid, p.exit().unwrap_or(Exit::now(0)));
@@ -568,7 +607,10 @@ impl Task for TaskService {
             log::warn!("{}", chain(&e));
         }
         let Some(c) = self.s.lock().remove(id) else {
-            return Err(status(Code::NOT_FOUND, format!("container {id:?} not found")));
+            return Err(status(
+                Code::NOT_FOUND,
+                format!("container {id:?} not found"),
+            ));
         };
         if let Some(h) = &c.oom {
             h.abort();
@@ -681,10 +723,19 @@ impl Task for TaskService {
             }
         })?;
         let sig = nix::sys::signal::Signal::try_from(i32::try_from(req.signal).unwrap_or(-1))
-            .map_err(|_| status(Code::INVALID_ARGUMENT, format!("invalid signal {}", req.signal)))?;
+            .map_err(|_| {
+                status(
+                    Code::INVALID_ARGUMENT,
+                    format!("invalid signal {}", req.signal),
+                )
+            })?;
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).map_err(|e| {
             status(
-                if e == nix::errno::Errno::ESRCH { Code::NOT_FOUND } else { Code::UNKNOWN },
+                if e == nix::errno::Errno::ESRCH {
+                    Code::NOT_FOUND
+                } else {
+                    Code::UNKNOWN
+                },
                 format!("signal exec {:?} (pid {pid}): {e}", req.exec_id),
             )
         })?;
@@ -712,9 +763,8 @@ impl Task for TaskService {
                 ));
             }
             let path = c.bundle.join(format!("{}.process.json", req.exec_id));
-            std::fs::write(&path, &spec.value).map_err(|e| {
-                status(Code::UNKNOWN, format!("write {}: {e}", path.display()))
-            })?;
+            std::fs::write(&path, &spec.value)
+                .map_err(|e| status(Code::UNKNOWN, format!("write {}: {e}", path.display())))?;
             let mut p = Process::new(
                 &req.exec_id,
                 Paths {
@@ -769,9 +819,9 @@ impl Task for TaskService {
     }
 
     async fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
-        let mut rx = self
-            .s
-            .with(&req.id, |c| Ok(c.process(&req.id, &req.exec_id)?.subscribe()))?;
+        let mut rx = self.s.with(&req.id, |c| {
+            Ok(c.process(&req.id, &req.exec_id)?.subscribe())
+        })?;
         let exit = rx
             .wait_for(Option::is_some)
             .await
@@ -795,11 +845,12 @@ impl Task for TaskService {
         })
     }
 
-    async fn connect(&self, _ctx: &TtrpcContext, req: ConnectRequest) -> TtrpcResult<ConnectResponse> {
-        let task_pid = self
-            .s
-            .with(&req.id, |c| Ok(c.init.pid))
-            .unwrap_or_default();
+    async fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ConnectRequest,
+    ) -> TtrpcResult<ConnectResponse> {
+        let task_pid = self.s.with(&req.id, |c| Ok(c.init.pid)).unwrap_or_default();
         Ok(ConnectResponse {
             shim_pid: std::process::id(),
             task_pid,

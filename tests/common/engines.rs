@@ -108,7 +108,11 @@ impl Engines {
         c.env("ENGINES_DIR", &self.dir)
             .env("ENGINES_NS", &self.ns)
             .env("HUSK_SHIM", &self.shim);
-        run(c, &format!("scripts/engines {action}"), Duration::from_secs(120))
+        run(
+            c,
+            &format!("scripts/engines {action}"),
+            Duration::from_secs(120),
+        )
     }
 
     pub fn sock(&self) -> PathBuf {
@@ -127,7 +131,11 @@ impl Engines {
     }
 
     pub fn ctr(&self, args: &[&str]) -> Out {
-        run(self.ctr_cmd(args), &format!("ctr {}", args.join(" ")), CMD_TIMEOUT)
+        run(
+            self.ctr_cmd(args),
+            &format!("ctr {}", args.join(" ")),
+            CMD_TIMEOUT,
+        )
     }
 
     /// `ctr run` arguments that select `driver`.
@@ -207,7 +215,12 @@ impl Engines {
             .arg(p.join("runroot"))
             .arg("--tmpdir")
             .arg(p.join("tmp"))
-            .args(["--storage-driver", "overlay", "--cgroup-manager", "cgroupfs"])
+            .args([
+                "--storage-driver",
+                "overlay",
+                "--cgroup-manager",
+                "cgroupfs",
+            ])
             .args(["--events-backend", "file", "--network-backend", "netavark"])
             .arg("--network-config-dir")
             .arg(p.join("networks"))
@@ -216,7 +229,11 @@ impl Engines {
     }
 
     pub fn podman(&self, args: &[&str]) -> Out {
-        run(self.podman_cmd(args), &format!("podman {}", args.join(" ")), Duration::from_secs(60))
+        run(
+            self.podman_cmd(args),
+            &format!("podman {}", args.join(" ")),
+            Duration::from_secs(60),
+        )
     }
 
     /// What containers of this namespace left on the host: shims, processes in its cgroups,
@@ -230,8 +247,13 @@ impl Engines {
             let root = Path::new("/sys/fs/cgroup").join(m).join(&self.ns);
             for d in fs::read_dir(&root).into_iter().flatten().flatten() {
                 if d.path().is_dir() {
-                    let procs = fs::read_to_string(d.path().join("cgroup.procs")).unwrap_or_default();
-                    found.push(format!("cgroup {} (procs: {})", d.path().display(), procs.trim()));
+                    let procs =
+                        fs::read_to_string(d.path().join("cgroup.procs")).unwrap_or_default();
+                    found.push(format!(
+                        "cgroup {} (procs: {})",
+                        d.path().display(),
+                        procs.trim()
+                    ));
                 }
             }
         }
@@ -317,7 +339,9 @@ pub fn run(mut c: Command, what: &str, limit: Duration) -> Out {
     c.stdin(Stdio::null())
         .stdout(fs::File::create(&o).expect("stdout file"))
         .stderr(fs::File::create(&e).expect("stderr file"));
-    let child = c.spawn().unwrap_or_else(|err| panic!("spawn {what}: {err}"));
+    let child = c
+        .spawn()
+        .unwrap_or_else(|err| panic!("spawn {what}: {err}"));
     let out = Spawned {
         child,
         stdout: o,
@@ -399,7 +423,10 @@ pub fn run_on_pty(mut c: Command, prompt: &str, input: &str, limit: Duration) ->
         }
     }
     let status = child.wait().expect("wait pty command");
-    (status.code().unwrap_or(-1), String::from_utf8_lossy(&text).into_owned())
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&text).into_owned(),
+    )
 }
 
 fn openpty() -> (fs::File, OwnedFd) {
@@ -416,12 +443,7 @@ fn openpty() -> (fs::File, OwnedFd) {
     };
     assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
     // SAFETY: both fds were just returned by openpty and are owned by nothing else.
-    unsafe {
-        (
-            fs::File::from_raw_fd(m),
-            OwnedFd::from_raw_fd(s),
-        )
-    }
+    unsafe { (fs::File::from_raw_fd(m), OwnedFd::from_raw_fd(s)) }
 }
 
 /// Whether the runtime binary has a subcommand (husk gains pause/events over time).
@@ -519,7 +541,16 @@ pub fn ctr_suite(e: &Engines, d: &Driver) {
     let _g = e.guard(&id);
     e.ctr_run(d, &["-d"], &id, &["sh", "-c", LOOP9]).check();
     let pid = e.task_pid(&id).expect("task pid");
-    let out = e.ctr(&["task", "exec", "--exec-id", "e1", &id, "sh", "-c", "echo from-exec; exit 5"]);
+    let out = e.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        &id,
+        "sh",
+        "-c",
+        "echo from-exec; exit 5",
+    ]);
     assert_eq!(out.code(), Some(5), "{out:?}");
     assert_eq!(out.stdout.trim(), "from-exec", "{out:?}");
     let mut c = e.ctr_cmd(&["task", "exec", "-t", "--exec-id", "e2", &id, "sh"]);
@@ -532,7 +563,10 @@ pub fn ctr_suite(e: &Engines, d: &Driver) {
         let ps = e.ctr(&["task", "ps", &id]).check();
         assert!(ps.stdout.contains(&pid.to_string()), "{ps:?}");
     } else {
-        println!("WAITING ON RUNTIME: {} has no `ps`; ps test skipped", d.binary().display());
+        println!(
+            "WAITING ON RUNTIME: {} has no `ps`; ps test skipped",
+            d.binary().display()
+        );
     }
     let out = e.ctr(&["task", "kill", "--exec-id", "nope", &id]);
     assert!(!out.ok() && out.stderr.contains("not found"), "{out:?}");
@@ -545,13 +579,19 @@ pub fn ctr_suite(e: &Engines, d: &Driver) {
         e.ctr(&["task", "resume", &id]).check();
         e.wait_status(&id, "RUNNING", Duration::from_secs(5));
     } else {
-        println!("WAITING ON RUNTIME: {} has no pause/resume; pause test skipped", bin.display());
+        println!(
+            "WAITING ON RUNTIME: {} has no pause/resume; pause test skipped",
+            bin.display()
+        );
     }
     if has_command(bin, "events") {
         let m = e.ctr(&["task", "metrics", &id]).check();
         assert!(m.stdout.contains("pids.current"), "{m:?}");
     } else {
-        println!("WAITING ON RUNTIME: {} has no `events --stats`; metrics test skipped", bin.display());
+        println!(
+            "WAITING ON RUNTIME: {} has no `events --stats`; metrics test skipped",
+            bin.display()
+        );
     }
     e.ctr(&["task", "kill", &id]).check();
     e.wait_status(&id, "STOPPED", Duration::from_secs(10));
@@ -576,19 +616,32 @@ pub fn ctr_suite(e: &Engines, d: &Driver) {
     let _ = ev.child.wait();
     let text = fs::read_to_string(&ev.stdout).unwrap_or_default();
     let has = |topic: &str, id: &str, extra: &str| {
-        text.lines()
-            .any(|l| l.contains(topic) && l.contains(&format!("\"container_id\":\"{id}\"")) && l.contains(extra))
+        text.lines().any(|l| {
+            l.contains(topic)
+                && l.contains(&format!("\"container_id\":\"{id}\""))
+                && l.contains(extra)
+        })
     };
     let long = format!("{tag}-long");
     for topic in ["/tasks/create", "/tasks/start", "/tasks/delete"] {
         assert!(has(topic, &long, ""), "no {topic} for {long}:\n{text}");
     }
-    assert!(has("/tasks/exec-added", &long, "\"exec_id\":\"e1\""), "{text}");
-    assert!(has("/tasks/exec-started", &long, "\"exec_id\":\"e1\""), "{text}");
+    assert!(
+        has("/tasks/exec-added", &long, "\"exec_id\":\"e1\""),
+        "{text}"
+    );
+    assert!(
+        has("/tasks/exec-started", &long, "\"exec_id\":\"e1\""),
+        "{text}"
+    );
     assert!(has("/tasks/exit", &long, "\"id\":\"e1\""), "{text}");
     assert!(has("/tasks/exit", &long, "\"exit_status\":5"), "{text}");
     assert!(
-        has("/tasks/exit", &long, &format!("\"id\":\"{long}\",\"pid\":{pid},\"exit_status\":9")),
+        has(
+            "/tasks/exit",
+            &long,
+            &format!("\"id\":\"{long}\",\"pid\":{pid},\"exit_status\":9")
+        ),
         "no TaskExit with status 9 for {long}:\n{text}"
     );
     if has_command(bin, "pause") {
