@@ -18,7 +18,7 @@ fn podman_runs_husk() {
     let rt = husk.display().to_string();
     // podman's default spec sets the sysctl net.ipv4.ping_group_range, which husk writes after
     // making /proc/sys read-only (runc writes sysctls first): until that runtime fix lands the
-    // default sysctls are turned off here. See shim/NOTES-for-lead.md.
+    // default sysctls are turned off here. See NOTES-for-lead.md.
     let conf = e.dir.join("podman/containers.conf");
     fs::write(&conf, "[containers]\ndefault_sysctls = []\n").expect("write containers.conf");
     let hard = {
