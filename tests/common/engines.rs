@@ -593,15 +593,6 @@ pub fn ctr_suite(e: &Engines, d: &Driver) {
             bin.display()
         );
     }
-    if has_command(bin, "update") {
-        e.ctr(&["task", "update", "--memory-limit", "67108864", &id])
-            .check();
-    } else {
-        println!(
-            "WAITING ON RUNTIME: {} has no `update`; update test skipped",
-            bin.display()
-        );
-    }
     e.ctr(&["task", "kill", &id]).check();
     e.wait_status(&id, "STOPPED", Duration::from_secs(10));
     e.ctr(&["task", "delete", &id]).check();
