@@ -44,7 +44,8 @@ fn killed_shim_leaves_nothing_behind() {
         binary: bin_under_test(),
     };
     let _g = e.guard("k9");
-    e.ctr_run(&d, &["-d"], "k9", &["sh", "-c", LOOP9]).check();
+    e.ctr_run(&d, &["-d", "--null-io"], "k9", &["sh", "-c", LOOP9])
+        .check();
     let pid = e.task_pid("k9").expect("task pid");
     let shims = shim_pids(&e.ns);
     assert_eq!(shims.len(), 1, "one shim expected: {shims:?}");
@@ -160,11 +161,17 @@ fn containers_of_a_pod_share_one_shim() {
         binary: bin_under_test(),
     };
     let ids = ["pod-a", "pod-b", "pod-c"];
+    e.track("pod1");
     let _g: Vec<_> = ids.iter().map(|id| e.guard(id)).collect();
     for id in ids {
         let ann = "io.kubernetes.cri.sandbox-id=pod1";
-        e.ctr_run(&d, &["-d", "--annotation", ann], id, &["sh", "-c", LOOP9])
-            .check();
+        e.ctr_run(
+            &d,
+            &["-d", "--null-io", "--annotation", ann],
+            id,
+            &["sh", "-c", LOOP9],
+        )
+        .check();
     }
     assert_eq!(shim_pids(&e.ns).len(), 1, "one shim for the pod");
     // Removing one container keeps the shim for the others.

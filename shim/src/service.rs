@@ -24,6 +24,8 @@ const GROUP_LABEL: &str = "io.kubernetes.cri.sandbox-id";
 
 pub struct Service {
     id: String,
+    /// The socket this server listens on (`-socket`, serve mode only).
+    socket: String,
     namespace: String,
     bundle: PathBuf,
     exit: Arc<ExitSignal>,
@@ -55,6 +57,7 @@ impl Shim for Service {
         };
         Service {
             id: args.id.clone(),
+            socket: args.socket.clone(),
             namespace: args.namespace.clone(),
             bundle,
             exit: Arc::new(ExitSignal::default()),
@@ -84,6 +87,10 @@ impl Shim for Service {
             Err(e) => log::info!("{e}"),
         }
         unmount_rootfs(&self.bundle);
+        // A killed shim cannot remove its socket; `start` recorded it in the bundle.
+        if let Ok(address) = std::fs::read_to_string(self.bundle.join("address")) {
+            remove_socket(address.trim());
+        }
         let exit = Exit::now(128 + libc::SIGKILL);
         Ok(DeleteResponse {
             pid: 0,
@@ -95,6 +102,9 @@ impl Shim for Service {
 
     async fn wait(&mut self) {
         self.exit.wait().await;
+        // The crate removes the socket named in ./address, but a pod's shim may outlive the
+        // bundle it started in (its first container's): remove the one we listen on.
+        remove_socket(&self.socket);
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
@@ -112,6 +122,21 @@ impl Shim for Service {
             Events::new(publisher, &self.namespace),
             reaper,
         )
+    }
+}
+
+/// Removes a `unix://` shim socket, if it is one.
+fn remove_socket(address: &str) {
+    use std::os::unix::fs::FileTypeExt;
+    let path = address.strip_prefix("unix://").unwrap_or(address);
+    if path.is_empty() {
+        return;
+    }
+    let is_socket = std::fs::symlink_metadata(path)
+        .map(|m| m.file_type().is_socket())
+        .unwrap_or(false);
+    if is_socket {
+        let _ = std::fs::remove_file(path);
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Engines {
     pub image: String,
     pub shim: PathBuf,
     stopped: bool,
+    /// Container (and pod) ids used, whose shim sockets must be gone at the end.
+    ids: std::cell::RefCell<Vec<String>>,
 }
 
 fn ws() -> &'static Path {
@@ -96,6 +98,7 @@ impl Engines {
             image: "localhost/busybox:latest".to_string(),
             shim,
             stopped: false,
+            ids: std::cell::RefCell::new(Vec::new()),
         };
         let out = e.script_cmd("start");
         assert!(out.ok(), "scripts/engines start failed:\n{}", out.stderr);
@@ -266,6 +269,12 @@ impl Engines {
                 }
             }
         }
+        for id in self.ids.borrow().iter() {
+            let s = self.shim_socket(id);
+            if s.exists() {
+                found.push(format!("shim socket {} (id {id})", s.display()));
+            }
+        }
         for root in ["/run/containerd/husk", "/run/containerd/runc"] {
             let d = Path::new(root).join(&self.ns);
             for e in fs::read_dir(&d).into_iter().flatten().flatten() {
@@ -273,6 +282,24 @@ impl Engines {
             }
         }
         found
+    }
+
+    /// Remembers an id whose shim socket (/run/containerd/s/<sha256 of sock/ns/id>) must go.
+    pub fn track(&self, id: &str) {
+        self.ids.borrow_mut().push(id.to_string());
+    }
+
+    fn shim_socket(&self, id: &str) -> PathBuf {
+        let key = format!("{}/{}/{}", self.sock().display(), self.ns, id);
+        let mut c = Command::new("sha256sum");
+        c.stdin(Stdio::piped()).stdout(Stdio::piped());
+        let mut child = c.spawn().expect("run sha256sum");
+        if let Some(mut i) = child.stdin.take() {
+            let _ = i.write_all(key.as_bytes());
+        }
+        let out = child.wait_with_output().expect("sha256sum output");
+        let hex = String::from_utf8_lossy(&out.stdout);
+        Path::new("/run/containerd/s").join(hex.split_whitespace().next().unwrap_or_default())
     }
 
     /// Waits up to `limit` for the leftovers to go (exits and deletes are asynchronous).
@@ -471,6 +498,7 @@ impl Drop for Guard<'_> {
 
 impl Engines {
     pub fn guard(&self, id: &str) -> Guard<'_> {
+        self.track(id);
         Guard {
             e: self,
             id: id.to_string(),
@@ -539,7 +567,8 @@ pub fn ctr_suite(e: &Engines, d: &Driver) {
     // 3. Detached: exec, ps, kill, events.
     let id = format!("{tag}-long");
     let _g = e.guard(&id);
-    e.ctr_run(d, &["-d"], &id, &["sh", "-c", LOOP9]).check();
+    e.ctr_run(d, &["-d", "--null-io"], &id, &["sh", "-c", LOOP9])
+        .check();
     let pid = e.task_pid(&id).expect("task pid");
     let out = e.ctr(&[
         "task",
