@@ -153,6 +153,13 @@ fn build(
             new_keyring: !opts.no_new_keyring,
             // Without these descriptors the parent falls back to writing cgroup.procs.
             cgroup_join: cgroup.open_join().ok(),
+            seccomp_listener: match plan.seccomp.as_ref().and_then(|s| s.listener()) {
+                Some(l) => Some(
+                    crate::seccomp::connect_listener(&l.path)
+                        .map_err(|e| ContainerError::Invalid(crate::init::chain(&e)))?,
+                ),
+                None => None,
+            },
             status_fd: None,
         },
         &mut obs,

@@ -69,6 +69,8 @@ pub struct Init<'a> {
     pub child_setup: bool,
     /// The namespaces the clone itself created.
     pub cloned_flags: CloneFlags,
+    /// The seccomp agent (`listenerPath`), connected by the parent.
+    pub seccomp_listener: Option<OwnedFd>,
     /// The v1 `tasks` files to join the cgroup through (the parent doesn't write then).
     pub cgroup_join: Option<crate::cgroups::Join>,
 }
@@ -250,7 +252,8 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
         plan.spec.linux().as_ref(),
         plan.seccomp.as_ref(),
         userns,
-    );
+    )
+    .with_listener(init.seccomp_listener.take(), state.clone());
     if init.new_keyring {
         process::join_session_keyring(&init.id)?;
     }

@@ -16,6 +16,8 @@ pub struct ProcessSetup<'a> {
     p: &'a Process,
     linux: Option<&'a Linux>,
     seccomp: Option<&'a Compiled>,
+    /// The seccomp agent's connected socket and the state to send it with the notify fd.
+    listener: Option<(std::os::fd::OwnedFd, oci_spec::runtime::State)>,
 }
 
 impl<'a> ProcessSetup<'a> {
@@ -25,7 +27,38 @@ impl<'a> ProcessSetup<'a> {
         seccomp: Option<&'a Compiled>,
         _userns: bool,
     ) -> Self {
-        Self { p, linux, seccomp }
+        Self {
+            p,
+            linux,
+            seccomp,
+            listener: None,
+        }
+    }
+
+    /// Where the notify fd goes when the profile uses SCMP_ACT_NOTIFY (`listenerPath`, already
+    /// connected by the runtime).
+    pub fn with_listener(
+        mut self,
+        sock: Option<std::os::fd::OwnedFd>,
+        state: oci_spec::runtime::State,
+    ) -> Self {
+        self.listener = sock.map(|s| (s, state));
+        self
+    }
+
+    fn install(&self, f: &Compiled) -> Result<(), InitError> {
+        let notify = crate::seccomp::install(f)?;
+        if let (Some(fd), Some((sock, state)), Some(l)) = (notify, &self.listener, f.listener()) {
+            use std::os::fd::AsFd;
+            crate::seccomp::send_on(
+                sock.as_fd(),
+                &l.path,
+                fd.as_fd(),
+                state,
+                l.metadata.as_deref(),
+            )?;
+        }
+        Ok(())
     }
 
     /// Everything that needs the privileges the user switch drops.
@@ -59,7 +92,7 @@ impl<'a> ProcessSetup<'a> {
             return Ok(false);
         }
         if let Some(f) = self.seccomp {
-            crate::seccomp::install(f)?;
+            self.install(f)?;
         }
         Ok(true)
     }
@@ -96,7 +129,7 @@ impl<'a> ProcessSetup<'a> {
     /// With no_new_privs, the filter goes in last, right before execve.
     pub fn seccomp_last(&self) -> Result<(), InitError> {
         if let Some(f) = self.seccomp {
-            crate::seccomp::install(f)?;
+            self.install(f)?;
         }
         Ok(())
     }

@@ -34,6 +34,8 @@ pub struct Join<'a> {
     pub preserve_fds: u32,
     /// Descriptors for the cheap cgroup join; `None` moves the process with `join_cgroup`.
     pub cgroup_join: Option<crate::cgroups::Join>,
+    /// The seccomp agent's connected socket and the container's state for it.
+    pub seccomp_listener: Option<(OwnedFd, oci_spec::runtime::State)>,
 }
 
 /// The namespaces of `init_pid` that differ from ours, opened now (before any of them is
@@ -129,7 +131,10 @@ pub fn spawn(
             Some(Err(e)) => Err(InitError::Other(format!(
                 "join the container's cgroup: {e}"
             ))),
-            _ => child(&j, &nss, &child_end),
+            _ => {
+                let listener = j.seccomp_listener.take();
+                child(&j, &nss, &child_end, listener)
+            }
         };
         let message = match r {
             Ok(never) => match never {},
@@ -178,7 +183,13 @@ fn child(
     j: &Join,
     nss: &[(CloneFlags, OwnedFd)],
     chan: &Channel,
+    listener: Option<(OwnedFd, oci_spec::runtime::State)>,
 ) -> Result<std::convert::Infallible, InitError> {
+    // Our pid as the runtime sees it, while /proc is still the runtime's.
+    let host_pid = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(0);
     // As in the init: until execve this is husk's image inside the container's pid namespace;
     // /proc/<pid>/{exe,fd} must not be the container's to open (CVE-2019-5736).
     nix::sys::prctl::set_dumpable(false)
@@ -209,7 +220,12 @@ fn child(
         let pty = crate::console::setup_pty(sock, j.process.console_size().as_ref())?;
         crate::console::make_controlling(&pty.slave)?;
     }
-    let setup = ProcessSetup::new(j.process, j.linux, j.seccomp, userns);
+    let mut setup = ProcessSetup::new(j.process, j.linux, j.seccomp, userns);
+    if let Some((sock, state)) = listener {
+        let mut state = state;
+        state.set_pid(Some(host_pid));
+        setup = setup.with_listener(Some(sock), state);
+    }
     setup.before_user()?;
     let seccomp_early = setup.seccomp_before_user()?;
     init::apply_user_and_caps(j.process, userns)?;

@@ -57,6 +57,8 @@ pub struct Options {
     /// the program's wait status here (`husk sandbox`: pid 1 ignores signals it has no
     /// handler for, so a program that is pid 1 can't be killed by its own `kill -SEGV $$`).
     pub status_fd: Option<std::os::fd::RawFd>,
+    /// The seccomp agent's socket, connected (`linux.seccomp.listenerPath`).
+    pub seccomp_listener: Option<OwnedFd>,
 }
 
 fn time_flag() -> CloneFlags {
@@ -136,6 +138,7 @@ pub fn spawn(plan: &Plan, opts: Options, obs: &mut dyn Observer) -> Result<i32, 
                 child_setup,
                 cloned_flags: flags,
                 cgroup_join: join,
+                seccomp_listener: opts.seccomp_listener,
             };
             init::run(init)
         }

@@ -379,6 +379,7 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
         new_keyring: false,
         status_fd: Some(report_w.as_raw_fd()),
         cgroup_join: cgroup.open_join().ok(),
+        seccomp_listener: None,
     };
     let mut joiner = Joiner {
         cgroup,

@@ -65,7 +65,7 @@ fn main() -> ExitCode {
     match commands::dispatch(&cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            let msg = format!("{e:#}");
+            let msg = logging::one_line(&format!("{e:#}"));
             logging::error(&msg);
             eprintln!("{msg}");
             ExitCode::from(1)
