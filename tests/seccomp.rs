@@ -228,28 +228,6 @@ fn argument_profile() -> Value {
     ]))
 }
 
-/// Rules whose conditions overlap: which one wins when several match is libseccomp's
-/// decision (not the profile order), and runc's behaviour is the reference.
-fn overlapping_profile() -> Value {
-    let c = cond;
-    arg_profile(json!([
-        {"names": ["sendto"], "action": "SCMP_ACT_ERRNO", "errnoRet": 11,
-         "args": [c(1, "SCMP_CMP_EQ", 0x1000, 0)]},
-        {"names": ["sendto"], "action": "SCMP_ACT_ERRNO", "errnoRet": 12,
-         "args": [c(2, "SCMP_CMP_MASKED_EQ", 0xff00, 0x0100)]},
-        {"names": ["sendto"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13,
-         "args": [c(3, "SCMP_CMP_GT", 100, 0), c(4, "SCMP_CMP_LT", 50, 0)]},
-        {"names": ["sendto"], "action": "SCMP_ACT_ERRNO",
-         "args": [c(3, "SCMP_CMP_EQ", 0x1_0000_0065, 0)]},
-        {"names": ["fadvise64"], "action": "SCMP_ACT_ERRNO", "errnoRet": 17,
-         "args": [c(1, "SCMP_CMP_MASKED_EQ", 0xff, 0x05)]},
-        {"names": ["fadvise64"], "action": "SCMP_ACT_ERRNO", "errnoRet": 18,
-         "args": [c(1, "SCMP_CMP_MASKED_EQ", 0xffff_0000_0000_0000_u64, 0xab00_0000_0000_0000_u64)]},
-        {"names": ["fadvise64"], "action": "SCMP_ACT_ERRNO", "errnoRet": 19,
-         "args": [c(3, "SCMP_CMP_EQ", 3, 0)]},
-    ]))
-}
-
 /// Two range rules on pread64 that share their first argument: libseccomp 2.5 (runc 1.1.5)
 /// merges them into a tree that matches the second rule for values that satisfy neither of
 /// its conditions (pread64(-1, 0, 0x100000000, 0x7fffffff) gets errno 16). husk must give the
@@ -300,15 +278,6 @@ fn range_rules_on_shared_arguments_are_exact() {
         checked += 1;
     }
     assert_eq!(checked, 100);
-}
-
-#[test]
-fn overlapping_argument_rules_same_as_runc() {
-    if skip() {
-        return;
-    }
-    let caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
-    same_as_runc("sc-overlap", &overlapping_profile(), &caps, &["syscalls"]);
 }
 
 #[test]
