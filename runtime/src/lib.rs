@@ -17,6 +17,7 @@ pub mod logging;
 pub mod process;
 pub mod rlimits;
 pub mod rootfs;
+pub mod sandbox;
 pub mod seccomp;
 pub mod spec;
 pub mod state;

@@ -35,7 +35,22 @@ pub fn init(path: Option<PathBuf>, format: Format, debug: bool) {
     }
 }
 
+/// One line whatever the message quotes: control characters (a newline in a config string,
+/// say) are escaped, so engines reading the last line or parsing `--log` see the whole error.
+pub fn one_line(msg: &str) -> String {
+    msg.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn line(level: &str, msg: &str, format: Format) -> String {
+    let msg = &one_line(msg);
     let time = crate::state::now_rfc3339();
     match format {
         Format::Json => format!(
@@ -92,6 +107,17 @@ mod tests {
         assert_eq!(v["level"], "error");
         assert_eq!(v["msg"], "container x does not exist");
         assert!(v["time"].is_string());
+    }
+
+    #[test]
+    fn messages_stay_on_one_line() {
+        assert_eq!(
+            one_line("unknown variant `a\nb`"),
+            "unknown variant `a\\nb`"
+        );
+        assert!(!line("error", "x\ny\r", Format::Text)
+            .trim_end()
+            .contains('\n'));
     }
 
     #[test]

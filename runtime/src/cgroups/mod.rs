@@ -11,7 +11,10 @@
 //! host's), so unit tests run against a tempdir without root.
 
 mod devices;
+mod join;
 mod layout;
+mod oom;
+mod stats;
 mod v1;
 mod v2;
 
@@ -22,7 +25,10 @@ use std::time::{Duration, Instant};
 use oci_spec::runtime::LinuxResources;
 
 pub use devices::{DeviceRule, DEFAULT_ALLOWED};
+pub use join::Join;
 use layout::{Layout, Mode};
+pub use oom::OomNotifier;
+pub use stats::Stats;
 pub use v2::{blkio_to_io_weight, shares_to_weight, swap_to_v2};
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +160,37 @@ impl Cgroup {
     /// Kill whatever is left and remove the directories; a cgroup that is already gone is fine.
     pub fn destroy(&self) -> Result<(), CgroupError> {
         destroy_in(&Layout::host()?, &self.path)
+    }
+
+    /// Freeze every task (v1 freezer.state, v2 cgroup.freeze), returning once the kernel says so.
+    pub fn freeze(&self) -> Result<(), CgroupError> {
+        set_frozen_in(&Layout::host()?, &self.path, true)
+    }
+
+    pub fn thaw(&self) -> Result<(), CgroupError> {
+        set_frozen_in(&Layout::host()?, &self.path, false)
+    }
+
+    /// Counters in `runc events --stats` shape.
+    pub fn stats(&self) -> Result<Stats, CgroupError> {
+        Ok(stats::collect(&Layout::host()?, &self.path))
+    }
+
+    /// Change resources of a live cgroup (`husk update`): validated first, then written as at
+    /// creation, honouring `memory.checkBeforeUpdate`. Device rules are rewritten only when given.
+    pub fn update(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
+        update_in(&Layout::host()?, &self.path, resources)
+    }
+
+    /// How many tasks the OOM killer has killed in this cgroup.
+    pub fn oom_kill_count(&self) -> Result<u64, CgroupError> {
+        oom::kill_count(&Layout::host()?, &self.path)
+    }
+
+    /// A pollable fd that becomes readable on OOM events (v1 eventfd on memory.oom_control, v2
+    /// inotify on memory.events); compare [`Cgroup::oom_kill_count`] after each wake-up.
+    pub fn oom_notifier(&self) -> Result<OomNotifier, CgroupError> {
+        OomNotifier::new(&Layout::host()?, &self.path)
     }
 }
 
@@ -317,6 +354,24 @@ fn create_in(
     res
 }
 
+fn update_in(layout: &Layout, path: &Path, r: &LinuxResources) -> Result<(), CgroupError> {
+    validate_in(layout, r)?;
+    if layout.is_v2() {
+        let dir = layout.dirs(path).into_iter().next().unwrap_or_default();
+        return v2::set(layout, &dir, r, true);
+    }
+    // Without explicit rules the container keeps the ones it has: re-applying the defaults over
+    // live tasks would open a deny-all window.
+    let rules = match r.devices() {
+        Some(d) if !d.is_empty() => devices::rules(Some(d))?,
+        _ => Vec::new(),
+    };
+    if let Some(c) = r.cpu() {
+        v1::set_rt(layout, path, c)?;
+    }
+    v1::set(layout, path, r, &rules, true)
+}
+
 fn add_pid_in(layout: &Layout, path: &Path, pid: i32) -> Result<(), CgroupError> {
     for dir in layout.dirs(path) {
         layout::write(layout, &dir, "cgroup.procs", &pid.to_string())?;
@@ -444,6 +499,19 @@ fn kill_all(pids: &[i32]) {
 }
 
 fn destroy_in(layout: &Layout, path: &Path) -> Result<(), CgroupError> {
+    // The common case — the container is gone and made no sub-cgroups — needs one rmdir per
+    // hierarchy; only a busy directory takes the full path below.
+    let mut busy = false;
+    for dir in layout.dirs(path) {
+        match layout::remove_dir(layout, &dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => busy = true,
+        }
+    }
+    if !busy {
+        return Ok(());
+    }
     let dirs: Vec<PathBuf> = layout
         .dirs(path)
         .into_iter()

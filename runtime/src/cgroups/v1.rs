@@ -349,6 +349,7 @@ pub(crate) fn set(
         set_blkio(layout, &d, b)?;
     }
     if let Some(d) = dir("hugetlb") {
+        // runc 1.1.5 leaves hugetlb.<size>.rsvd.limit_in_bytes alone, and so does husk.
         for l in r.hugepage_limits().iter().flatten() {
             let v = l.limit().to_string();
             layout::write(
@@ -357,10 +358,6 @@ pub(crate) fn set(
                 &format!("hugetlb.{}.limit_in_bytes", l.page_size()),
                 &v,
             )?;
-            let rsvd = format!("hugetlb.{}.rsvd.limit_in_bytes", l.page_size());
-            if layout.create_files || d.join(&rsvd).exists() {
-                layout::write(layout, &d, &rsvd, &v)?;
-            }
         }
     }
     if let Some(n) = r.network() {

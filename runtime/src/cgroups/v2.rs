@@ -292,13 +292,10 @@ pub(crate) fn set(
             layout::write(layout, dir, "cpuset.mems", mems)?;
         }
     }
+    // As on v1, no hugetlb.<size>.rsvd.max: runc 1.1.5 doesn't write it.
     for l in r.hugepage_limits().iter().flatten() {
         let v = l.limit().to_string();
         layout::write(layout, dir, &format!("hugetlb.{}.max", l.page_size()), &v)?;
-        let rsvd = format!("hugetlb.{}.rsvd.max", l.page_size());
-        if layout.create_files || dir.join(&rsvd).exists() {
-            layout::write(layout, dir, &rsvd, &v)?;
-        }
     }
     for line in super::rdma_lines(r) {
         layout::write(layout, dir, "rdma.max", &line)?;

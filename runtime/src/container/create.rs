@@ -108,7 +108,19 @@ fn build(
         .linux()
         .as_ref()
         .and_then(|l| l.resources().as_ref());
-    cgroup.create(resources)?;
+    let have_cgroup = match cgroup.create(resources) {
+        Ok(()) => true,
+        // Rootless, as runc's rootless manager: without a delegated cgroup the container runs
+        // in the caller's, unless it asked for limits, which then can't be honoured.
+        Err(e) if !nix::unistd::geteuid().is_root() && !asks_limits(resources) => {
+            crate::logging::debug(&format!(
+                "running without a cgroup: {}",
+                crate::init::chain(&e)
+            ));
+            false
+        }
+        Err(e) => return Err(e.into()),
+    };
     let fifo = if opts.start_barrier {
         let p = dir.fifo_path();
         nix::unistd::mkfifo(&p, Mode::from_bits_truncate(0o622)).map_err(|source| {
@@ -137,6 +149,7 @@ fn build(
         None
     };
     let mut obs = CreateObserver {
+        have_cgroup,
         dir,
         st,
         cgroup,
@@ -151,6 +164,20 @@ fn build(
             preserve_fds: opts.preserve_fds,
             id: opts.id.clone(),
             new_keyring: !opts.no_new_keyring,
+            // Without these descriptors the parent falls back to writing cgroup.procs.
+            cgroup_join: if have_cgroup {
+                cgroup.open_join().ok()
+            } else {
+                None
+            },
+            seccomp_listener: match plan.seccomp.as_ref().and_then(|s| s.listener()) {
+                Some(l) => Some(
+                    crate::seccomp::connect_listener(&l.path)
+                        .map_err(|e| ContainerError::Invalid(crate::init::chain(&e)))?,
+                ),
+                None => None,
+            },
+            status_fd: None,
         },
         &mut obs,
     )?;
@@ -176,11 +203,25 @@ fn host_root(plan: &Plan) -> (u32, u32) {
     )
 }
 
+/// Whether `linux.resources` sets any limit (device rules alone don't need a cgroup of ours:
+/// without one the caller's device access applies).
+fn asks_limits(r: Option<&oci_spec::runtime::LinuxResources>) -> bool {
+    let Some(r) = r else { return false };
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("devices");
+        o.retain(|_, v| !v.is_null());
+        return !o.is_empty();
+    }
+    false
+}
+
 struct CreateObserver<'a> {
     dir: &'a StateDir,
     st: &'a mut State,
     cgroup: &'a Cgroup,
     plan: &'a Plan,
+    have_cgroup: bool,
 }
 
 impl Observer for CreateObserver<'_> {
@@ -190,7 +231,10 @@ impl Observer for CreateObserver<'_> {
         self.dir.save(self.st).map_err(|e| crate::init::chain(&e))
     }
 
-    fn join_cgroup(&mut self, pid: i32) -> Result<(), String> {
+    fn join_cgroup(&mut self, pid: i32, move_needed: bool) -> Result<(), String> {
+        if !move_needed || !self.have_cgroup {
+            return Ok(());
+        }
         self.cgroup.add_pid(pid).map_err(|e| crate::init::chain(&e))
     }
 

@@ -98,6 +98,15 @@ pub fn exec(root: &Path, id: &str, opts: ExecOptions) -> Result<i32, ContainerEr
             seccomp: seccomp.as_ref(),
             console: theirs,
             preserve_fds: opts.preserve_fds,
+            cgroup_join: cgroup.open_join().ok(),
+            seccomp_listener: match seccomp.as_ref().and_then(|s| s.listener()) {
+                Some(l) => Some((
+                    crate::seccomp::connect_listener(&l.path)
+                        .map_err(|e| ContainerError::Invalid(crate::init::chain(&e)))?,
+                    c.state.oci(Status::Running),
+                )),
+                None => None,
+            },
         },
         &mut |pid| cgroup.add_pid(pid).map_err(|e| crate::init::chain(&e)),
     )?;

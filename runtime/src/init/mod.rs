@@ -5,6 +5,7 @@
 mod exec;
 mod namespaces;
 pub mod process;
+pub mod reaper;
 
 use std::os::fd::OwnedFd;
 
@@ -15,7 +16,7 @@ use crate::spec::Plan;
 use crate::sys;
 
 pub use exec::exec as exec_program;
-pub use process::{apply_user_and_caps, find_executable, ProcessSetup};
+pub use process::{apply_user_and_caps, find_executable, set_oom_score_adj, ProcessSetup};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -60,12 +61,18 @@ pub struct Init<'a> {
     pub no_pivot: bool,
     pub preserve_fds: u32,
     pub new_keyring: bool,
+    /// See `process::spawn::Options::status_fd`.
+    pub status_fd: Option<std::os::fd::RawFd>,
     pub id: String,
     pub parent_pid: i32,
     /// The child enters/creates namespaces itself (see `process::spawn`).
     pub child_setup: bool,
     /// The namespaces the clone itself created.
     pub cloned_flags: CloneFlags,
+    /// The seccomp agent (`listenerPath`), connected by the parent.
+    pub seccomp_listener: Option<OwnedFd>,
+    /// The v1 `tasks` files to join the cgroup through (the parent doesn't write then).
+    pub cgroup_join: Option<crate::cgroups::Join>,
 }
 
 /// Run the init; never returns.
@@ -94,16 +101,22 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Tracks whether the parent's `CgroupDone` was read (it is read lazily: the init can set up
-/// mounts while the parent's cgroup write waits for the kernel).
+/// The init's entry into its cgroup, done once and as late as possible: the parent's
+/// `CgroupDone` (after its own cgroup write, when it had to make one), then the init's own v1
+/// join (see [`crate::cgroups::Join`]).
 pub(crate) struct Barrier {
     cgroup_done: bool,
+    join: Option<crate::cgroups::Join>,
 }
 
 impl Barrier {
     pub(crate) fn cgroup(&mut self, chan: &Channel) -> Result<(), InitError> {
         if !self.cgroup_done {
             chan.expect(Msg::CgroupDone)?;
+            if let Some(j) = self.join.take() {
+                j.enter_v1()
+                    .map_err(|e| InitError::Other(format!("join the container's cgroup: {e}")))?;
+            }
             self.cgroup_done = true;
         }
         Ok(())
@@ -112,6 +125,11 @@ impl Barrier {
 
 fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
     let plan = init.plan;
+    // CVE-2019-5736 and friends: until execve this process is husk's own image, and from the
+    // container's pid namespace /proc/<pid>/{exe,fd} would hand the host's husk binary, the
+    // state directory and exec.fifo to the container. Non-dumpable makes them root-only, and
+    // execve of the user's program resets it.
+    nix::sys::prctl::set_dumpable(false).map_err(step("make the init non-dumpable"))?;
     // Die with the parent while it still supervises creation.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
         .map_err(step("set parent death signal"))?;
@@ -122,10 +140,15 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
         return Err(InitError::Other("husk exited during create".into()));
     }
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
-    let mut barrier = Barrier { cgroup_done: false };
+    let mut barrier = Barrier {
+        cgroup_done: false,
+        join: init.cgroup_join.take(),
+    };
 
     // 1. Namespaces (sync 1-3): user first, id maps, the rest, a fork for a new pid namespace.
     namespaces::enter(init, &mut barrier)?;
+    // Through the runtime's /proc, before any container mount exists.
+    process::set_oom_score_adj(&plan.process)?;
     let ns = &plan.namespaces;
     let userns = ns.has(CloneFlags::CLONE_NEWUSER);
     let userns_fd = if userns { Some(open_ns("user")?) } else { None };
@@ -193,11 +216,8 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
         }
         crate::console::make_controlling(&pty.slave)?;
     }
-    if mountns {
-        crate::rootfs::finish(&plan.spec, userns)?;
-    }
-
-    // 6. Identity of the container: hostname, domainname, sysctls.
+    // 6. Identity of the container: hostname, domainname, sysctls — before the read-only
+    //    /proc/sys and the masks of `finish`, as runc orders them.
     if let Some(h) = plan.spec.hostname().as_deref().filter(|h| !h.is_empty()) {
         nix::unistd::sethostname(h).map_err(step("set hostname"))?;
     }
@@ -212,8 +232,10 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
         .into_iter()
         .flatten()
     {
-        let path = format!("/proc/sys/{}", k.replace('.', "/"));
-        process::write_proc(&path, v)?;
+        process::write_proc(&format!("sys/{}", k.replace('.', "/")), v)?;
+    }
+    if mountns {
+        crate::rootfs::finish(&plan.spec, userns)?;
     }
     if let Some(p) = plan
         .spec
@@ -230,7 +252,8 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
         plan.spec.linux().as_ref(),
         plan.seccomp.as_ref(),
         userns,
-    );
+    )
+    .with_listener(init.seccomp_listener.take(), state.clone());
     if init.new_keyring {
         process::join_session_keyring(&init.id)?;
     }
@@ -265,6 +288,9 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
     }
     if !seccomp_early {
         setup.seccomp_last()?;
+    }
+    if let Some(fd) = init.status_fd {
+        reaper::fork_program(fd)?;
     }
     exec::exec(&program, &plan.process, init.preserve_fds)
 }

@@ -22,9 +22,13 @@ pub(super) fn enter(init: &mut Init, barrier: &mut Barrier) -> Result<(), InitEr
     }
     if new_user {
         // sync 1 comes first on the wire (the parent sends it unasked right after the clone).
+        // An unprivileged parent may only write the maps of a dumpable child (as runc's
+        // nsexec does, dumpable just for this exchange).
+        nix::sys::prctl::set_dumpable(true).map_err(step("make the init dumpable for id maps"))?;
         init.chan.send(&Msg::IdMapsPlease)?;
         barrier.cgroup(&init.chan)?;
         init.chan.expect(Msg::IdMapsDone)?;
+        nix::sys::prctl::set_dumpable(false).map_err(step("make the init non-dumpable"))?;
     }
     if ns.has(CloneFlags::CLONE_NEWUSER) {
         // Become root of the namespace, so what the set-up creates is owned by the container's

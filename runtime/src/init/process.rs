@@ -16,6 +16,8 @@ pub struct ProcessSetup<'a> {
     p: &'a Process,
     linux: Option<&'a Linux>,
     seccomp: Option<&'a Compiled>,
+    /// The seccomp agent's connected socket and the state to send it with the notify fd.
+    listener: Option<(std::os::fd::OwnedFd, oci_spec::runtime::State)>,
 }
 
 impl<'a> ProcessSetup<'a> {
@@ -25,15 +27,43 @@ impl<'a> ProcessSetup<'a> {
         seccomp: Option<&'a Compiled>,
         _userns: bool,
     ) -> Self {
-        Self { p, linux, seccomp }
+        Self {
+            p,
+            linux,
+            seccomp,
+            listener: None,
+        }
+    }
+
+    /// Where the notify fd goes when the profile uses SCMP_ACT_NOTIFY (`listenerPath`, already
+    /// connected by the runtime).
+    pub fn with_listener(
+        mut self,
+        sock: Option<std::os::fd::OwnedFd>,
+        state: oci_spec::runtime::State,
+    ) -> Self {
+        self.listener = sock.map(|s| (s, state));
+        self
+    }
+
+    fn install(&self, f: &Compiled) -> Result<(), InitError> {
+        let notify = crate::seccomp::install(f)?;
+        if let (Some(fd), Some((sock, state)), Some(l)) = (notify, &self.listener, f.listener()) {
+            use std::os::fd::AsFd;
+            crate::seccomp::send_on(
+                sock.as_fd(),
+                &l.path,
+                fd.as_fd(),
+                state,
+                l.metadata.as_deref(),
+            )?;
+        }
+        Ok(())
     }
 
     /// Everything that needs the privileges the user switch drops.
     pub fn before_user(&self) -> Result<(), InitError> {
         crate::rlimits::apply(self.p.rlimits().as_deref().unwrap_or_default())?;
-        if let Some(adj) = self.p.oom_score_adj() {
-            write_proc("/proc/self/oom_score_adj", &adj.to_string())?;
-        }
         if let Some(io) = self.p.io_priority() {
             ioprio(io)?;
         }
@@ -62,7 +92,7 @@ impl<'a> ProcessSetup<'a> {
             return Ok(false);
         }
         if let Some(f) = self.seccomp {
-            crate::seccomp::install(f)?;
+            self.install(f)?;
         }
         Ok(true)
     }
@@ -99,7 +129,7 @@ impl<'a> ProcessSetup<'a> {
     /// With no_new_privs, the filter goes in last, right before execve.
     pub fn seccomp_last(&self) -> Result<(), InitError> {
         if let Some(f) = self.seccomp {
-            crate::seccomp::install(f)?;
+            self.install(f)?;
         }
         Ok(())
     }
@@ -207,8 +237,47 @@ pub fn create_cwd(plan: &crate::spec::Plan) -> Result<(), InitError> {
         .map_err(step(format!("create cwd {:?}", plan.process.cwd())))
 }
 
-pub fn write_proc(path: &str, value: &str) -> Result<(), InitError> {
-    std::fs::write(path, value).map_err(|e| InitError::Other(format!("write {path}: {e}")))
+/// `process.oomScoreAdj`, written before the process enters the container's mounts.
+pub fn set_oom_score_adj(p: &Process) -> Result<(), InitError> {
+    match p.oom_score_adj() {
+        Some(adj) => std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| InitError::Other(format!("write /proc/self/oom_score_adj: {e}"))),
+        None => Ok(()),
+    }
+}
+
+/// Write `value` to `rel` (e.g. `sys/kernel/shmmax`) under the container's `/proc`, which must
+/// be a procfs, without crossing any mount or symlink on the way: a config mount over a /proc
+/// file can't redirect the write elsewhere (CVE-2025-52881).
+pub fn write_proc(rel: &str, value: &str) -> Result<(), InitError> {
+    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+    const RESOLVE_NO_XDEV: u64 = 0x01;
+    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+    const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+    const RESOLVE_BENEATH: u64 = 0x08;
+    let fail = |e: &dyn std::fmt::Display| InitError::Other(format!("write /proc/{rel}: {e}"));
+    let proc = crate::sys::open(
+        "/proc",
+        nix::fcntl::OFlag::O_PATH
+            | nix::fcntl::OFlag::O_DIRECTORY
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| fail(&e))?;
+    let fd = crate::sys::openat2(
+        std::os::fd::AsRawFd::as_raw_fd(&proc),
+        Path::new(rel),
+        libc::O_WRONLY | libc::O_CLOEXEC,
+        0,
+        RESOLVE_BENEATH | RESOLVE_NO_XDEV | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    )
+    .map_err(|e| fail(&e))?;
+    let fs = nix::sys::statfs::fstatfs(&fd).map_err(|e| fail(&e))?;
+    if fs.filesystem_type().0 as i64 != PROC_SUPER_MAGIC {
+        return Err(fail(&"not on procfs"));
+    }
+    std::io::Write::write_all(&mut std::fs::File::from(fd), value.as_bytes()).map_err(|e| fail(&e))
 }
 
 pub fn set_domainname(d: &str) -> Result<(), InitError> {

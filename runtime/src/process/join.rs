@@ -10,7 +10,7 @@
 //!  (any step)     Error{msg}    -->
 //! ```
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
@@ -32,6 +32,10 @@ pub struct Join<'a> {
     pub seccomp: Option<&'a Compiled>,
     pub console: Option<OwnedFd>,
     pub preserve_fds: u32,
+    /// Descriptors for the cheap cgroup join; `None` moves the process with `join_cgroup`.
+    pub cgroup_join: Option<crate::cgroups::Join>,
+    /// The seccomp agent's connected socket and the container's state for it.
+    pub seccomp_listener: Option<(OwnedFd, oci_spec::runtime::State)>,
 }
 
 /// The namespaces of `init_pid` that differ from ours, opened now (before any of them is
@@ -77,7 +81,7 @@ fn open_namespaces(init_pid: i32) -> Result<Vec<(CloneFlags, OwnedFd)>, ProcessE
 /// Start the process; returns its pid once it is about to exec. `join_cgroup` moves it into the
 /// container's cgroup before it runs anything of the user's.
 pub fn spawn(
-    j: Join,
+    mut j: Join,
     join_cgroup: &mut dyn FnMut(i32) -> Result<(), String>,
 ) -> Result<i32, ProcessError> {
     let nss = open_namespaces(j.init_pid)?;
@@ -106,10 +110,32 @@ pub fn spawn(
             source: e,
         })?;
     }
-    let forked = sys::fork();
+    // The cheap cgroup join of `crate::cgroups::Join` when the cgroup lets us open it.
+    let mut cg = j.cgroup_join.take();
+    let into = cg
+        .as_ref()
+        .and_then(|c| c.into.as_ref())
+        .map(|fd| fd.as_raw_fd());
+    // SAFETY: single-threaded (DESIGN §2); the child ends in execve or _exit.
+    let mut forked = unsafe { sys::clone3_fork(0, into) };
+    if forked.is_err() && into.is_some() {
+        cg = None;
+        forked = sys::fork();
+    }
+    let move_needed = cg.is_none();
     if let Ok(0) = forked {
         drop(parent_end);
-        let r = child(&j, &nss, &child_end);
+        // First thing: this process is visible in the container's pid namespace already.
+        let _ = nix::sys::prctl::set_dumpable(false);
+        let r = match cg.as_ref().map(|c| c.enter_v1()) {
+            Some(Err(e)) => Err(InitError::Other(format!(
+                "join the container's cgroup: {e}"
+            ))),
+            _ => {
+                let listener = j.seccomp_listener.take();
+                child(&j, &nss, &child_end, listener)
+            }
+        };
         let message = match r {
             Ok(never) => match never {},
             Err(e) => init::chain(&e),
@@ -127,7 +153,9 @@ pub fn spawn(
     })?;
     drop(child_end);
     let r = (|| {
-        join_cgroup(pid).map_err(ProcessError::Observer)?;
+        if move_needed {
+            join_cgroup(pid).map_err(ProcessError::Observer)?;
+        }
         parent_end.send(&Msg::CgroupDone)?;
         match parent_end.recv() {
             Ok(Msg::Ready) => Ok(()),
@@ -155,7 +183,18 @@ fn child(
     j: &Join,
     nss: &[(CloneFlags, OwnedFd)],
     chan: &Channel,
+    listener: Option<(OwnedFd, oci_spec::runtime::State)>,
 ) -> Result<std::convert::Infallible, InitError> {
+    // Our pid as the runtime sees it, while /proc is still the runtime's.
+    let host_pid = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(0);
+    // As in the init: until execve this is husk's image inside the container's pid namespace;
+    // /proc/<pid>/{exe,fd} must not be the container's to open (CVE-2019-5736).
+    nix::sys::prctl::set_dumpable(false)
+        .map_err(init::step("make the exec process non-dumpable"))?;
+    init::set_oom_score_adj(j.process)?;
     let time = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
     for (flag, fd) in nss
         .iter()
@@ -181,7 +220,12 @@ fn child(
         let pty = crate::console::setup_pty(sock, j.process.console_size().as_ref())?;
         crate::console::make_controlling(&pty.slave)?;
     }
-    let setup = ProcessSetup::new(j.process, j.linux, j.seccomp, userns);
+    let mut setup = ProcessSetup::new(j.process, j.linux, j.seccomp, userns);
+    if let Some((sock, state)) = listener {
+        let mut state = state;
+        state.set_pid(Some(host_pid));
+        setup = setup.with_listener(Some(sock), state);
+    }
     setup.before_user()?;
     let seccomp_early = setup.seccomp_before_user()?;
     init::apply_user_and_caps(j.process, userns)?;

@@ -33,8 +33,9 @@ pub trait Observer {
     }
     /// The init's namespaces and mounts exist: run prestart and createRuntime hooks.
     fn hooks(&mut self, pid: i32) -> Result<(), String>;
-    /// Move the init into its cgroup.
-    fn join_cgroup(&mut self, pid: i32) -> Result<(), String>;
+    /// The init is about to run alone (sync 1): move it into its cgroup when `move_needed` (it
+    /// could not join by itself), and do whatever else must precede its set-up.
+    fn join_cgroup(&mut self, pid: i32, move_needed: bool) -> Result<(), String>;
 }
 
 /// What the container init gets besides the plan.
@@ -49,6 +50,15 @@ pub struct Options {
     /// Join a new session keyring (unless `--no-new-keyring`), so containers don't share the
     /// caller's keys.
     pub new_keyring: bool,
+    /// Descriptors to join the cgroup without the parent's slow `cgroup.procs` write; `None`
+    /// makes the parent call [`Observer::join_cgroup`].
+    pub cgroup_join: Option<crate::cgroups::Join>,
+    /// Keep a reaper as the pid namespace's init and run the program as its child, reporting
+    /// the program's wait status here (`husk sandbox`: pid 1 ignores signals it has no
+    /// handler for, so a program that is pid 1 can't be killed by its own `kill -SEGV $$`).
+    pub status_fd: Option<std::os::fd::RawFd>,
+    /// The seccomp agent's socket, connected (`linux.seccomp.listenerPath`).
+    pub seccomp_listener: Option<OwnedFd>,
 }
 
 fn time_flag() -> CloneFlags {
@@ -97,7 +107,20 @@ pub fn spawn(plan: &Plan, opts: Options, obs: &mut dyn Observer) -> Result<i32, 
     let parent_pid = nix::unistd::getpid().as_raw();
     // SAFETY: the runtime is single-threaded (DESIGN §2); the child runs `child` and never
     // returns to the caller's frames: it ends in execve or _exit.
-    let cloned = unsafe { sys::clone_fork(flags.bits()) };
+    let mut join = opts.cgroup_join;
+    let into = join
+        .as_ref()
+        .and_then(|j| j.into.as_ref())
+        .map(|fd| fd.as_raw_fd());
+    let mut cloned = unsafe { sys::clone3_fork(flags.bits() as u64, into) };
+    if cloned.is_err() && into.is_some() {
+        // No CLONE_INTO_CGROUP here (old kernel, or a cgroup it refuses): the parent joins the
+        // child the slow way.
+        join = None;
+        // SAFETY: as above.
+        cloned = unsafe { sys::clone_fork(flags.bits()) };
+    }
+    let parent_joins = join.is_none();
     match cloned {
         Ok(0) => {
             drop(parent_end);
@@ -109,10 +132,13 @@ pub fn spawn(plan: &Plan, opts: Options, obs: &mut dyn Observer) -> Result<i32, 
                 no_pivot: opts.no_pivot,
                 preserve_fds: opts.preserve_fds,
                 new_keyring: opts.new_keyring,
+                status_fd: opts.status_fd,
                 id: opts.id,
                 parent_pid,
                 child_setup,
                 cloned_flags: flags,
+                cgroup_join: join,
+                seccomp_listener: opts.seccomp_listener,
             };
             init::run(init)
         }
@@ -122,7 +148,8 @@ pub fn spawn(plan: &Plan, opts: Options, obs: &mut dyn Observer) -> Result<i32, 
             drop(fifo);
             drop(opts.console);
             let mut pid = pid;
-            let r = restored.and_then(|()| parent(plan, &parent_end, &mut pid, obs));
+            drop(join);
+            let r = restored.and_then(|()| parent(plan, &parent_end, &mut pid, obs, parent_joins));
             if let Err(mut e) = r {
                 // A send that failed because the init already died hides its reason: it may
                 // still be waiting on the socket.
@@ -153,11 +180,13 @@ fn parent(
     chan: &Channel,
     pid: &mut i32,
     obs: &mut dyn Observer,
+    joins: bool,
 ) -> Result<(), ProcessError> {
     // sync 1: the cgroup, before the init runs anything of the user's. First, because a v1
     // cgroup move can wait for an RCU grace period (milliseconds) that the init spends on its
     // mounts meanwhile; recording the pid can wait that long (until then the init dies with us).
-    obs.join_cgroup(*pid).map_err(ProcessError::Observer)?;
+    obs.join_cgroup(*pid, joins)
+        .map_err(ProcessError::Observer)?;
     chan.send(&Msg::CgroupDone)?;
     obs.cloned(*pid).map_err(ProcessError::Observer)?;
     loop {

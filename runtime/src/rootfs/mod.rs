@@ -216,8 +216,24 @@ pub fn finish(spec: &Spec, userns: bool) -> Result<(), RootfsError> {
 /// Bind the terminal's slave over `/dev/console`.
 pub fn bind_console(slave_path: &Path) -> Result<(), RootfsError> {
     let root = resolve::open_root(Path::new("/")).map_err(step("open /"))?;
-    let target = resolve::create(&root, Path::new("/dev/console"), resolve::Kind::File)
+    // CVE-2025-52565: the image's /dev/console must be a plain file (or absent), never a link
+    // that would carry the terminal's bind elsewhere.
+    let console = Path::new("/dev/console");
+    if resolve::is_symlink(&root, console) {
+        return Err(RootfsError::Path {
+            path: "/dev/console".into(),
+            message: "is a symlink in the rootfs; refusing to bind the terminal through it".into(),
+        });
+    }
+    let target = resolve::create(&root, console, resolve::Kind::File)
         .map_err(step("create /dev/console"))?;
+    let st = resolve::stat(&target).map_err(step("stat /dev/console"))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG && st.st_mode & libc::S_IFMT != libc::S_IFCHR {
+        return Err(RootfsError::Path {
+            path: "/dev/console".into(),
+            message: "is neither a file nor a character device".into(),
+        });
+    }
     sys_mount(
         Some(slave_path),
         &sys::fd_path(&target),

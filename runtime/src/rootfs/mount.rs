@@ -48,6 +48,15 @@ pub fn mount_one(cx: &Ctx, m: &Mount) -> Result<(), RootfsError> {
         let target = resolve::open(cx.root, dest).map_err(|e| err(m, "open target", e))?;
         remount(&target, opts.flags, &opts.data).map_err(|e| err(m, "remount", e))
     } else {
+        // CVE-2023-27561: procfs or sysfs mounted where an image's symlink points would leave
+        // the real path unmasked; refuse, as runc does.
+        if matches!(typ, "proc" | "sysfs") && resolve::is_symlink(cx.root, dest) {
+            return Err(err(
+                m,
+                "check target",
+                "is a symlink in the rootfs (refused for proc and sysfs)",
+            ));
+        }
         let target =
             resolve::create(cx.root, dest, Kind::Dir).map_err(|e| err(m, "create target", e))?;
         let copy_from = if opts.tmpcopyup {

@@ -177,6 +177,21 @@ fn mkdirat(dir: &OwnedFd, name: &Path) -> Result<(), Errno> {
     }
 }
 
+/// True when `path` exists in `root` and its last component is a symlink (parents resolved
+/// inside the root).
+pub fn is_symlink(root: &OwnedFd, path: &Path) -> bool {
+    sys::openat2(
+        root.as_raw_fd(),
+        &rel(path),
+        libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        0,
+        RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    )
+    .ok()
+    .and_then(|fd| stat(&fd).ok())
+    .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK)
+}
+
 /// `fstat` of an `O_PATH` descriptor.
 pub fn stat(fd: &OwnedFd) -> Result<nix::sys::stat::FileStat, Errno> {
     nix::sys::stat::fstatat(Some(fd.as_raw_fd()), "", AtFlags::AT_EMPTY_PATH)

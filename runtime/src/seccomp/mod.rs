@@ -27,7 +27,7 @@ use oci_spec::runtime::LinuxSeccomp;
 
 pub use bpf::Insn;
 pub use install::install;
-pub use notify::send_to_listener;
+pub use notify::{connect_listener, send_on, send_to_listener};
 
 /// The kernel's BPF_MAXINSNS.
 const MAX_INSNS: usize = 4096;

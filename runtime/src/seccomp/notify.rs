@@ -8,7 +8,7 @@
 //! `creating` for the init process and `running` for `exec`.
 
 use std::io::IoSlice;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use nix::sys::socket::{
@@ -26,19 +26,14 @@ pub fn send_to_listener(
     state: &State,
     metadata: Option<&str>,
 ) -> Result<(), SeccompError> {
-    let mut msg = ContainerProcessState::default();
-    msg.set_version(state.version().clone());
-    msg.set_fds(vec![SECCOMP_FD_NAME.to_string()]);
-    msg.set_pid(state.pid().unwrap_or_default());
-    msg.set_metadata(metadata.filter(|m| !m.is_empty()).map(str::to_string));
-    msg.set_state(state.clone());
-    let json = serde_json::to_vec(&msg).map_err(SeccompError::ListenerState)?;
+    let sock = connect_listener(listener_path)?;
+    send_on(sock.as_fd(), listener_path, notify_fd, state, metadata)
+}
 
+/// Connect to the agent. The runtime does this before the container's mounts hide the host
+/// path; the container process sends on the connected socket after installing its filter.
+pub fn connect_listener(listener_path: &Path) -> Result<OwnedFd, SeccompError> {
     let connect_err = |source| SeccompError::ListenerConnect {
-        path: listener_path.to_path_buf(),
-        source,
-    };
-    let send_err = |source| SeccompError::ListenerSend {
         path: listener_path.to_path_buf(),
         source,
     };
@@ -51,7 +46,28 @@ pub fn send_to_listener(
     .map_err(connect_err)?;
     let addr = UnixAddr::new(listener_path).map_err(connect_err)?;
     connect(sock.as_raw_fd(), &addr).map_err(connect_err)?;
+    Ok(sock)
+}
 
+/// Send the fd and the state on a connected listener socket (see [`connect_listener`]).
+pub fn send_on(
+    sock: BorrowedFd<'_>,
+    listener_path: &Path,
+    notify_fd: BorrowedFd<'_>,
+    state: &State,
+    metadata: Option<&str>,
+) -> Result<(), SeccompError> {
+    let mut msg = ContainerProcessState::default();
+    msg.set_version(state.version().clone());
+    msg.set_fds(vec![SECCOMP_FD_NAME.to_string()]);
+    msg.set_pid(state.pid().unwrap_or_default());
+    msg.set_metadata(metadata.filter(|m| !m.is_empty()).map(str::to_string));
+    msg.set_state(state.clone());
+    let json = serde_json::to_vec(&msg).map_err(SeccompError::ListenerState)?;
+    let send_err = |source| SeccompError::ListenerSend {
+        path: listener_path.to_path_buf(),
+        source,
+    };
     let fds = [notify_fd.as_raw_fd()];
     let mut sent = sendmsg::<()>(
         sock.as_raw_fd(),

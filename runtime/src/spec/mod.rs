@@ -4,6 +4,7 @@
 //! the form users see in their editor: `linux.namespaces[2].path`.
 
 pub mod default;
+pub mod inmemory;
 mod namespaces;
 mod validate;
 

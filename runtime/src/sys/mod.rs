@@ -194,3 +194,48 @@ pub fn openat<P: ?Sized + nix::NixPath>(
     // SAFETY: openat just returned this descriptor; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// `clone3(2)` without a new stack (fork-like, see [`clone_fork`]), optionally straight into the
+/// cgroup v2 directory `cgroup` (`CLONE_INTO_CGROUP`).
+///
+/// # Safety
+/// As [`clone_fork`]: the caller must be single-threaded.
+pub unsafe fn clone3_fork(flags: u64, cgroup: Option<RawFd>) -> Result<libc::pid_t, Errno> {
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    let args = CloneArgs {
+        flags: flags
+            | if cgroup.is_some() {
+                CLONE_INTO_CGROUP
+            } else {
+                0
+            },
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.map(|fd| fd as u64).unwrap_or(0),
+        ..Default::default()
+    };
+    // SAFETY: `args` is a valid clone_args (v2 layout, its size passed along); without a stack
+    // the child continues on a copy-on-write copy of ours, as with fork.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    Errno::result(ret).map(|p| p as libc::pid_t)
+}

@@ -51,6 +51,18 @@ pub enum Command {
     },
     /// Print the features of this runtime as JSON.
     Features,
+    /// Freeze all processes of a container.
+    Pause { id: String },
+    /// Thaw a paused container.
+    Resume { id: String },
+    /// List the processes of a container.
+    Ps(crate::cgroup_cmds::PsArgs),
+    /// Print container events and stats (OOM kills, resource usage).
+    Events(crate::cgroup_cmds::EventsArgs),
+    /// Change the resources of a running container.
+    Update(crate::cgroup_cmds::UpdateArgs),
+    /// Run a program under limits in a throw-away sandbox and report a verdict (see --help).
+    Sandbox(crate::sandbox::RawArgs),
     /// Images: unpack to a bundle, inspect, pack a directory.
     #[command(subcommand)]
     Image(crate::image::ImageCommand),
@@ -168,6 +180,12 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Spec { bundle, rootless } => {
             husk_runtime::spec::default::write(bundle, *rootless)?
         }
+        Command::Pause { id } => container::pause(root, id)?,
+        Command::Resume { id } => container::resume(root, id)?,
+        Command::Ps(a) => crate::cgroup_cmds::ps(root, a)?,
+        Command::Events(a) => crate::cgroup_cmds::events(root, a)?,
+        Command::Update(a) => crate::cgroup_cmds::update(root, a)?,
+        Command::Sandbox(a) => return Ok(crate::sandbox::main(&a.args)),
         Command::Features => println!(
             "{}",
             serde_json::to_string_pretty(&husk_runtime::features::features())?

@@ -1,7 +1,9 @@
 //! `husk`: the runc-compatible command line over the husk-runtime library.
 
+mod cgroup_cmds;
 mod commands;
 mod image;
+mod sandbox;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,7 +66,7 @@ fn main() -> ExitCode {
     match commands::dispatch(&cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            let msg = format!("{e:#}");
+            let msg = logging::one_line(&format!("{e:#}"));
             logging::error(&msg);
             eprintln!("{msg}");
             ExitCode::from(1)

@@ -1,0 +1,226 @@
+//! `husk sandbox`: its own parser, because its exit codes are its own (0 verdict computed, 2
+//! bad usage, 3 internal error) where the rest of husk follows runc (1 for everything).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use husk_runtime::sandbox::{self, Options, Status, UsageError};
+
+const EXIT_OK: i32 = 0;
+const EXIT_USAGE: i32 = 2;
+const EXIT_INTERNAL: i32 = 3;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum MetaFormat {
+    Json,
+    Isolate,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "husk sandbox",
+    about = "Run a program under resource limits in a throw-away sandbox and report a verdict",
+    long_about = "Run a program under resource limits in a throw-away sandbox and report a \
+        verdict.\n\nThe sandbox sees the host's root read-only, a fresh /tmp, and the current \
+        directory read-write at the same path (--dir rules replace that). It has its own pid, \
+        mount, ipc, uts, cgroup and network namespaces (loopback only), runs as uid/gid 65534 \
+        with no capabilities, no new privileges, a seccomp filter (the engines' default \
+        profile plus keyctl, io_uring, ptrace, mount and namespace calls, AF_VSOCK and \
+        non-native ABIs blocked), and a clean environment (PATH, HOME=/tmp, LANG=C.UTF-8).\n\n\
+        Verdicts: OK, RE (non-zero exit), SG (signal), TLE (CPU time), WLE (wall time), MLE \
+        (memory), OLE (output), XX (internal error).",
+    after_help = "Exit status: 0 when a verdict was computed (whatever it is), 2 on bad usage, \
+        3 on an internal error (verdict XX).\n\nSizes: 65536, 64K, 64M, 1.5G. Times: seconds, \
+        fractional (0.5).\n\nBatch: --batch JOBS.jsonl reads one JSON object per line, \
+        {\"args\": [...]} plus any option above as a key (\"time\": 1, \"memory\": \"64M\", \
+        \"stdout\": \"out.txt\", \"env\": [\"A=1\"]); verdicts go to stdout as JSON lines in \
+        input order, each with its \"index\"."
+)]
+struct SandboxCli {
+    /// CPU time limit in seconds (fractional).
+    #[arg(long, value_name = "SECONDS")]
+    time: Option<String>,
+    /// Grace time after the CPU limit before the kill (the verdict is TLE either way).
+    #[arg(long = "extra-time", value_name = "SECONDS")]
+    extra_time: Option<String>,
+    /// Wall-clock time limit in seconds.
+    #[arg(long = "wall-time", value_name = "SECONDS")]
+    wall_time: Option<String>,
+    /// Memory limit (cgroup, swap off).
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// Process/thread limit [default: 256].
+    #[arg(long, value_name = "N")]
+    pids: Option<String>,
+    /// File size limit: writing more is OLE.
+    #[arg(long, alias = "fsize", value_name = "SIZE")]
+    output: Option<String>,
+    /// Stack size limit.
+    #[arg(long, value_name = "SIZE")]
+    stack: Option<String>,
+    /// Open file descriptor limit.
+    #[arg(long = "open-files", value_name = "N")]
+    open_files: Option<String>,
+    /// CPUs the program may run on (like 0-1,3).
+    #[arg(long, value_name = "LIST")]
+    cpus: Option<String>,
+    /// Mount rule INSIDE[=OUTSIDE][:rw|:ro|:noexec|:tmpfs] (repeatable; binds are read-only
+    /// unless :rw). Any rule replaces the default read-write bind of the current directory.
+    #[arg(long, value_name = "RULE")]
+    dir: Vec<String>,
+    /// User id inside [default: 65534].
+    #[arg(long)]
+    uid: Option<String>,
+    /// Group id inside [default: 65534].
+    #[arg(long)]
+    gid: Option<String>,
+    /// Set NAME=VALUE, or pass NAME from the caller's environment (repeatable).
+    #[arg(short = 'E', long, value_name = "NAME[=VALUE]")]
+    env: Vec<String>,
+    /// Start from the caller's whole environment instead of a clean one.
+    #[arg(long = "full-env")]
+    full_env: bool,
+    /// Program's standard input from FILE.
+    #[arg(long, value_name = "FILE")]
+    stdin: Option<PathBuf>,
+    /// Program's standard output to FILE (created or truncated).
+    #[arg(long, value_name = "FILE")]
+    stdout: Option<PathBuf>,
+    /// Program's standard error to FILE (created or truncated).
+    #[arg(long, value_name = "FILE")]
+    stderr: Option<PathBuf>,
+    /// Working directory inside [default: the current directory, or / with --dir rules].
+    #[arg(long, value_name = "DIR")]
+    chdir: Option<PathBuf>,
+    /// Keep the host's network namespace.
+    #[arg(long = "share-net")]
+    share_net: bool,
+    /// Write the verdict to FILE (instead of one line on stderr).
+    #[arg(long, value_name = "FILE")]
+    meta: Option<PathBuf>,
+    /// Format of --meta: one JSON object, or isolate's key:value lines.
+    #[arg(long = "meta-format", value_enum, default_value = "json")]
+    meta_format: MetaFormat,
+    /// Run the jobs of a JSON-lines file (one {"args": [...], ...} per line).
+    #[arg(long, value_name = "JOBS.jsonl", conflicts_with = "command")]
+    batch: Option<PathBuf>,
+    /// Jobs run at once in batch mode [default: the number of CPUs].
+    #[arg(long, value_name = "N", requires = "batch")]
+    jobs: Option<usize>,
+    /// The program and its arguments (after --).
+    #[arg(trailing_var_arg = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+fn options(c: &SandboxCli) -> Result<Options, UsageError> {
+    let mut o = Options {
+        args: c.command.clone(),
+        full_env: c.full_env,
+        share_net: c.share_net,
+        stdin: c.stdin.clone(),
+        stdout: c.stdout.clone(),
+        stderr: c.stderr.clone(),
+        chdir: c.chdir.clone(),
+        ..Options::default()
+    };
+    for (name, v) in [
+        ("time", &c.time),
+        ("extra-time", &c.extra_time),
+        ("wall-time", &c.wall_time),
+        ("memory", &c.memory),
+        ("pids", &c.pids),
+        ("output", &c.output),
+        ("stack", &c.stack),
+        ("open-files", &c.open_files),
+        ("cpus", &c.cpus),
+        ("uid", &c.uid),
+        ("gid", &c.gid),
+    ] {
+        if let Some(v) = v {
+            o.set(name, v)?;
+        }
+    }
+    for d in &c.dir {
+        o.set("dir", d)?;
+    }
+    for e in &c.env {
+        o.set("env", e)?;
+    }
+    Ok(o)
+}
+
+/// Everything after `husk sandbox`, parsed by [`main`] (not by husk's parser, whose usage
+/// errors exit 1).
+#[derive(clap::Args, Debug)]
+#[command(disable_help_flag = true)]
+pub struct RawArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    pub args: Vec<String>,
+}
+
+/// Run `husk sandbox ARGS...`; returns the exit status.
+pub fn main(raw: &[String]) -> i32 {
+    let argv = std::iter::once("husk sandbox".to_string()).chain(raw.iter().cloned());
+    let cli = match SandboxCli::try_parse_from(argv) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+        }
+    };
+    let usage = |e: UsageError| {
+        eprintln!("husk sandbox: {e}");
+        EXIT_USAGE
+    };
+    let o = match options(&cli) {
+        Ok(o) => o,
+        Err(e) => return usage(e),
+    };
+    if let Some(jobs) = &cli.batch {
+        if let Err(e) = o.check_common() {
+            return usage(e);
+        }
+        let n = cli.jobs.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        return match sandbox::batch::run_file(jobs, &o, n.max(1)) {
+            Ok(s) if s.bad_lines > 0 => EXIT_USAGE,
+            Ok(_) => EXIT_OK,
+            Err(e) => {
+                eprintln!("husk sandbox: {e}");
+                EXIT_INTERNAL
+            }
+        };
+    }
+    if let Err(e) = o.check() {
+        return usage(e);
+    }
+    let v = sandbox::run_one(&o);
+    let written = match &cli.meta {
+        Some(path) => {
+            let text = match cli.meta_format {
+                MetaFormat::Json => v.to_json() + "\n",
+                MetaFormat::Isolate => v.to_isolate(),
+            };
+            std::fs::write(path, text).map_err(|e| format!("write --meta {path:?}: {e}"))
+        }
+        None => {
+            let _ = writeln!(std::io::stderr(), "{}", v.human());
+            Ok(())
+        }
+    };
+    if let Err(e) = written {
+        eprintln!("husk sandbox: {e}");
+        return EXIT_INTERNAL;
+    }
+    if v.status == Status::XX {
+        if cli.meta.is_some() {
+            eprintln!("husk sandbox: {}", v.message);
+        }
+        return EXIT_INTERNAL;
+    }
+    EXIT_OK
+}

@@ -1,0 +1,76 @@
+//! Joining a cgroup without the slow path.
+//!
+//! Writing a pid to `cgroup.procs` takes the kernel's global cgroup_threadgroup_rwsem for
+//! writing, whose first writer after an idle spell waits for an RCU grace period: 7 ms here,
+//! per container, measured (DESIGN §9). Two ways around it, both opened by the parent:
+//! - v2 (pure, or the hybrid cgroup2): `clone3(CLONE_INTO_CGROUP)` puts the child there at birth;
+//! - v1: the child moves itself by writing "0" to each hierarchy's `tasks` file, which moves one
+//!   thread (the whole single-threaded init) and skips the global lock (kernel ≥ 6.0). The files
+//!   are opened by the parent, so the write is checked against its credentials and also works
+//!   from inside a new user namespace.
+
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use super::layout::{Layout, Mode};
+use super::{Cgroup, CgroupError};
+use crate::sys;
+
+/// Descriptors that let a new process join the cgroup.
+#[derive(Debug)]
+pub struct Join {
+    /// The v2 directory for `CLONE_INTO_CGROUP`.
+    pub into: Option<OwnedFd>,
+    /// v1 `tasks` files the child writes "0" to.
+    pub tasks: Vec<OwnedFd>,
+}
+
+impl Cgroup {
+    /// Open what a new process needs to join this (existing) cgroup.
+    pub fn open_join(&self) -> Result<Join, CgroupError> {
+        open_join_in(&Layout::host()?, self.path())
+    }
+}
+
+fn open_join_in(layout: &Layout, path: &Path) -> Result<Join, CgroupError> {
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode as M;
+    let open = |p: &Path, flags: OFlag| {
+        sys::open(p, flags | OFlag::O_CLOEXEC, M::empty()).map_err(|e| CgroupError::Io {
+            op: "open",
+            path: p.to_path_buf(),
+            source: e.into(),
+        })
+    };
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let mut join = Join {
+        into: None,
+        tasks: Vec::new(),
+    };
+    match &layout.mode {
+        Mode::V2 { root, .. } => {
+            join.into = Some(open(&root.join(rel), OFlag::O_RDONLY | OFlag::O_DIRECTORY)?)
+        }
+        Mode::V1 { unified, .. } => {
+            for dir in layout.dirs(path) {
+                if unified.as_ref().is_some_and(|u| dir.starts_with(u)) {
+                    join.into = Some(open(&dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?);
+                } else {
+                    join.tasks.push(open(&dir.join("tasks"), OFlag::O_WRONLY)?);
+                }
+            }
+        }
+    }
+    Ok(join)
+}
+
+impl Join {
+    /// In the child: move the calling (single-threaded) process into every v1 hierarchy.
+    pub fn enter_v1(&self) -> std::io::Result<()> {
+        for fd in &self.tasks {
+            std::fs::File::from(fd.as_fd().try_clone_to_owned()?).write_all(b"0")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,117 @@
+//! A reaper as the pid namespace's init (`spawn::Options::status_fd`): the program runs as its
+//! child, so it gets signals like any process, and the reaper reports how it ended.
+
+use std::os::fd::RawFd;
+
+use super::{step, InitError};
+use crate::sys;
+
+/// What the reaper writes on the status descriptor: the wait status and the rusage of the
+/// program (with the descendants it waited for), as native-endian i64s in this order.
+pub const REPORT_FIELDS: usize = 8;
+
+/// The report, decoded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    pub status: i32,
+    pub utime_us: i64,
+    pub stime_us: i64,
+    pub maxrss_kb: i64,
+    pub nvcsw: i64,
+    pub nivcsw: i64,
+}
+
+impl Report {
+    pub fn decode(bytes: &[u8]) -> Option<Report> {
+        if bytes.len() != REPORT_FIELDS * 8 {
+            return None;
+        }
+        let f = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+            i64::from_ne_bytes(b)
+        };
+        Some(Report {
+            status: f(0) as i32,
+            utime_us: f(1),
+            stime_us: f(2),
+            maxrss_kb: f(3),
+            nvcsw: f(4),
+            nivcsw: f(5),
+        })
+    }
+
+    fn encode(&self) -> [u8; REPORT_FIELDS * 8] {
+        let mut out = [0u8; REPORT_FIELDS * 8];
+        let v = [
+            self.status as i64,
+            self.utime_us,
+            self.stime_us,
+            self.maxrss_kb,
+            self.nvcsw,
+            self.nivcsw,
+            0,
+            0,
+        ];
+        for (i, x) in v.iter().enumerate() {
+            out[i * 8..i * 8 + 8].copy_from_slice(&x.to_ne_bytes());
+        }
+        out
+    }
+}
+
+/// Fork: the child returns (to exec the program); this process stays pid 1, reaps until the
+/// program ends, writes its [`Report`] to `status_fd` and exits (which ends the namespace).
+pub fn fork_program(status_fd: RawFd) -> Result<(), InitError> {
+    // Not dumpable: the program runs as the same user and must not reach the reaper's
+    // descriptors through /proc/1/fd. The program's exec makes it dumpable again.
+    nix::sys::prctl::set_dumpable(false).map_err(step("make the reaper non-dumpable"))?;
+    let child = sys::fork().map_err(step("fork the program"))?;
+    if child == 0 {
+        return Ok(());
+    }
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: rusage is plain integers; all-zero is valid and is overwritten by wait4.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: both out-pointers are valid for writes for the duration of the call.
+        let pid = unsafe { libc::wait4(-1, &mut status, 0, &mut ru) };
+        if pid == child {
+            let us = |t: libc::timeval| t.tv_sec * 1_000_000 + t.tv_usec;
+            let report = Report {
+                status,
+                utime_us: us(ru.ru_utime),
+                stime_us: us(ru.ru_stime),
+                maxrss_kb: ru.ru_maxrss,
+                nvcsw: ru.ru_nvcsw,
+                nivcsw: ru.ru_nivcsw,
+            };
+            let bytes = report.encode();
+            // SAFETY: writes from a live buffer to a descriptor this process holds.
+            let _ = unsafe { libc::write(status_fd, bytes.as_ptr().cast(), bytes.len()) };
+            sys::exit_now(0);
+        }
+        if pid < 0 && nix::errno::Errno::last() != nix::errno::Errno::EINTR {
+            sys::exit_now(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_round_trip() {
+        let r = Report {
+            status: 11,
+            utime_us: 1_500_000,
+            stime_us: 20,
+            maxrss_kb: 102_400,
+            nvcsw: 3,
+            nivcsw: 4,
+        };
+        assert_eq!(Report::decode(&r.encode()), Some(r));
+        assert_eq!(Report::decode(&[0; 3]), None);
+    }
+}

@@ -1,0 +1,52 @@
+//! Loopback in a new network namespace: created down, brought up from the parent (setns into
+//! the child's namespace, `SIOCSIFFLAGS` on `lo`, setns back) so the init needs no change.
+
+use std::os::fd::{AsFd, AsRawFd};
+
+use nix::sched::CloneFlags;
+
+fn open_ns(path: &str) -> Result<std::os::fd::OwnedFd, nix::Error> {
+    crate::sys::open(
+        path,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+}
+
+/// Set `lo` up in the calling thread's network namespace.
+pub fn loopback_up() -> Result<(), nix::Error> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is a plain C struct (a name and a union of integers); all-zero is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: `req` is a valid ifreq naming "lo" and outlives the call; the socket is ours.
+    nix::errno::Errno::result(unsafe {
+        libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req)
+    })?;
+    // SAFETY: ifru_flags is the member SIOCGIFFLAGS just filled in.
+    unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+    // SAFETY: as above, with the flags to set.
+    nix::errno::Errno::result(unsafe {
+        libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &mut req)
+    })?;
+    Ok(())
+}
+
+/// Set `lo` up in the network namespace of process `pid`.
+pub fn loopback_up_in(pid: i32) -> Result<(), nix::Error> {
+    let own = open_ns("/proc/self/ns/net")?;
+    let target = open_ns(&format!("/proc/{pid}/ns/net"))?;
+    nix::sched::setns(target.as_fd(), CloneFlags::CLONE_NEWNET)?;
+    let r = loopback_up();
+    // Back home before anything else happens in this process; failing that is fatal for it.
+    nix::sched::setns(own.as_fd(), CloneFlags::CLONE_NEWNET)?;
+    r
+}

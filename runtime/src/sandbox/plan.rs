@@ -1,0 +1,374 @@
+//! Limits → a runtime [`Plan`]: an OCI spec built in memory and validated by the same code as
+//! `config.json` ([`crate::spec::inmemory::plan_from_spec`]).
+//!
+//! The root: a skeleton directory (`/run/husk-sandbox/root`, made once) holding one empty
+//! mount point per top-level directory of the host and the host's top-level symlinks
+//! (`/bin -> usr/bin`). Each host directory is bound read-only (recursively, nosuid, nodev)
+//! onto its mount point; `/proc`, `/dev`, `/tmp` and `/run` are fresh; the skeleton itself is
+//! remounted read-only. Why not one read-only rbind of `/` as the root: the rootfs code mounts
+//! through a descriptor of the root directory opened before the first mount, and a bind over
+//! that directory would hide every later mount (nor can `/` itself be pivot_root's new root).
+//! Why not a tmpfs root: same, and the mount points would have to be recreated on every run.
+//! The skeleton costs one bind per top-level directory (~20 µs each here) and keeps the host's
+//! `/run` (sockets of daemons), `/sys` and `/dev` out of the sandbox.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Spec;
+use serde_json::{json, Value};
+
+use super::limits::{environment, workdir, Options};
+use crate::spec::{Plan, SpecError};
+
+/// Where the skeleton root lives on the host.
+pub const SKELETON: &str = "/run/husk-sandbox/root";
+/// The cgroup parent of every sandbox (absolute, so never under the caller's cgroup).
+pub const CGROUP_PARENT: &str = "/husk-sandbox";
+
+/// Top-level host entries the sandbox gets fresh (or not at all) instead of bound.
+const NOT_BOUND: &[&str] = &["proc", "sys", "dev", "tmp", "run", "lost+found"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("prepare the sandbox root {path:?}: {source}")]
+    Skeleton {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("build the sandbox spec: {0}")]
+    Spec(String),
+    #[error(transparent)]
+    Invalid(#[from] SpecError),
+}
+
+/// A top-level entry of the host root, as the skeleton mirrors it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopLevel {
+    Dir(String),
+    Link(String, PathBuf),
+}
+
+/// The host's top-level directories and symlinks, minus [`NOT_BOUND`] (files are left out:
+/// nothing a program needs lives directly in `/`).
+pub fn host_top_level() -> Result<Vec<TopLevel>, PlanError> {
+    let err = |source| PlanError::Skeleton {
+        path: PathBuf::from("/"),
+        source,
+    };
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/").map_err(err)? {
+        let e = e.map_err(err)?;
+        let Some(name) = e.file_name().to_str().map(String::from) else {
+            continue;
+        };
+        if NOT_BOUND.contains(&name.as_str()) {
+            continue;
+        }
+        let ft = e.file_type().map_err(err)?;
+        if ft.is_symlink() {
+            let target = std::fs::read_link(e.path()).map_err(err)?;
+            out.push(TopLevel::Link(name, target));
+        } else if ft.is_dir() {
+            out.push(TopLevel::Dir(name));
+        }
+    }
+    out.sort_by(|a, b| name_of(a).cmp(name_of(b)));
+    Ok(out)
+}
+
+fn name_of(t: &TopLevel) -> &str {
+    match t {
+        TopLevel::Dir(n) | TopLevel::Link(n, _) => n,
+    }
+}
+
+/// Make (or complete) the skeleton: mount points for `top` and the fresh file systems, and
+/// the host's top-level symlinks. Safe to run concurrently: every step tolerates "exists".
+pub fn ensure_skeleton(root: &Path, top: &[TopLevel]) -> Result<(), PlanError> {
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PlanError::Skeleton { path, source }
+    };
+    let mkdir = |p: &Path| -> Result<(), PlanError> {
+        match std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(p)
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(err(p)(e)),
+        }
+    };
+    if !root.join("proc").is_dir() {
+        mkdir(root)?;
+        for d in ["proc", "dev", "tmp", "run"] {
+            mkdir(&root.join(d))?;
+        }
+    }
+    for t in top {
+        match t {
+            TopLevel::Dir(n) => {
+                let p = root.join(n);
+                if !p.is_dir() {
+                    mkdir(&p)?;
+                }
+            }
+            TopLevel::Link(n, target) => {
+                let p = root.join(n);
+                if std::fs::symlink_metadata(&p).is_err() {
+                    match std::os::unix::fs::symlink(target, &p) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(err(&p)(e)),
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Value {
+    json!({"destination": dest, "type": typ, "source": source, "options": options})
+}
+
+/// The mounts of a sandbox, in order: the host read-only, fresh /proc /dev /tmp /run, then the
+/// `--dir` rules (or the current directory read-write).
+pub fn mounts(o: &Options, top: &[TopLevel], cwd: &Path) -> Vec<Value> {
+    let mut m = Vec::new();
+    for t in top {
+        if let TopLevel::Dir(n) = t {
+            let p = format!("/{n}");
+            m.push(mount(
+                &p,
+                "bind",
+                &p,
+                &["rbind", "rro", "rnosuid", "rnodev"],
+            ));
+        }
+    }
+    m.push(mount(
+        "/proc",
+        "proc",
+        "proc",
+        &["nosuid", "noexec", "nodev"],
+    ));
+    m.push(mount(
+        "/dev",
+        "tmpfs",
+        "tmpfs",
+        &["nosuid", "strictatime", "mode=755", "size=65536k"],
+    ));
+    m.push(mount(
+        "/dev/shm",
+        "tmpfs",
+        "shm",
+        &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+    ));
+    m.push(mount(
+        "/tmp",
+        "tmpfs",
+        "tmpfs",
+        &["nosuid", "nodev", "mode=1777"],
+    ));
+    m.push(mount(
+        "/run",
+        "tmpfs",
+        "tmpfs",
+        &["nosuid", "nodev", "noexec", "mode=755", "size=1m"],
+    ));
+    if o.dirs.is_empty() {
+        if cwd != Path::new("/") {
+            let p = cwd.to_string_lossy();
+            m.push(mount(&p, "bind", &p, &["rbind", "rw", "nosuid", "nodev"]));
+        }
+    } else {
+        for d in &o.dirs {
+            let inside = d.inside.to_string_lossy();
+            let mut opts = vec!["nosuid", "nodev"];
+            if d.noexec {
+                opts.push("noexec");
+            }
+            match &d.outside {
+                None => {
+                    opts.push("mode=1777");
+                    m.push(mount(&inside, "tmpfs", "tmpfs", &opts));
+                }
+                Some(out) => {
+                    opts.push("rbind");
+                    opts.push(if d.writable { "rw" } else { "rro" });
+                    m.push(mount(&inside, "bind", &out.to_string_lossy(), &opts));
+                }
+            }
+        }
+    }
+    m
+}
+
+/// The rlimits of a run: the CPU backstop one second past the kill time (the poller kills
+/// first), the output limit as the file size limit, no core files.
+pub fn rlimits(o: &Options) -> Vec<Value> {
+    let mut r = vec![json!({"type": "RLIMIT_CORE", "soft": 0, "hard": 0})];
+    if let Some(t) = o.time {
+        let secs = (t + o.extra_time).ceil() as u64 + 1;
+        r.push(json!({"type": "RLIMIT_CPU", "soft": secs, "hard": secs + 1}));
+    }
+    if let Some(b) = o.output {
+        r.push(json!({"type": "RLIMIT_FSIZE", "soft": b, "hard": b}));
+    }
+    if let Some(b) = o.stack {
+        r.push(json!({"type": "RLIMIT_STACK", "soft": b, "hard": b}));
+    }
+    if let Some(n) = o.open_files {
+        r.push(json!({"type": "RLIMIT_NOFILE", "soft": n, "hard": n}));
+    }
+    r
+}
+
+/// The cgroup resources: memory with swap off, pids, cpus.
+pub fn resources(o: &Options) -> Value {
+    let mut r = json!({});
+    if let Some(m) = o.memory {
+        r["memory"] = json!({"limit": m, "swap": m});
+    }
+    if let Some(p) = o.pids {
+        r["pids"] = json!({"limit": p});
+    }
+    if let Some(c) = &o.cpus {
+        r["cpu"] = json!({"cpus": c});
+    }
+    r
+}
+
+/// The whole spec of one run, as JSON.
+pub fn spec_json(
+    o: &Options,
+    top: &[TopLevel],
+    cwd: &Path,
+    caller_env: &[(String, String)],
+    cgroup: &str,
+    seccomp: &Value,
+) -> Value {
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "mount"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "cgroup"}),
+    ];
+    if !o.share_net {
+        namespaces.push(json!({"type": "network"}));
+    }
+    let no_caps: Vec<String> = Vec::new();
+    json!({
+        "ociVersion": crate::spec::OCI_VERSION_MAX,
+        "root": {"path": SKELETON, "readonly": true},
+        "hostname": "sandbox",
+        "process": {
+            "terminal": false,
+            "user": {"uid": o.uid, "gid": o.gid, "umask": 0o022},
+            "args": o.args,
+            "env": environment(o, caller_env),
+            "cwd": workdir(o, cwd),
+            "capabilities": {
+                "bounding": no_caps, "effective": no_caps, "inheritable": no_caps,
+                "permitted": no_caps, "ambient": no_caps,
+            },
+            "rlimits": rlimits(o),
+            "noNewPrivileges": true,
+        },
+        "mounts": mounts(o, top, cwd),
+        "linux": {
+            "namespaces": namespaces,
+            "cgroupsPath": cgroup,
+            "resources": resources(o),
+            "seccomp": seccomp,
+            "maskedPaths": [
+                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+            ],
+            "readonlyPaths": [
+                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+            ],
+        },
+    })
+}
+
+/// Build and validate the plan of one run.
+pub fn build(o: &Options, cgroup: &str, seccomp: &Value) -> Result<Plan, PlanError> {
+    let top = host_top_level()?;
+    ensure_skeleton(Path::new(SKELETON), &top)?;
+    let cwd = std::env::current_dir().map_err(|source| PlanError::Skeleton {
+        path: PathBuf::from("."),
+        source,
+    })?;
+    let caller: Vec<(String, String)> = std::env::vars().collect();
+    let v = spec_json(o, &top, &cwd, &caller, cgroup, seccomp);
+    let spec: Spec = serde_json::from_value(v).map_err(|e| PlanError::Spec(e.to_string()))?;
+    let bundle = Path::new(SKELETON).parent().unwrap_or(Path::new("/"));
+    Ok(crate::spec::inmemory::plan_from_spec(spec, bundle)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::limits::DirRule;
+    use super::*;
+
+    #[test]
+    fn spec_is_valid_json_for_oci_spec() {
+        let mut o = Options {
+            args: vec!["/bin/true".into()],
+            time: Some(1.5),
+            memory: Some(64 << 20),
+            output: Some(1 << 20),
+            ..Options::default()
+        };
+        let top = vec![
+            TopLevel::Dir("usr".into()),
+            TopLevel::Link("bin".into(), "usr/bin".into()),
+        ];
+        let v = spec_json(
+            &o,
+            &top,
+            Path::new("/work/x"),
+            &[],
+            "/husk-sandbox/t",
+            &super::super::profile::judge_profile(),
+        );
+        let spec: Spec = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(spec.process().as_ref().unwrap().cwd(), Path::new("/work/x"));
+        let dests: Vec<&str> = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            dests,
+            ["/usr", "/proc", "/dev", "/dev/shm", "/tmp", "/run", "/work/x"]
+        );
+        let rl = &v["process"]["rlimits"];
+        assert!(rl
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["type"] == "RLIMIT_CPU" && r["soft"] == 3));
+        assert_eq!(v["linux"]["resources"]["memory"]["swap"], 64 << 20);
+
+        o.dirs = vec![DirRule::parse("/box=/srv:rw").unwrap()];
+        o.share_net = true;
+        let v = spec_json(&o, &top, Path::new("/work/x"), &[], "/t", &json!(null));
+        let last = v["mounts"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["destination"], "/box");
+        assert_eq!(last["source"], "/srv");
+        assert_eq!(v["process"]["cwd"], "/");
+        assert!(!v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "network"));
+    }
+}

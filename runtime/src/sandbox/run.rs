@@ -1,0 +1,456 @@
+//! One run: create the cgroup, spawn the plan through [`process::spawn`] (no exec.fifo: the
+//! init execs as soon as it is ready), watch CPU and wall time until the program ends, then
+//! measure and name the verdict.
+//!
+//! The CPU limit is enforced by polling the cgroup's usage. Each poll sleeps for the time the
+//! remaining budget takes to run out at full speed on every allowed CPU (at most 100 ms, at
+//! least 1 ms), so the kill lands within about one millisecond per CPU of the limit, and an
+//! idle or sleeping program costs ten reads a second. `RLIMIT_CPU` one second later is the
+//! backstop should the runtime itself be stopped.
+
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::limits::Options;
+use super::stats::{self, Stats};
+use super::verdict::{Status, Verdict};
+use crate::cgroups::Cgroup;
+use crate::init::reaper::{Report, REPORT_FIELDS};
+use crate::process::spawn::{self, Observer};
+use crate::process::ProcessError;
+use crate::spec::Plan;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("open {what} {path:?}: {source}")]
+    Stdio {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("{step}: {source}")]
+    Step {
+        step: &'static str,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("create the sandbox cgroup: {0}")]
+    Cgroup(#[from] crate::cgroups::CgroupError),
+}
+
+/// A running program and how to watch it.
+pub struct Watch {
+    pub pid: i32,
+    pub started: Instant,
+    /// CPU time the cgroup had used when the program was handed over (the runtime's set-up).
+    pub cpu_base: u64,
+    /// OOM kills the cgroup had seen before (a pool slot's cgroup outlives its jobs).
+    pub oom_base: u64,
+    pub stats: Stats,
+}
+
+/// Why the sandbox killed the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kill {
+    Time,
+    Wall,
+}
+
+/// How many CPUs the program can run on at once (for the poll interval).
+fn cpus(o: &Options) -> u64 {
+    o.cpus
+        .as_deref()
+        .and_then(|c| crate::process::cpuset::parse(c).ok())
+        .map(|v| v.len() as u64)
+        .or_else(|| {
+            std::thread::available_parallelism()
+                .ok()
+                .map(|n| n.get() as u64)
+        })
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// `pidfd_open(2)`: a descriptor that polls readable when the process exits.
+pub fn pidfd_open(pid: i32) -> Result<OwnedFd, nix::Error> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = nix::errno::Errno::result(fd)?;
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Wait for the program, killing it at the CPU or wall limit. Returns why it was killed.
+pub fn watch(w: &Watch, o: &Options) -> Result<Option<Kill>, RunError> {
+    let pidfd = pidfd_open(w.pid).map_err(|source| RunError::Step {
+        step: "watch the program (pidfd_open)",
+        source,
+    })?;
+    let ncpu = cpus(o);
+    let cpu_kill_ns = o
+        .time
+        .map(|t| ((t + o.extra_time) * 1e9) as u64)
+        .filter(|_| w.stats.cpu_ns().is_some());
+    let wall = o.wall_time.map(Duration::from_secs_f64);
+    loop {
+        let mut timeout: Option<Duration> = None;
+        if let Some(limit) = cpu_kill_ns {
+            let used = w.stats.cpu_ns().unwrap_or(0).saturating_sub(w.cpu_base);
+            if used >= limit {
+                kill(w.pid);
+                return Ok(Some(Kill::Time));
+            }
+            let left = Duration::from_nanos((limit - used) / ncpu);
+            timeout = Some(left.clamp(Duration::from_millis(1), Duration::from_millis(100)));
+        }
+        if let Some(wall) = wall {
+            let elapsed = w.started.elapsed();
+            if elapsed >= wall {
+                kill(w.pid);
+                return Ok(Some(Kill::Wall));
+            }
+            let left = wall - elapsed;
+            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        }
+        if exited(&pidfd, timeout)? {
+            return Ok(None);
+        }
+    }
+}
+
+fn exited(pidfd: &OwnedFd, timeout: Option<Duration>) -> Result<bool, RunError> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    let ms = match timeout {
+        // Round up: a zero timeout would spin.
+        Some(t) => PollTimeout::try_from(t.as_micros().div_ceil(1000).max(1) as i32)
+            .unwrap_or(PollTimeout::MAX),
+        None => PollTimeout::NONE,
+    };
+    match poll(&mut fds, ms) {
+        Ok(n) => Ok(n > 0),
+        Err(nix::errno::Errno::EINTR) => Ok(false),
+        Err(source) => Err(RunError::Step {
+            step: "poll the program",
+            source,
+        }),
+    }
+}
+
+/// Kill the program's pid namespace: its init's death takes every process in it along.
+fn kill(pid: i32) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+}
+
+/// What the program's end looked like: from the reaper's report when it wrote one, else (the
+/// sandbox killed the namespace) from the init's own wait status.
+pub fn ended(pid: i32, report: Option<&OwnedFd>) -> Result<Report, RunError> {
+    let (status, ru) = reap(pid)?;
+    if let Some(fd) = report {
+        let mut buf = [0u8; REPORT_FIELDS * 8];
+        if let Ok(n) = nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+            if let Some(r) = Report::decode(&buf[..n]) {
+                return Ok(r);
+            }
+        }
+    }
+    let us = |t: libc::timeval| t.tv_sec * 1_000_000 + t.tv_usec;
+    Ok(Report {
+        status,
+        utime_us: us(ru.ru_utime),
+        stime_us: us(ru.ru_stime),
+        maxrss_kb: ru.ru_maxrss,
+        nvcsw: ru.ru_nvcsw,
+        nivcsw: ru.ru_nivcsw,
+    })
+}
+
+/// Reap a child: its wait status and resource usage.
+pub fn reap(pid: i32) -> Result<(libc::c_int, libc::rusage), RunError> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is a plain C struct; all-zero is a valid value to be overwritten.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `status` and `ru` are valid for writes for the duration of the call.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        match nix::errno::Errno::result(r) {
+            Ok(_) => return Ok((status, ru)),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(source) => {
+                return Err(RunError::Step {
+                    step: "wait for the program",
+                    source,
+                })
+            }
+        }
+    }
+}
+
+/// Name the verdict from what was measured.
+pub fn verdict(o: &Options, w: &mut Watch, killed: Option<Kill>, r: &Report) -> Verdict {
+    let status = r.status;
+    let wall = w.started.elapsed().as_secs_f64();
+    let cpu = match w.stats.cpu_ns() {
+        Some(ns) => ns.saturating_sub(w.cpu_base) as f64 / 1e9,
+        None => (r.utime_us + r.stime_us) as f64 / 1e6,
+    };
+    let cg_peak_kb = w.stats.peak_bytes().map(|b| b / 1024);
+    let oom = w.stats.oom_kills().unwrap_or(0) > w.oom_base;
+    let (exit_code, signal) = if libc::WIFEXITED(status) {
+        (Some(libc::WEXITSTATUS(status)), None)
+    } else if libc::WIFSIGNALED(status) {
+        (None, Some(libc::WTERMSIG(status)))
+    } else {
+        (None, None)
+    };
+    let over_time = o.time.is_some_and(|t| cpu > t);
+    // A shell reports a child killed by SIGXFSZ as status 128+25; a file of the caller's at
+    // the limit was cut there.
+    let over_output = o.output.is_some_and(|limit| {
+        exit_code == Some(128 + libc::SIGXFSZ)
+            || [&o.stdout, &o.stderr]
+                .into_iter()
+                .flatten()
+                .any(|p| std::fs::metadata(p).is_ok_and(|m| m.len() >= limit))
+    });
+    let (st, message) = match (killed, signal) {
+        (Some(Kill::Time), _) => (Status::TLE, "CPU time limit exceeded"),
+        (Some(Kill::Wall), _) => (Status::WLE, "wall time limit exceeded"),
+        _ if oom => (Status::MLE, "memory limit exceeded"),
+        (_, Some(libc::SIGXFSZ)) => (Status::OLE, "output limit exceeded"),
+        (_, Some(libc::SIGXCPU)) => (Status::TLE, "CPU time limit exceeded"),
+        _ if over_time => (
+            Status::TLE,
+            "CPU time limit exceeded (during the grace time)",
+        ),
+        _ if over_output => (Status::OLE, "output limit exceeded"),
+        (_, Some(_)) => (Status::SG, ""),
+        _ if exit_code != Some(0) => (Status::RE, ""),
+        _ => (Status::OK, ""),
+    };
+    Verdict {
+        index: None,
+        status: st,
+        exit_code,
+        signal,
+        cpu_time_s: cpu,
+        wall_time_s: wall,
+        max_rss_kb: cg_peak_kb.unwrap_or(r.maxrss_kb.max(0) as u64),
+        oom_killed: oom,
+        csw_voluntary: r.nvcsw.max(0) as u64,
+        csw_forced: r.nivcsw.max(0) as u64,
+        message: message.into(),
+        rusage_max_rss_kb: r.maxrss_kb.max(0) as u64,
+        cg_mem_kb: cg_peak_kb,
+        killed: killed.is_some() || oom,
+    }
+}
+
+/// The program's stdin/stdout/stderr while the init is created (it inherits fds 0-2), and the
+/// caller's back afterwards.
+pub struct Stdio {
+    saved: Vec<(RawFd, OwnedFd)>,
+}
+
+fn open_file(what: &'static str, path: &Path, write: bool) -> Result<OwnedFd, RunError> {
+    use nix::fcntl::OFlag;
+    let flags = if write {
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC
+    } else {
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC
+    };
+    crate::sys::open(path, flags, nix::sys::stat::Mode::from_bits_truncate(0o644)).map_err(
+        |source| RunError::Stdio {
+            what,
+            path: path.to_path_buf(),
+            source,
+        },
+    )
+}
+
+impl Stdio {
+    pub fn redirect(o: &Options) -> Result<Stdio, RunError> {
+        let mut files = Vec::new();
+        for (fd, what, path, write) in [
+            (0, "--stdin", &o.stdin, false),
+            (1, "--stdout", &o.stdout, true),
+            (2, "--stderr", &o.stderr, true),
+        ] {
+            if let Some(p) = path {
+                files.push((fd, open_file(what, p, write)?));
+            }
+        }
+        let mut s = Stdio { saved: Vec::new() };
+        for (fd, file) in files {
+            let step = |source| RunError::Step {
+                step: "redirect stdio",
+                source,
+            };
+            let saved =
+                nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)).map_err(step)?;
+            // SAFETY: F_DUPFD_CLOEXEC just returned this descriptor; we own it.
+            let saved = unsafe { OwnedFd::from_raw_fd(saved) };
+            nix::unistd::dup2(file.as_raw_fd(), fd).map_err(step)?;
+            s.saved.push((fd, saved));
+        }
+        Ok(s)
+    }
+}
+
+impl Drop for Stdio {
+    fn drop(&mut self) {
+        for (fd, saved) in self.saved.drain(..) {
+            let _ = nix::unistd::dup2(saved.as_raw_fd(), fd);
+        }
+    }
+}
+
+/// Join the cgroup and bring up loopback in the new network namespace, before the init may
+/// run anything of the user's (spawn's sync 1).
+struct Joiner<'a> {
+    cgroup: &'a Cgroup,
+    netns: bool,
+}
+
+impl Observer for Joiner<'_> {
+    fn cloned(&mut self, _pid: i32) -> Result<(), String> {
+        Ok(())
+    }
+    fn hooks(&mut self, _pid: i32) -> Result<(), String> {
+        Ok(())
+    }
+    fn join_cgroup(&mut self, pid: i32, move_needed: bool) -> Result<(), String> {
+        if move_needed {
+            self.cgroup.add_pid(pid).map_err(|e| e.to_string())?;
+        }
+        if self.netns {
+            super::net::loopback_up_in(pid).map_err(|e| format!("bring up loopback: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Is an init failure the program's own (it doesn't exist) rather than the sandbox's?
+fn missing_program(message: &str) -> bool {
+    message.contains("executable file not found") || message.contains("no such executable")
+}
+
+/// Run `plan` in the (already created) `cgroup` and return the verdict. Internal failures
+/// come back as an XX verdict.
+pub fn run_plan(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Verdict {
+    match run_inner(o, plan, cgroup) {
+        Ok(v) => v,
+        Err(Failure::Missing(m)) => {
+            let mut v = Verdict::internal(m);
+            v.status = Status::RE;
+            v.exit_code = Some(127);
+            v
+        }
+        Err(Failure::Internal(m)) => Verdict::internal(m),
+    }
+}
+
+enum Failure {
+    Missing(String),
+    Internal(String),
+}
+
+fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failure> {
+    let internal = |e: &dyn std::error::Error| Failure::Internal(crate::init::chain(e));
+    let mut stats = Stats::open(stats::host(), cgroup.path());
+    let stdio = Stdio::redirect(o).map_err(|e| internal(&e))?;
+    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
+        internal(&RunError::Step {
+            step: "create the status pipe",
+            source: e,
+        })
+    })?;
+    let opts = spawn::Options {
+        fifo: None,
+        console: None,
+        no_pivot: false,
+        preserve_fds: 0,
+        id: "sandbox".into(),
+        // keyctl is blocked by the filter, so the caller's session keyring is out of reach.
+        new_keyring: false,
+        status_fd: Some(report_w.as_raw_fd()),
+        cgroup_join: cgroup.open_join().ok(),
+        seccomp_listener: None,
+    };
+    let mut joiner = Joiner {
+        cgroup,
+        netns: plan
+            .namespaces
+            .new
+            .contains(nix::sched::CloneFlags::CLONE_NEWNET),
+    };
+    let spawned = spawn::spawn(plan, opts, &mut joiner);
+    drop(stdio);
+    drop(report_w);
+    let pid = match spawned {
+        Ok(pid) => pid,
+        Err(ProcessError::Init(m)) if missing_program(&m) => return Err(Failure::Missing(m)),
+        Err(e) => return Err(internal(&e)),
+    };
+    let started = Instant::now();
+    stats.reset_peak();
+    let cpu_base = stats.cpu_ns().unwrap_or(0);
+    let mut w = Watch {
+        pid,
+        started,
+        cpu_base,
+        oom_base: 0,
+        stats,
+    };
+    let killed = match watch(&w, o) {
+        Ok(k) => k,
+        Err(e) => {
+            kill(pid);
+            let _ = reap(pid);
+            return Err(internal(&e));
+        }
+    };
+    let report = ended(pid, Some(&report_r)).map_err(|e| internal(&e))?;
+    Ok(verdict(o, &mut w, killed, &report))
+}
+
+/// Options → plan → cgroup → run → cleanup: one complete sandboxed run.
+pub fn run(o: &Options, seccomp: &serde_json::Value, seq: u64) -> Verdict {
+    let name = format!(
+        "{}/{}-{seq}",
+        super::plan::CGROUP_PARENT,
+        std::process::id()
+    );
+    let plan = match super::plan::build(o, &name, seccomp) {
+        Ok(p) => p,
+        Err(e) => return Verdict::internal(crate::init::chain(&e)),
+    };
+    let cgroup = match Cgroup::resolve(Some(Path::new(&name)), "sandbox", false) {
+        Ok(c) => c,
+        Err(e) => return Verdict::internal(crate::init::chain(&e)),
+    };
+    let resources = plan
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref());
+    if let Err(e) = cgroup.create(resources) {
+        return Verdict::internal(format!(
+            "create the sandbox cgroup: {}",
+            crate::init::chain(&e)
+        ));
+    }
+    let v = run_plan(o, &plan, &cgroup);
+    if let Err(e) = cgroup.destroy() {
+        if v.status != Status::XX {
+            let mut v = v;
+            v.message = format!("remove the sandbox cgroup: {}", crate::init::chain(&e));
+            return v;
+        }
+    }
+    v
+}

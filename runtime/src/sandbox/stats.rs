@@ -1,0 +1,202 @@
+//! Reading a sandbox's cgroup: CPU time, peak memory and OOM kills, on v1 (`cpuacct.usage`,
+//! `memory.max_usage_in_bytes`, `memory.oom_control`) and v2 (`cpu.stat`, `memory.peak`,
+//! `memory.events`). Read straight from the files: these are the few numbers a verdict needs,
+//! read many times a second while a run is polled.
+
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// Where the hierarchies the sandbox reads are mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hierarchies {
+    /// The unified hierarchy (with the cpu and memory controllers enabled in it).
+    V2(PathBuf),
+    /// v1: the hierarchies holding cpuacct and memory (either may be missing).
+    V1 {
+        cpuacct: Option<PathBuf>,
+        memory: Option<PathBuf>,
+    },
+}
+
+/// Parse `/proc/self/mountinfo` text for the hierarchies (pure v2 when `/sys/fs/cgroup` is a
+/// cgroup2 mount; otherwise v1 controllers by their super options).
+pub fn hierarchies_from(mountinfo: &str) -> Hierarchies {
+    let mut cpuacct = None;
+    let mut memory = None;
+    for line in mountinfo.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let Some(mp) = pre.split(' ').nth(4) else {
+            continue;
+        };
+        let mut post = post.split(' ');
+        let fstype = post.next().unwrap_or("");
+        let _source = post.next();
+        let opts = post.next().unwrap_or("");
+        if fstype == "cgroup2" && mp == "/sys/fs/cgroup" {
+            return Hierarchies::V2(PathBuf::from(mp));
+        }
+        if fstype == "cgroup" {
+            for o in opts.split(',') {
+                match o {
+                    "cpuacct" if cpuacct.is_none() => cpuacct = Some(PathBuf::from(mp)),
+                    "memory" if memory.is_none() => memory = Some(PathBuf::from(mp)),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Hierarchies::V1 { cpuacct, memory }
+}
+
+pub fn host() -> &'static Hierarchies {
+    static H: OnceLock<Hierarchies> = OnceLock::new();
+    H.get_or_init(|| {
+        hierarchies_from(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+    })
+}
+
+/// The open stat files of one cgroup.
+pub struct Stats {
+    v2: bool,
+    cpu: Option<std::fs::File>,
+    peak: Option<std::fs::File>,
+    oom: Option<std::fs::File>,
+}
+
+fn join(base: &Path, cgroup: &Path, file: &str) -> PathBuf {
+    base.join(cgroup.strip_prefix("/").unwrap_or(cgroup))
+        .join(file)
+}
+
+impl Stats {
+    /// Nothing measured (a placeholder while the real one is lent out).
+    pub fn empty() -> Stats {
+        Stats {
+            v2: false,
+            cpu: None,
+            peak: None,
+            oom: None,
+        }
+    }
+
+    /// Open the files of `cgroup` (a path relative to each hierarchy's root). Missing files
+    /// leave that number unmeasured.
+    pub fn open(h: &Hierarchies, cgroup: &Path) -> Stats {
+        let open = |p: PathBuf| std::fs::File::open(p).ok();
+        match h {
+            Hierarchies::V2(base) => Stats {
+                v2: true,
+                cpu: open(join(base, cgroup, "cpu.stat")),
+                // Read-write: a write resets the peak for reads through this descriptor.
+                peak: std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(join(base, cgroup, "memory.peak"))
+                    .or_else(|_| std::fs::File::open(join(base, cgroup, "memory.peak")))
+                    .ok(),
+                oom: open(join(base, cgroup, "memory.events")),
+            },
+            Hierarchies::V1 { cpuacct, memory } => Stats {
+                v2: false,
+                cpu: cpuacct
+                    .as_ref()
+                    .and_then(|b| open(join(b, cgroup, "cpuacct.usage"))),
+                peak: memory.as_ref().and_then(|b| {
+                    std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .open(join(b, cgroup, "memory.max_usage_in_bytes"))
+                        .ok()
+                }),
+                oom: memory
+                    .as_ref()
+                    .and_then(|b| open(join(b, cgroup, "memory.oom_control"))),
+            },
+        }
+    }
+
+    /// CPU time used so far by the cgroup, in nanoseconds.
+    pub fn cpu_ns(&self) -> Option<u64> {
+        let f = self.cpu.as_ref()?;
+        let mut buf = [0u8; 256];
+        let n = f.read_at(&mut buf, 0).ok()?;
+        let text = std::str::from_utf8(&buf[..n]).ok()?;
+        if self.v2 {
+            key_value(text, "usage_usec").map(|us| us * 1000)
+        } else {
+            text.trim().parse().ok()
+        }
+    }
+
+    /// Forget the peak so far (the runtime's own set-up before exec).
+    pub fn reset_peak(&mut self) {
+        if let Some(f) = self.peak.as_mut() {
+            let _ = f.write_all(b"0");
+            let _ = f.rewind();
+        }
+    }
+
+    /// Peak memory in bytes.
+    pub fn peak_bytes(&mut self) -> Option<u64> {
+        let f = self.peak.as_mut()?;
+        let mut text = String::new();
+        f.rewind().ok()?;
+        f.read_to_string(&mut text).ok()?;
+        text.trim().parse().ok()
+    }
+
+    /// How many times the OOM killer ran in the cgroup.
+    pub fn oom_kills(&self) -> Option<u64> {
+        let mut buf = [0u8; 512];
+        let n = self.oom.as_ref()?.read_at(&mut buf, 0).ok()?;
+        key_value(std::str::from_utf8(&buf[..n]).ok()?, "oom_kill")
+    }
+}
+
+/// `key N` lines (cpu.stat, memory.events, memory.oom_control).
+pub fn key_value(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_hybrid_and_v2() {
+        let v1 = "33 25 0:28 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory\n\
+                  34 25 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+                  35 25 0:30 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            hierarchies_from(v1),
+            Hierarchies::V1 {
+                cpuacct: Some(PathBuf::from("/sys/fs/cgroup/cpu,cpuacct")),
+                memory: Some(PathBuf::from("/sys/fs/cgroup/memory")),
+            }
+        );
+        let v2 = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            hierarchies_from(v2),
+            Hierarchies::V2(PathBuf::from("/sys/fs/cgroup"))
+        );
+    }
+
+    #[test]
+    fn key_values() {
+        let t = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+        assert_eq!(key_value(t, "oom_kill"), Some(3));
+        assert_eq!(key_value(t, "under_oom"), Some(0));
+        assert_eq!(
+            key_value("usage_usec 1500\nuser_usec 1000\n", "usage_usec"),
+            Some(1500)
+        );
+        assert_eq!(key_value(t, "missing"), None);
+    }
+}

@@ -1,0 +1,662 @@
+//! Property test over `config.json`: ≥ 10,000 mutated real configs (from `husk spec` and
+//! `runc spec`: removed fields, type changes, boundary numbers, odd strings, unknown keys,
+//! duplicated array items, at random JSON paths) and random seccomp profiles, each handed to
+//! `husk run` with `/bin/true` as the process. husk must never panic or die of a signal, must
+//! answer with a clear error (exit 1 and exactly one stderr line) or run the container, and
+//! must leave nothing behind (state dir, cgroup, processes, mounts).
+//!
+//! Deterministic: `HUSK_FUZZ_SEED` (default fixed) and `HUSK_FUZZ_CASES` (per test, default
+//! 5,000 each for configs and seccomp profiles). A failing case's config is kept in
+//! /tmp/husk-fuzz-failures-<pid>/ for replay. Most cases are invalid and cost one ~3 ms
+//! `husk run`; the valid ones run /bin/true (~15 ms).
+mod common;
+
+use common::*;
+use serde_json::{json, Map, Value};
+use std::fs;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// xorshift64*: small, deterministic, good enough to pick mutations.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[self.below(v.len())]
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("HUSK_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5EC0_4A11_F022_2026)
+}
+
+fn cases(default: usize) -> usize {
+    std::env::var("HUSK_FUZZ_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+const STRINGS: &[&str] = &[
+    "",
+    ".",
+    "..",
+    "/",
+    "/../../../../etc",
+    "../../../../../tmp",
+    "relative/path",
+    "/proc/self/fd/3",
+    "/dev/null",
+    "a\nb",
+    "nul\u{0}byte",
+    "ünïcödé ☃",
+    "-1",
+    "0x10",
+    "SCMP_ACT_ALLOW",
+    "RLIMIT_NOFILE",
+    "CAP_SYS_ADMIN",
+    "CAP_BOGUS",
+    "mount",
+    "bogus",
+    "tmpfs",
+    "bind",
+    "ro",
+    "nosuid",
+    "size=1k",
+    "idmap",
+    "user",
+    "pid",
+    "network",
+    "cgroup",
+    "time",
+];
+
+fn random_string(r: &mut Rng) -> String {
+    match r.below(4) {
+        0 => "x".repeat(r.below(5000)),
+        1 => (0..r.below(40))
+            .map(|_| char::from_u32(r.below(0x2FF) as u32 + 1).unwrap_or('?'))
+            .collect(),
+        _ => r.pick(STRINGS).to_string(),
+    }
+}
+
+fn random_number(r: &mut Rng) -> Value {
+    match r.below(12) {
+        0 => json!(0),
+        1 => json!(-1),
+        2 => json!(u32::MAX),
+        3 => json!(u64::MAX),
+        4 => json!(i64::MIN),
+        5 => json!(1.5),
+        6 => json!(1e308),
+        7 => json!((1u64 << 53) + 1),
+        8 => json!(u32::MAX as u64 + 1),
+        9 => json!(65535),
+        _ => json!(r.next() % 100_000),
+    }
+}
+
+fn random_value(r: &mut Rng, depth: u32) -> Value {
+    match r.below(if depth > 2 { 4 } else { 7 }) {
+        0 => Value::Null,
+        1 => json!(r.chance(50)),
+        2 => random_number(r),
+        3 => json!(random_string(r)),
+        4 => Value::Array(
+            (0..r.below(4))
+                .map(|_| random_value(r, depth + 1))
+                .collect(),
+        ),
+        5 => {
+            let mut m = Map::new();
+            for _ in 0..r.below(4) {
+                m.insert(random_string(r), random_value(r, depth + 1));
+            }
+            Value::Object(m)
+        }
+        _ => json!([random_string(r)]),
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Seg {
+    Key(String),
+    Idx(usize),
+}
+
+/// Every JSON path of `v` (the root excluded).
+fn paths(v: &Value, prefix: &mut Vec<Seg>, out: &mut Vec<Vec<Seg>>) {
+    match v {
+        Value::Object(m) => {
+            for (k, c) in m {
+                prefix.push(Seg::Key(k.clone()));
+                out.push(prefix.clone());
+                paths(c, prefix, out);
+                prefix.pop();
+            }
+        }
+        Value::Array(a) => {
+            for (i, c) in a.iter().enumerate() {
+                prefix.push(Seg::Idx(i));
+                out.push(prefix.clone());
+                paths(c, prefix, out);
+                prefix.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+fn get_mut<'a>(v: &'a mut Value, path: &[Seg]) -> Option<&'a mut Value> {
+    let mut cur = v;
+    for s in path {
+        cur = match s {
+            Seg::Key(k) => cur.get_mut(k.as_str())?,
+            Seg::Idx(i) => cur.get_mut(*i)?,
+        };
+    }
+    Some(cur)
+}
+
+/// One mutation at a random path; returns a description.
+fn mutate(r: &mut Rng, cfg: &mut Value) -> String {
+    let mut all = Vec::new();
+    paths(cfg, &mut Vec::new(), &mut all);
+    let path = r.pick(&all).clone();
+    let name = path
+        .iter()
+        .map(|s| match s {
+            Seg::Key(k) => format!(".{k}"),
+            Seg::Idx(i) => format!("[{i}]"),
+        })
+        .collect::<String>();
+    let (parent_path, last) = path.split_at(path.len() - 1);
+    let op = r.below(7);
+    match op {
+        0 => {
+            // Remove the field or the array item.
+            if let Some(p) = get_mut(cfg, parent_path) {
+                match (&last[0], p) {
+                    (Seg::Key(k), Value::Object(m)) => {
+                        m.remove(k);
+                    }
+                    (Seg::Idx(i), Value::Array(a)) if *i < a.len() => {
+                        a.remove(*i);
+                    }
+                    _ => {}
+                }
+            }
+            format!("remove {name}")
+        }
+        1 => {
+            let v = random_value(r, 0);
+            if let Some(t) = get_mut(cfg, &path) {
+                *t = v;
+            }
+            format!("random value at {name}")
+        }
+        2 => {
+            // Type change keeping the content where possible.
+            if let Some(t) = get_mut(cfg, &path) {
+                *t = match t.take() {
+                    Value::String(s) => s
+                        .parse::<i64>()
+                        .map(|n| json!(n))
+                        .unwrap_or_else(|_| json!([s])),
+                    Value::Number(n) => json!(n.to_string()),
+                    Value::Bool(b) => json!(if b { 1 } else { 0 }),
+                    Value::Array(a) => json!({"0": Value::Array(a)}),
+                    Value::Object(o) => Value::Array(o.into_iter().map(|(_, v)| v).collect()),
+                    Value::Null => json!({}),
+                };
+            }
+            format!("type change at {name}")
+        }
+        3 => {
+            let n = random_number(r);
+            if let Some(t) = get_mut(cfg, &path) {
+                *t = n;
+            }
+            format!("number at {name}")
+        }
+        4 => {
+            let s = random_string(r);
+            if let Some(t) = get_mut(cfg, &path) {
+                *t = json!(s);
+            }
+            format!("string at {name}")
+        }
+        5 => {
+            // An unknown key in an object, or a duplicated array item.
+            let k = format!("husk-fuzz-{}", r.below(1000));
+            let v = random_value(r, 1);
+            if let Some(t) = get_mut(cfg, &path) {
+                match t {
+                    Value::Object(m) => {
+                        m.insert(k, v);
+                    }
+                    Value::Array(a) if !a.is_empty() => {
+                        let dup = a[0].clone();
+                        a.push(dup);
+                    }
+                    _ => {}
+                }
+            }
+            format!("extend {name}")
+        }
+        _ => {
+            if let Some(t) = get_mut(cfg, &path) {
+                if let Value::Array(a) = t {
+                    a.truncate(a.len() / 2);
+                } else {
+                    *t = Value::Null;
+                }
+            }
+            format!("truncate/null {name}")
+        }
+    }
+}
+
+/// Keeps the fuzzer off the host: the rootfs stays the case's, the cgroup is always the case's
+/// absolute path (absent, a runtime would put it under the caller's cgroup), and nothing may
+/// propagate mounts back to the host.
+fn sanitize(cfg: &mut Value, cgroups_path: &str) {
+    if let Some(p) = cfg.get_mut("root").and_then(|r| r.get_mut("path")) {
+        if p.is_string() {
+            *p = json!("rootfs");
+        }
+    }
+    if !cfg.get("linux").is_some_and(Value::is_object) {
+        cfg["linux"] = json!({});
+    }
+    cfg["linux"]["cgroupsPath"] = json!(cgroups_path);
+    if let Some(l) = cfg["linux"].as_object_mut() {
+        if l.get("rootfsPropagation")
+            .and_then(Value::as_str)
+            .is_some_and(|p| p.contains("shared"))
+        {
+            l.remove("rootfsPropagation");
+        }
+        // No hooks: they would run host programs.
+    }
+    if let Some(o) = cfg.as_object_mut() {
+        o.remove("hooks");
+    }
+    if let Some(ms) = cfg.get_mut("mounts").and_then(Value::as_array_mut) {
+        for m in ms {
+            if let Some(opts) = m.get_mut("options").and_then(Value::as_array_mut) {
+                opts.retain(|o| !o.as_str().is_some_and(|s| s.contains("shared")));
+            }
+        }
+    }
+}
+
+const SYSCALLS: &[&str] = &[
+    "read",
+    "write",
+    "openat",
+    "close",
+    "execve",
+    "exit_group",
+    "getpid",
+    "getppid",
+    "mmap",
+    "brk",
+    "arch_prctl",
+    "socket",
+    "personality",
+    "clone",
+    "clone3",
+    "unshare",
+    "mount",
+    "ptrace",
+    "kill",
+    "uname",
+    "getuid",
+    "ioctl",
+    "prctl",
+    "seccomp",
+    "fstat",
+    "newfstatat",
+    "rt_sigaction",
+    "set_tid_address",
+    "socketcall",
+    "waitpid",
+    "no_such_syscall",
+    "",
+];
+const ACTIONS: &[&str] = &[
+    "SCMP_ACT_ALLOW",
+    "SCMP_ACT_ALLOW",
+    "SCMP_ACT_ERRNO",
+    "SCMP_ACT_KILL",
+    "SCMP_ACT_KILL_THREAD",
+    "SCMP_ACT_KILL_PROCESS",
+    "SCMP_ACT_TRAP",
+    "SCMP_ACT_TRACE",
+    "SCMP_ACT_LOG",
+    "SCMP_ACT_NOTIFY",
+    "SCMP_ACT_BOGUS",
+];
+const ARCHES: &[&str] = &[
+    "SCMP_ARCH_X86_64",
+    "SCMP_ARCH_X86",
+    "SCMP_ARCH_X32",
+    "SCMP_ARCH_AARCH64",
+    "SCMP_ARCH_ARM",
+    "SCMP_ARCH_RISCV64",
+    "SCMP_ARCH_BOGUS",
+];
+const OPS: &[&str] = &[
+    "SCMP_CMP_NE",
+    "SCMP_CMP_LT",
+    "SCMP_CMP_LE",
+    "SCMP_CMP_EQ",
+    "SCMP_CMP_GE",
+    "SCMP_CMP_GT",
+    "SCMP_CMP_MASKED_EQ",
+    "SCMP_CMP_BOGUS",
+];
+const FLAGS: &[&str] = &[
+    "SECCOMP_FILTER_FLAG_TSYNC",
+    "SECCOMP_FILTER_FLAG_LOG",
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
+    "SECCOMP_FILTER_FLAG_BOGUS",
+];
+
+fn u64_value(r: &mut Rng) -> Value {
+    match r.below(6) {
+        0 => json!(0),
+        1 => json!(u64::MAX),
+        2 => json!(u32::MAX),
+        3 => json!(1u64 << 32),
+        4 => json!(-1),
+        _ => json!(r.next()),
+    }
+}
+
+fn u64_valid(r: &mut Rng) -> Value {
+    match r.below(5) {
+        0 => json!(0),
+        1 => json!(u64::MAX),
+        2 => json!(u32::MAX),
+        3 => json!(1u64 << 32),
+        _ => json!(r.next()),
+    }
+}
+
+/// A random seccomp profile: mostly well-formed (so it compiles and runs), sometimes not.
+fn random_profile(r: &mut Rng) -> Value {
+    // Three in four profiles use only valid pieces; the rest draw from everything.
+    let valid = r.chance(75);
+    let pick_valid = |r: &mut Rng, all: &[&'static str]| -> &'static str {
+        if valid {
+            // The bogus entry is always the last of each list.
+            all[r.below(all.len() - 1)]
+        } else {
+            all[r.below(all.len())]
+        }
+    };
+    let small = |r: &mut Rng| -> Value {
+        if valid {
+            json!(r.below(4096))
+        } else {
+            u64_value(r)
+        }
+    };
+    // /bin/true runs under most profiles: bias the default to ALLOW.
+    let default = if r.chance(60) {
+        "SCMP_ACT_ALLOW"
+    } else {
+        pick_valid(r, ACTIONS)
+    };
+    let mut p = json!({"defaultAction": default});
+    if r.chance(30) {
+        p["defaultErrnoRet"] = small(r);
+    }
+    if r.chance(70) {
+        let n = r.below(4);
+        let arches: Vec<&str> = if valid {
+            (0..n).map(|_| *r.pick(&ARCHES[..3])).collect()
+        } else {
+            (0..n).map(|_| *r.pick(ARCHES)).collect()
+        };
+        p["architectures"] = json!(arches);
+    }
+    if r.chance(20) {
+        p["flags"] = json!((0..r.below(3))
+            .map(|_| pick_valid(r, FLAGS))
+            .collect::<Vec<_>>());
+    }
+    if r.chance(if valid { 2 } else { 20 }) {
+        p["listenerPath"] = json!(format!("/nonexistent/husk-fuzz-{}.sock", r.below(100)));
+    }
+    let mut rules = Vec::new();
+    for _ in 0..r.below(24) {
+        let names: Vec<&str> = (0..1 + r.below(4))
+            .map(|_| pick_valid(r, SYSCALLS))
+            .collect();
+        let mut action = pick_valid(r, ACTIONS);
+        if valid && action == "SCMP_ACT_NOTIFY" {
+            action = "SCMP_ACT_ERRNO";
+        }
+        let mut rule = json!({"names": names, "action": action});
+        if r.chance(40) {
+            rule["errnoRet"] = small(r);
+        }
+        if r.chance(50) {
+            let args: Vec<Value> = (0..1 + r.below(4))
+                .map(|_| {
+                    json!({
+                        "index": if valid || r.chance(80) { json!(r.below(6)) } else { u64_value(r) },
+                        "value": if valid { u64_valid(r) } else { u64_value(r) },
+                        "valueTwo": if valid { u64_valid(r) } else { u64_value(r) },
+                        "op": pick_valid(r, OPS),
+                    })
+                })
+                .collect();
+            rule["args"] = json!(args);
+        }
+        rules.push(rule);
+    }
+    p["syscalls"] = json!(rules);
+    if !valid && r.chance(30) {
+        // And one structural mutation on top.
+        let mut wrapped = json!({"seccomp": p});
+        mutate(r, &mut wrapped);
+        return wrapped.get("seccomp").cloned().unwrap_or(Value::Null);
+    }
+    p
+}
+
+#[derive(Default)]
+struct Stats {
+    cases: usize,
+    errors: usize,
+    ran: usize,
+    failures: Vec<String>,
+}
+
+/// Runs one config through `husk run` and checks the answer and what is left behind.
+fn check_case(c: &Case, n: usize, cfg: &Value, what: &str, st: &mut Stats, keep: &PathBuf) {
+    let id = format!("fz{n}");
+    let text = serde_json::to_string(cfg).expect("encode config");
+    fs::write(c.bundle.join("config.json"), &text).expect("write config");
+    fs::write(&c.log, "").expect("truncate the log");
+    let s = c.spawn(&["run", "--bundle", &c.bundle_str(), &id]);
+    let (out_path, err_path) = (s.stdout.clone(), s.stderr.clone());
+    let out = s.wait(CMD_TIMEOUT);
+    let _ = fs::remove_file(out_path);
+    let _ = fs::remove_file(err_path);
+    st.cases += 1;
+    let stderr = out.stderr.trim_end();
+    // husk's own errors go to --log (JSON) as well; the container's stderr is the same file
+    // as husk's, so the log tells whose words stderr holds.
+    let errors: Vec<String> = c
+        .log_lines()
+        .iter()
+        .filter(|l| l["level"] == "error")
+        .map(|l| l["msg"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let mut problems = Vec::new();
+    match (out.code(), errors.first()) {
+        (None, _) => problems.push(format!("husk died of a signal: {}", out.status)),
+        (Some(0), Some(_)) => problems.push("exit 0 after logging an error".into()),
+        (Some(_), Some(msg)) => {
+            st.errors += 1;
+            // HUSK_FUZZ_SHOW=1: every error husk gave, to see what the generators produce.
+            if std::env::var_os("HUSK_FUZZ_SHOW").is_some() {
+                println!("case {n}: {msg}");
+            }
+            if msg.contains('\n') || stderr.lines().count() != 1 {
+                problems.push("error message is not one line".into());
+            }
+        }
+        // The container ran: its status and its stderr, nothing from husk.
+        (Some(_), None) => st.ran += 1,
+    }
+    if stderr.contains("panicked") || stderr.contains("RUST_BACKTRACE") {
+        problems.push("panic".into());
+    }
+    // Leftovers of this case: cheap checks every time, the /proc scan every 50 cases.
+    if c.root.join(&id).exists() {
+        problems.push(format!("state dir {id} left behind"));
+    }
+    let cgs = cgroup_dirs(&c.cgroups_path());
+    if !cgs.is_empty() {
+        problems.push(format!("cgroup left behind: {cgs:?}"));
+        for d in &cgs {
+            for pid in pids_in_cgroup(&c.cgroups_path()) {
+                // SAFETY: plain syscall; the pid is in this case's own cgroup.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            rmdir_tree(d);
+        }
+    }
+    if n.is_multiple_of(50) || !problems.is_empty() {
+        let marked = marked_pids(&c.id);
+        if !marked.is_empty() {
+            problems.push(format!("processes left behind: {marked:?}"));
+        }
+        let mounts = mounts_under(&c.dir);
+        if !mounts.is_empty() {
+            problems.push(format!("mounts left behind: {mounts:?}"));
+        }
+    }
+    if !problems.is_empty() {
+        let _ = c.rt(&["delete", "--force", &id]);
+        let _ = fs::create_dir_all(keep);
+        let file = keep.join(format!("{n}.json"));
+        let _ = fs::write(&file, &text);
+        st.failures.push(format!(
+            "case {n} ({what}): {}; exit {:?}; stderr {:?}; config {}",
+            problems.join(", "),
+            out.code(),
+            stderr.chars().take(300).collect::<String>(),
+            file.display()
+        ));
+    }
+}
+
+fn report(name: &str, st: &Stats, started: Instant) {
+    println!(
+        "{name}: {} cases in {:.1} s: {} clear errors, {} containers ran, {} failures",
+        st.cases,
+        started.elapsed().as_secs_f64(),
+        st.errors,
+        st.ran,
+        st.failures.len()
+    );
+    assert!(
+        st.failures.is_empty(),
+        "{name}: {} of {} cases failed (seed {}), first ones:\n{}",
+        st.failures.len(),
+        st.cases,
+        seed(),
+        st.failures
+            .iter()
+            .take(15)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+fn fuzz_case(name: &str) -> Option<(Case, PathBuf)> {
+    let c = Case::new(name)?;
+    let keep = std::env::temp_dir().join(format!("husk-fuzz-failures-{}", std::process::id()));
+    Some((c, keep))
+}
+
+#[test]
+fn fuzz_mutated_configs() {
+    let Some((c, keep)) = fuzz_case("fzcfg") else {
+        return;
+    };
+    let mark = format!("{MARK}={}", c.id);
+    let bases: Vec<Value> = [spec(&bin_under_test(), &[]), spec(&runc_bin(), &[])]
+        .into_iter()
+        .map(|mut b| {
+            b["process"]["terminal"] = json!(false);
+            b["process"]["args"] = json!(["/bin/true"]);
+            b["process"]["env"] = json!(["PATH=/bin:/usr/bin", mark.clone()]);
+            b
+        })
+        .collect();
+    let mut r = Rng(seed() ^ 0xC0F1);
+    let mut st = Stats::default();
+    let started = Instant::now();
+    for n in 0..cases(5000) {
+        let mut cfg = r.pick(&bases).clone();
+        let k = 1 + r.below(3);
+        let what: Vec<String> = (0..k).map(|_| mutate(&mut r, &mut cfg)).collect();
+        sanitize(&mut cfg, &c.cgroups_path());
+        check_case(&c, n, &cfg, &what.join("; "), &mut st, &keep);
+    }
+    report("mutated configs", &st, started);
+}
+
+#[test]
+fn fuzz_random_seccomp_profiles() {
+    let Some((c, keep)) = fuzz_case("fzsec") else {
+        return;
+    };
+    let mut base = spec(&runc_bin(), &[]);
+    base["process"]["terminal"] = json!(false);
+    base["process"]["args"] = json!(["/bin/true"]);
+    base["process"]["env"] = json!(["PATH=/bin:/usr/bin", format!("{MARK}={}", c.id)]);
+    let mut r = Rng(seed() ^ 0x5ECC);
+    let mut st = Stats::default();
+    let started = Instant::now();
+    for n in 0..cases(5000) {
+        let mut cfg = base.clone();
+        cfg["linux"]["seccomp"] = random_profile(&mut r);
+        // Half the profiles without no_new_privs: installed while still privileged.
+        if r.chance(50) {
+            cfg["process"]["noNewPrivileges"] = json!(false);
+        }
+        sanitize(&mut cfg, &c.cgroups_path());
+        check_case(&c, n, &cfg, "random seccomp profile", &mut st, &keep);
+    }
+    report("random seccomp profiles", &st, started);
+}
