@@ -105,13 +105,13 @@ pub fn spawn(plan: &Plan, opts: Options, obs: &mut dyn Observer) -> Result<i32, 
     };
     let restore = enter_for_children(plan)?;
     let parent_pid = nix::unistd::getpid().as_raw();
-    // SAFETY: the runtime is single-threaded (DESIGN §2); the child runs `child` and never
-    // returns to the caller's frames: it ends in execve or _exit.
     let mut join = opts.cgroup_join;
     let into = join
         .as_ref()
         .and_then(|j| j.into.as_ref())
         .map(|fd| fd.as_raw_fd());
+    // SAFETY: the runtime is single-threaded (DESIGN §2); the child runs `init::run` and never
+    // returns to the caller's frames: it ends in execve or _exit.
     let mut cloned = unsafe { sys::clone3_fork(flags.bits() as u64, into) };
     if cloned.is_err() && into.is_some() {
         // No CLONE_INTO_CGROUP here (old kernel, or a cgroup it refuses): the parent joins the
