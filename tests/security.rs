@@ -157,8 +157,10 @@ fn exec_process_cannot_reach_the_runtime_binary_via_proc_pid_exe() {
     let report = create.stdout.clone();
     create.wait(CMD_TIMEOUT).check();
     c.start().check();
+    // Each exec'd program lives long enough for the attacker to see it (it must see the
+    // programs, and never the runtime's stage before them).
     for _ in 0..EXECS {
-        exec(&c, &[], &["/bin/true"]).check();
+        exec(&c, &[], &["/bin/sleep", "0.05"]).check();
     }
     fs::write(c.rootfs().join("tmp/go"), "").expect("signal the attacker");
     wait_for("the attacker's verdict", Duration::from_secs(15), || {
