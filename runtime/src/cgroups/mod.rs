@@ -194,6 +194,29 @@ impl Cgroup {
     }
 }
 
+/// Every `hugepageLimits[].pageSize` must be a huge page size this host has (v1 and v2 alike).
+pub(crate) fn check_hugepage_sizes(
+    layout: &Layout,
+    limits: &[oci_spec::runtime::LinuxHugepageLimit],
+) -> Result<(), CgroupError> {
+    if layout.create_files {
+        return Ok(());
+    }
+    let sizes = hugepage_sizes();
+    for (i, l) in limits.iter().enumerate() {
+        if !sizes.contains(l.page_size()) {
+            return Err(CgroupError::config(
+                format!("linux.resources.hugepageLimits[{i}].pageSize"),
+                format!(
+                    "{:?} is not a huge page size of this host {sizes:?}",
+                    l.page_size()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Lexically clean `p` as an absolute path: `.` and `..` are resolved and can't climb above `/`
 /// (runc's CleanPath, so a cgroupsPath can't reach outside the hierarchy).
 fn clean(p: &Path) -> PathBuf {

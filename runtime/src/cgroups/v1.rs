@@ -7,7 +7,7 @@ use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxResources};
 
 use super::devices::{self, DeviceRule};
 use super::layout::{self, Layout};
-use super::{hugepage_sizes, nonzero, CgroupError};
+use super::{nonzero, CgroupError};
 
 /// Check every field against the mounted v1 controllers. Files that exist only in non-root cgroups
 /// (e.g. `blkio.bfq.weight`) are left to the write, whose error names the file.
@@ -105,18 +105,7 @@ pub(crate) fn validate(layout: &Layout, r: &LinuxResources) -> Result<(), Cgroup
         if !h.is_empty() {
             need("hugetlb", "linux.resources.hugepageLimits")?;
         }
-        let sizes = hugepage_sizes();
-        for (i, l) in h.iter().enumerate() {
-            if !layout.create_files && !sizes.contains(l.page_size()) {
-                return Err(CgroupError::config(
-                    format!("linux.resources.hugepageLimits[{i}].pageSize"),
-                    format!(
-                        "{:?} is not a huge page size of this host {sizes:?}",
-                        l.page_size()
-                    ),
-                ));
-            }
-        }
+        super::check_hugepage_sizes(layout, h)?;
     }
     if let Some(n) = r.network() {
         if n.class_id().is_some() {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxResources};
 
 use super::layout::{self, Layout, Mode};
-use super::{hugepage_sizes, nonzero, CgroupError};
+use super::{nonzero, CgroupError};
 
 /// runc's ConvertCPUSharesToCgroupV2Value: maps shares [2, 262144] onto weight [1, 10000].
 pub fn shares_to_weight(shares: u64) -> u64 {
@@ -124,18 +124,7 @@ pub(crate) fn validate(layout: &Layout, r: &LinuxResources) -> Result<(), Cgroup
         if !h.is_empty() {
             need("hugetlb", "linux.resources.hugepageLimits")?;
         }
-        let sizes = hugepage_sizes();
-        for (i, l) in h.iter().enumerate() {
-            if !layout.create_files && !sizes.contains(l.page_size()) {
-                return Err(CgroupError::config(
-                    format!("linux.resources.hugepageLimits[{i}].pageSize"),
-                    format!(
-                        "{:?} is not a huge page size of this host {sizes:?}",
-                        l.page_size()
-                    ),
-                ));
-            }
-        }
+        super::check_hugepage_sizes(layout, h)?;
     }
     if let Some(n) = r.network() {
         if n.class_id().is_some() {

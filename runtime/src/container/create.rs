@@ -165,6 +165,7 @@ fn build(
             id: opts.id.clone(),
             new_keyring: !opts.no_new_keyring,
             // Without these descriptors the parent falls back to writing cgroup.procs.
+            close_in_child: dir.lock_fd().into_iter().collect(),
             cgroup_join: if have_cgroup {
                 cgroup.open_join().ok()
             } else {

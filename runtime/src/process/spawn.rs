@@ -59,6 +59,8 @@ pub struct Options {
     pub status_fd: Option<std::os::fd::RawFd>,
     /// The seccomp agent's socket, connected (`linux.seccomp.listenerPath`).
     pub seccomp_listener: Option<OwnedFd>,
+    /// Descriptors of the caller's the init closes first thing (the state directory's lock).
+    pub close_in_child: Vec<std::os::fd::RawFd>,
 }
 
 fn time_flag() -> CloneFlags {
@@ -124,6 +126,9 @@ pub fn spawn(plan: &Plan, opts: Options, obs: &mut dyn Observer) -> Result<i32, 
     match cloned {
         Ok(0) => {
             drop(parent_end);
+            for fd in &opts.close_in_child {
+                let _ = nix::unistd::close(*fd);
+            }
             let init = Init {
                 plan,
                 chan: child_end,

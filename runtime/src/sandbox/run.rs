@@ -380,6 +380,7 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
         status_fd: Some(report_w.as_raw_fd()),
         cgroup_join: cgroup.open_join().ok(),
         seccomp_listener: None,
+        close_in_child: Vec::new(),
     };
     let mut joiner = Joiner {
         cgroup,

@@ -153,6 +153,13 @@ impl StateDir {
         })
     }
 
+    /// The descriptor holding the lock, which a child of the locker must not keep (a killed
+    /// `create` would otherwise leave the lock held by its half-made init).
+    pub fn lock_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self._lock.as_ref().map(|l| l.as_raw_fd())
+    }
+
     pub fn fifo_path(&self) -> PathBuf {
         self.dir.join(EXEC_FIFO)
     }

@@ -30,6 +30,7 @@ pub struct EventsArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct UpdateArgs {
     /// Resources as JSON (linux.resources); "-" reads stdin.
     #[arg(short = 'r', long)]
