@@ -314,6 +314,10 @@ fn pause_freezes_resume_thaws() {
     c.kill("KILL").check();
 }
 
+/// How long the churn lets `delete --force` run before calling it hung (well above its normal
+/// few milliseconds, well below the harness's 30 s, so a run with several hangs still ends).
+const DELETE_HANG: Duration = Duration::from_secs(10);
+
 /// xorshift64*: enough randomness for choosing steps, reproducible from the printed seed.
 struct Rng(u64);
 impl Rng {
@@ -385,7 +389,7 @@ fn churn_leaves_nothing_behind() {
     let mut config = c.config.clone();
     config["process"]["args"] = json!(["/bin/sleep", "1000"]);
     let start = Instant::now();
-    let (mut killed_ctr, mut killed_husk, mut notes) = (0, 0, Vec::new());
+    let (mut killed_ctr, mut killed_husk, mut hung, mut notes) = (0, 0, 0, Vec::new());
     for n in 0..cycles {
         let id = format!("{}-{n}", c.id);
         c.track_id(&id);
@@ -400,10 +404,13 @@ fn churn_leaves_nothing_behind() {
         fs::write(bundle.join("config.json"), text).expect("write churn config");
         let b = bundle.to_string_lossy().into_owned();
         let violent = n % 4 == 3;
+        let mut what = String::new();
         if violent && rng.below(2) == 0 {
             // SIGKILL husk itself at a random moment of `create`.
             let mut s = c.spawn(&["create", "--bundle", &b, &id]);
-            std::thread::sleep(Duration::from_micros(rng.below(30_000)));
+            let delay = rng.below(30_000);
+            std::thread::sleep(Duration::from_micros(delay));
+            what = format!("husk create SIGKILLed after {delay} us");
             // SAFETY: plain syscall on the husk process this test spawned and has not reaped.
             unsafe { libc::kill(s.child.id() as i32, libc::SIGKILL) };
             let _ = s.child.wait();
@@ -421,6 +428,7 @@ fn churn_leaves_nothing_behind() {
                 // SAFETY: plain syscall; pid is the container init `state` just reported.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
                 killed_ctr += 1;
+                what = format!("container init {pid} SIGKILLed ({})", st["status"]);
             } else {
                 c.rt(&["start", &id]).check();
                 c.rt(&["kill", &id, "KILL"]).check();
@@ -434,14 +442,43 @@ fn churn_leaves_nothing_behind() {
             }
         }
         if violent {
-            let out = c.rt(&["delete", "--force", &id]);
-            if !out.ok() {
-                notes.push(format!("cycle {n}: delete --force: {}", out.stderr.trim()));
+            let mut s = c.spawn(&["delete", "--force", &id]);
+            let deadline = Instant::now() + DELETE_HANG;
+            while matches!(s.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if matches!(s.child.try_wait(), Ok(None)) {
+                let _ = s.child.kill();
+                let _ = s.child.wait();
+                let state = fs::read_dir(c.root.join(&id))
+                    .map(|rd| rd.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+                    .unwrap_or_default();
+                // Note it and unblock: kill what sits in the container's cgroup (it may hold the
+                // lock delete waits for), then let the churn go on to find other leaks.
+                notes.push(format!(
+                    "cycle {n} ({what}): `delete --force` hung for {DELETE_HANG:?}; state dir \
+                     {state:?}; leftovers {:?}",
+                    churn_leftovers(&c, std::slice::from_ref(&id)),
+                ));
+                hung += 1;
+                for pid in pids_in_cgroup(&format!("/husk-test-{id}")) {
+                    // SAFETY: plain syscall; the pid is in this test's own container cgroup.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                let _ = c.rt(&["delete", "--force", &id]);
+            }
+            let err = fs::read_to_string(&s.stderr).unwrap_or_default();
+            if !err.trim().is_empty() {
+                notes.push(format!(
+                    "cycle {n} ({what}): delete --force: {}",
+                    err.trim()
+                ));
             }
         }
         let left = churn_leftovers(&c, std::slice::from_ref(&id));
         if !left.is_empty() {
-            notes.push(format!("cycle {n} (violent: {violent}) left {left:?}"));
+            notes.push(format!("cycle {n} ({what}) left {left:?}"));
         }
     }
     let secs = start.elapsed().as_secs_f64();
@@ -456,4 +493,5 @@ fn churn_leaves_nothing_behind() {
         println!("churn: {n}");
     }
     assert!(left.is_empty(), "churn left behind: {left:#?}\n{notes:#?}");
+    assert_eq!(hung, 0, "`delete --force` hung: {notes:#?}");
 }
