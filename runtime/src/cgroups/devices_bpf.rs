@@ -144,6 +144,7 @@ pub fn program(rules: &[DeviceRule]) -> Result<Vec<Insn>, CgroupError> {
     a.put(insn(LDX_W, R4, R1, 4, 0));
     a.put(insn(LDX_W, R5, R1, 8, 0));
     let deny = a.label();
+    let mut denies = false;
     for (bit, ch) in [(ACC_MKNOD, 'm'), (ACC_READ, 'r'), (ACC_WRITE, 'w')] {
         let check = a.label();
         let next_bit = a.label();
@@ -151,10 +152,13 @@ pub fn program(rules: &[DeviceRule]) -> Result<Vec<Insn>, CgroupError> {
         a.jump(JMP_JA, 0, 0, next_bit);
         a.here(check);
         // Last match wins: test the rules from the last one back.
+        let mut decided = false;
         for r in rules.iter().rev() {
             if r.kind == 'a' {
                 // Matches every device and access: nothing before it is reachable.
                 a.jump(JMP_JA, 0, 0, if r.allow { next_bit } else { deny });
+                denies |= !r.allow;
+                decided = true;
                 break;
             }
             if !r.access.contains(ch) {
@@ -176,15 +180,22 @@ pub fn program(rules: &[DeviceRule]) -> Result<Vec<Insn>, CgroupError> {
                 }
             }
             a.jump(JMP_JA, 0, 0, if r.allow { next_bit } else { deny });
+            denies |= !r.allow;
             a.here(skip);
         }
-        // No rule covers this bit: denied.
-        a.jump(JMP_JA, 0, 0, deny);
+        if !decided {
+            // No rule covers this bit: denied. (After an `a` this would be dead code, which the
+            // verifier refuses.)
+            a.jump(JMP_JA, 0, 0, deny);
+            denies = true;
+        }
         a.here(next_bit);
     }
     a.ret(1);
-    a.here(deny);
-    a.ret(0);
+    if denies {
+        a.here(deny);
+        a.ret(0);
+    }
     a.finish().map_err(CgroupError::Unsupported)
 }
 
@@ -245,8 +256,29 @@ fn fd_from(r: i64) -> std::io::Result<OwnedFd> {
 }
 
 fn load(prog: &[Insn]) -> std::io::Result<OwnedFd> {
+    match load_with_log(prog, &mut []) {
+        Ok(fd) => Ok(fd),
+        Err(e) => {
+            // Once more with the verifier's log, which says why (a log too small fails the load
+            // with ENOSPC, so the fast path goes without).
+            let mut log = vec![0u8; 1 << 20];
+            let Err(again) = load_with_log(prog, &mut log) else {
+                return Err(e);
+            };
+            let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
+            let msg = String::from_utf8_lossy(&log[..end]);
+            let last = msg.lines().rev().take(3).collect::<Vec<_>>();
+            let last: Vec<&str> = last.into_iter().rev().collect();
+            Err(std::io::Error::new(
+                again.kind(),
+                format!("{again}; verifier: {}", last.join(" | ")),
+            ))
+        }
+    }
+}
+
+fn load_with_log(prog: &[Insn], log: &mut [u8]) -> std::io::Result<OwnedFd> {
     let license = b"Apache\0";
-    let mut log = vec![0u8; 4096];
     // union bpf_attr for BPF_PROG_LOAD: prog_type, insn_cnt, insns, license, log_level, log_size,
     // log_buf, kern_version, prog_flags, prog_name[16], prog_ifindex, expected_attach_type.
     let mut attr = [0u8; 72];
@@ -254,27 +286,14 @@ fn load(prog: &[Insn]) -> std::io::Result<OwnedFd> {
     put32(&mut attr, 4, prog.len() as u32);
     put64(&mut attr, 8, prog.as_ptr() as u64);
     put64(&mut attr, 16, license.as_ptr() as u64);
-    put32(&mut attr, 24, 1);
-    put32(&mut attr, 28, log.len() as u32);
-    put64(&mut attr, 32, log.as_mut_ptr() as u64);
+    if !log.is_empty() {
+        put32(&mut attr, 24, 1);
+        put32(&mut attr, 28, log.len() as u32);
+        put64(&mut attr, 32, log.as_mut_ptr() as u64);
+    }
     attr[48..52].copy_from_slice(b"husk");
     put32(&mut attr, 68, BPF_CGROUP_DEVICE);
-    match bpf(BPF_PROG_LOAD, &mut attr) {
-        Ok(fd) => fd_from(fd),
-        Err(e) => {
-            let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
-            let msg = String::from_utf8_lossy(&log[..end]);
-            let msg = msg.trim();
-            if msg.is_empty() {
-                Err(e)
-            } else {
-                Err(std::io::Error::new(
-                    e.kind(),
-                    format!("{e}: verifier: {msg}"),
-                ))
-            }
-        }
-    }
+    bpf(BPF_PROG_LOAD, &mut attr).and_then(fd_from)
 }
 
 /// Ids of the device programs attached to the cgroup directly.
@@ -386,6 +405,14 @@ mod tests {
     }
 
     #[test]
+    fn allow_all_has_no_dead_code() {
+        let p = program(&spec(r#"[{"allow": true, "access": "rwm"}]"#)).unwrap();
+        assert!(ok(&p, DEV_BLOCK, ACC_READ | ACC_WRITE, 8, 0));
+        // No deny exit: it would be unreachable, and the verifier refuses unreachable code.
+        assert!(!p.iter().any(|i| *i == insn(ALU32_MOV_K, R0, 0, 0, 0)));
+    }
+
+    #[test]
     fn no_rules_denies_everything() {
         let p = program(&[]).unwrap();
         assert!(!ok(&p, DEV_CHAR, ACC_READ, 1, 3));
@@ -492,5 +519,44 @@ mod tests {
             ..r[0]
         }];
         assert!(program(&r).is_err());
+    }
+
+    /// The kernel's verifier takes the program and an update replaces it (root and a cgroup2
+    /// mount needed; this host's controller-less /sys/fs/cgroup/unified will do).
+    #[test]
+    fn loads_and_attaches_in_the_kernel() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let base = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .into_iter()
+            .find(|b| {
+                Path::new(b).join("cgroup.procs").exists()
+                    && Path::new(b).join("cgroup.subtree_control").exists()
+            });
+        let Some(base) = base else {
+            return;
+        };
+        let dir = Path::new(base).join(format!("husk-bpf-test-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        let res = (|| {
+            apply(&dir, &spec(r#"[{"allow": false, "access": "rwm"}]"#))?;
+            apply(
+                &dir,
+                &spec(r#"[{"allow": true, "type": "c", "major": 10, "access": "r"}]"#),
+            )
+        })();
+        let dfd = crate::sys::open(
+            &dir,
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
+            nix::sys::stat::Mode::empty(),
+        )
+        .unwrap();
+        let n = attached(&dfd).map(|v| v.len());
+        drop(dfd);
+        std::fs::remove_dir(&dir).unwrap();
+        res.unwrap();
+        assert_eq!(n.unwrap(), 1, "the update must replace the program");
     }
 }
