@@ -105,7 +105,13 @@ fn memory_limit_oom_kills_and_events_report_it() {
     c.write_config();
     c.create_and_start();
     let events = c.spawn(&["events", "--interval", "100ms", &c.id]);
-    std::thread::sleep(Duration::from_millis(300));
+    // Only after its first stats record is `events` surely counting (the VM is slow to start it).
+    let out_path = events.stdout.clone();
+    wait_for("the first stats record", Duration::from_secs(20), || {
+        fs::read_to_string(&out_path)
+            .unwrap_or_default()
+            .contains("\"stats\"")
+    });
     fs::write(c.rootfs().join("tmp/go"), "").expect("write go file");
     let rc_file = c.rootfs().join("tmp/rc");
     wait_for("the allocation to end", Duration::from_secs(20), || {
@@ -114,7 +120,6 @@ fn memory_limit_oom_kills_and_events_report_it() {
     let rc = fs::read_to_string(&rc_file).unwrap_or_default();
     assert_eq!(rc.trim(), "137", "dd should be SIGKILLed by the OOM killer");
     // The streamed events must carry an oom record.
-    let out_path = events.stdout.clone();
     wait_for("an oom event", Duration::from_secs(10), || {
         fs::read_to_string(&out_path)
             .unwrap_or_default()

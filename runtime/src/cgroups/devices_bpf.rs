@@ -395,11 +395,9 @@ mod tests {
         );
         // Every jump lands inside the program.
         for (pc, i) in p.iter().enumerate() {
-            if i.code & 0x07 == 0x05 || i.code & 0x07 == 0x06 {
-                if i.code != JMP_EXIT {
-                    let t = pc as i64 + 1 + i64::from(i.off);
-                    assert!((0..n as i64).contains(&t), "jump at {pc} to {t}");
-                }
+            if (i.code & 0x07 == 0x05 || i.code & 0x07 == 0x06) && i.code != JMP_EXIT {
+                let t = pc as i64 + 1 + i64::from(i.off);
+                assert!((0..n as i64).contains(&t), "jump at {pc} to {t}");
             }
         }
     }
