@@ -369,6 +369,14 @@ fn churn_scrub(ids: &[String]) {
     }
 }
 
+/// Scrubs every churn container's cgroup when the test panics midway (the Case only knows its own).
+struct ChurnGuard(std::rc::Rc<std::cell::RefCell<Vec<String>>>);
+impl Drop for ChurnGuard {
+    fn drop(&mut self) {
+        churn_scrub(&self.0.borrow());
+    }
+}
+
 #[test]
 fn churn_leaves_nothing_behind() {
     let Some(c) = Case::new("cg-churn") else {
@@ -390,6 +398,8 @@ fn churn_leaves_nothing_behind() {
         });
     println!("churn: {cycles} cycles, HUSK_CHURN_SEED={seed}");
     let mut rng = Rng(seed);
+    let all = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let _guard = ChurnGuard(all.clone());
     let mut ids: Vec<String> = Vec::new();
     let mut config = c.config.clone();
     config["process"]["args"] = json!(["/bin/sleep", "1000"]);
@@ -399,6 +409,7 @@ fn churn_leaves_nothing_behind() {
         let id = format!("{}-{n}", c.id);
         c.track_id(&id);
         ids.push(id.clone());
+        all.borrow_mut().push(id.clone());
         let bundle = c.path(&format!("b{n}"));
         fs::create_dir_all(&bundle).expect("create churn bundle");
         std::os::unix::fs::symlink(c.rootfs(), bundle.join("rootfs")).expect("link rootfs");
