@@ -11,6 +11,7 @@
 //! host's), so unit tests run against a tempdir without root.
 
 mod devices;
+mod devices_bpf;
 mod join;
 mod layout;
 mod oom;

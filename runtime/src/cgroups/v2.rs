@@ -254,7 +254,7 @@ fn enable_controllers(layout: &Layout, dir: &Path) -> Result<(), CgroupError> {
 }
 
 /// Write every resource in runc's fs2 order: pids, memory, io, cpu, cpuset, hugetlb, rdma, unified.
-/// (Devices are an eBPF program, attached by the caller.)
+/// Devices are an eBPF program (devices_bpf), attached after rdma.
 pub(crate) fn set(
     layout: &Layout,
     dir: &Path,
@@ -288,6 +288,12 @@ pub(crate) fn set(
     }
     for line in super::rdma_lines(r) {
         layout::write(layout, dir, "rdma.max", &line)?;
+    }
+    // Without explicit rules an update keeps the program the container has, as on v1. A fake
+    // hierarchy (unit tests) has no cgroup to attach a program to.
+    let explicit = r.devices().as_ref().is_some_and(|d| !d.is_empty());
+    if !layout.create_files && (!update || explicit) {
+        super::devices_bpf::apply(dir, &super::devices::rules(r.devices().as_ref())?)?;
     }
     if let Some(u) = r.unified() {
         // Sorted, so a run is reproducible (the map's order is not).
