@@ -63,9 +63,12 @@ pub enum Command {
     Update(crate::cgroup_cmds::UpdateArgs),
     /// Run a program under limits in a throw-away sandbox and report a verdict (see --help).
     Sandbox(crate::sandbox::RawArgs),
-    /// Images: unpack to a bundle, inspect, pack a directory.
-    #[command(subcommand)]
-    Image(crate::image::ImageCommand),
+    /// Images: unpack to a bundle, inspect, pack a directory (`husk image --help`).
+    #[command(disable_help_flag = true)]
+    Image {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -176,7 +179,7 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         }
         Command::Delete { force, id } => container::delete(root, id, *force)?,
         Command::Exec(a) => return exec(cli, a),
-        Command::Image(c) => return crate::image::dispatch(c),
+        Command::Image { args } => return image(args),
         Command::Spec { bundle, rootless } => {
             husk_runtime::spec::default::write(bundle, *rootless)?
         }
@@ -275,4 +278,14 @@ fn exec(cli: &Cli, a: &ExecArgs) -> Result<i32> {
         ignore_paused: a.ignore_paused,
     };
     container::exec(&cli.root, &a.id, opts).with_context(|| format!("exec in container {}", a.id))
+}
+
+/// `husk image ...` is the `husk-image` binary next to this one (kept apart so the runtime
+/// binary stays small); exec it with the same arguments.
+fn image(args: &[String]) -> Result<i32> {
+    use std::os::unix::process::CommandExt;
+    let me = std::env::current_exe().context("find the husk binary")?;
+    let bin = me.with_file_name("husk-image");
+    let err = std::process::Command::new(&bin).args(args).exec();
+    Err(anyhow::anyhow!("run {}: {err}", bin.display()))
 }

@@ -2,7 +2,6 @@
 
 mod cgroup_cmds;
 mod commands;
-mod image;
 mod sandbox;
 
 use std::path::PathBuf;

@@ -1,11 +1,49 @@
-//! `husk image`: images to bundles and back, without an engine (crate husk-images).
+//! `husk-image` (run as `husk image`): images to bundles and back, without an engine.
+//!
+//! A binary of its own so that the `husk` runtime binary doesn't carry the tar, gzip, zstd and
+//! sha2 code: a bigger static binary costs page faults (and resident memory) on every
+//! `husk run`. `husk image ARGS` execs this binary from husk's own directory.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use husk_images::layout::Compression;
 use husk_images::{PackOptions, UnpackOptions};
+
+#[derive(Parser, Debug)]
+#[command(name = "husk image", version, about = "OCI images to bundles and back")]
+struct Cli {
+    #[command(subcommand)]
+    command: ImageCommand,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return std::process::ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
+    match dispatch(&cli.command) {
+        Ok(code) => std::process::ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            let msg: String = format!("{e:#}")
+                .chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_debug().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect();
+            eprintln!("{msg}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
 
 #[derive(Subcommand, Debug)]
 pub enum ImageCommand {
