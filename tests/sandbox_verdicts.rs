@@ -290,11 +290,6 @@ fn time_outside(bin: &Path) -> f64 {
     line.split(' ').filter_map(|x| x.parse::<f64>().ok()).sum()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 #[test]
 fn cpu_and_memory_accuracy() {
     if common::skip() {
@@ -322,7 +317,10 @@ fn cpu_and_memory_accuracy() {
         let o = sandbox(&d, &["--", spin_s]);
         inside.push(o.verdict()["cpu_time_s"].as_f64().unwrap());
     }
-    let (i, o) = (median(inside), median(outside));
+    // The least of three on each side: other tests share the two cores, and interference only
+    // ever adds CPU time (cache and frequency effects), so the minimum is the job's own cost.
+    let least = |v: Vec<f64>| v.into_iter().fold(f64::INFINITY, f64::min);
+    let (i, o) = (least(inside), least(outside));
     assert!(o > 0.2, "job too short to compare: {o}");
     assert!(
         (i - o).abs() <= 0.05 * o,
