@@ -52,18 +52,18 @@ impl Out {
     }
 }
 
-/// The cgroup directories a husk process with this pid made under /husk-sandbox.
+/// The cgroup directories a husk process with this pid made (`/husk-sandbox-<pid>-*`).
 fn leftover_cgroups(pid: u32) -> Vec<PathBuf> {
+    let prefix = format!("husk-sandbox-{pid}-");
     let mut out = Vec::new();
     for h in fs::read_dir("/sys/fs/cgroup")
         .into_iter()
         .flatten()
         .flatten()
     {
-        let parent = h.path().join("husk-sandbox");
-        for e in fs::read_dir(&parent).into_iter().flatten().flatten() {
+        for e in fs::read_dir(h.path()).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if e.path().is_dir() && name.starts_with(&format!("{pid}-")) {
+            if e.path().is_dir() && name.starts_with(&prefix) {
                 out.push(e.path());
             }
         }

@@ -194,7 +194,7 @@ impl Pool {
 
     fn spawn_slot(&self, n: usize) -> Result<Slot, String> {
         let name = format!(
-            "{}/{}-pool-{n}",
+            "{}-{}-pool-{n}",
             super::plan::CGROUP_PARENT,
             std::process::id()
         );

@@ -24,6 +24,8 @@ use crate::spec::{Plan, SpecError};
 /// Where the skeleton root lives on the host.
 pub const SKELETON: &str = "/run/husk-sandbox/root";
 /// The cgroup parent of every sandbox (absolute, so never under the caller's cgroup).
+/// Prefix of the sandbox cgroups (`/husk-sandbox-<pid>-<n>`): one level, so removing a run's
+/// cgroup leaves nothing behind.
 pub const CGROUP_PARENT: &str = "/husk-sandbox";
 
 /// Top-level host entries the sandbox gets fresh (or not at all) instead of bound.

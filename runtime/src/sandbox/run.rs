@@ -422,7 +422,7 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
 /// Options → plan → cgroup → run → cleanup: one complete sandboxed run.
 pub fn run(o: &Options, seccomp: &serde_json::Value, seq: u64) -> Verdict {
     let name = format!(
-        "{}/{}-{seq}",
+        "{}-{}-{seq}",
         super::plan::CGROUP_PARENT,
         std::process::id()
     );
