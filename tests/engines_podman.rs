@@ -16,11 +16,10 @@ fn podman_runs_husk() {
     };
     let husk = bin_under_test();
     let rt = husk.display().to_string();
-    // podman's default spec sets the sysctl net.ipv4.ping_group_range, which husk writes after
-    // making /proc/sys read-only (runc writes sysctls first): until that runtime fix lands the
-    // default sysctls are turned off here. See NOTES-for-lead.md.
+    // podman's defaults as they are (its default spec sets the sysctl
+    // net.ipv4.ping_group_range, which husk must write before /proc/sys goes read-only).
     let conf = e.dir.join("podman/containers.conf");
-    fs::write(&conf, "[containers]\ndefault_sysctls = []\n").expect("write containers.conf");
+    fs::write(&conf, "[containers]\n").expect("write containers.conf");
     let hard = {
         let mut r = libc::rlimit {
             rlim_cur: 0,
