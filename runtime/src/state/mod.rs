@@ -241,7 +241,7 @@ pub fn list_ids(root: &Path) -> Result<Vec<String>, StateError> {
 pub fn proc_start_time(pid: i32) -> Option<(u64, bool)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parens: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = rest.split(' ').collect();
     let zombie = fields.first().is_some_and(|s| *s == "Z" || *s == "X");
     // Field 22 overall is index 19 after the state field (field 3).
