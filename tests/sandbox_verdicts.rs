@@ -303,25 +303,29 @@ fn cpu_and_memory_accuracy() {
     let Some(spin) = cc(
         &d,
         "spin",
-        "int main(){volatile unsigned long x=0; for(unsigned long i=0;i<600000000UL;i++) x+=i; \
+        // About a second: /usr/bin/time prints user and system time each cut to 10 ms, so a
+        // short job would put up to 20 ms of its own rounding into a 5% comparison.
+        "int main(){volatile unsigned long x=0; for(unsigned long i=0;i<2000000000UL;i++) x+=i; \
          return (int)(x&1);}\n",
     ) else {
         eprintln!("skip: no C compiler");
         return;
     };
     let spin_s = spin.to_str().unwrap();
-    let mut inside = Vec::new();
-    let mut outside = Vec::new();
-    for _ in 0..3 {
-        outside.push(time_outside(&spin));
-        let o = sandbox(&d, &["--", spin_s]);
-        inside.push(o.verdict()["cpu_time_s"].as_f64().unwrap());
+    // Interference (the other tests on the two cores, the VM's neighbours) only ever adds CPU
+    // time, so the least of several runs on each side is the job's own cost. Runs alternate
+    // sides until the two least values agree or eight pairs are spent: a sandbox that
+    // systematically over- or under-reports by more than 5% never converges.
+    let (mut i, mut o) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..8 {
+        o = o.min(time_outside(&spin));
+        let v = sandbox(&d, &["--", spin_s]).verdict();
+        i = i.min(v["cpu_time_s"].as_f64().unwrap());
+        if (i - o).abs() <= 0.05 * o {
+            break;
+        }
     }
-    // The least of three on each side: other tests share the two cores, and interference only
-    // ever adds CPU time (cache and frequency effects), so the minimum is the job's own cost.
-    let least = |v: Vec<f64>| v.into_iter().fold(f64::INFINITY, f64::min);
-    let (i, o) = (least(inside), least(outside));
-    assert!(o > 0.2, "job too short to compare: {o}");
+    assert!(o > 0.5, "job too short to compare: {o}");
     assert!(
         (i - o).abs() <= 0.05 * o,
         "cpu inside {i} vs /usr/bin/time {o}"
