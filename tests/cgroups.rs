@@ -511,3 +511,57 @@ fn churn_leaves_nothing_behind() {
     assert!(left.is_empty(), "churn left behind: {left:#?}\n{notes:#?}");
     assert_eq!(hung, 0, "`delete --force` hung: {notes:#?}");
 }
+
+/// `--cgroup-manager=disabled` (crun's flag, used by `scripts/bench` to price the cgroup work):
+/// no cgroup of the container's own, limits refused up front, cgroup operations clear errors.
+#[test]
+fn cgroup_manager_disabled_makes_no_cgroup() {
+    let Some(mut c) = case("cg-disabled") else {
+        return;
+    };
+    let cg = c.cgroups_path();
+    c.config["linux"]["resources"] = json!({"pids": {"limit": 10}});
+    c.sh("sleep 60");
+    c.write_config();
+    let out = c
+        .rt(&[
+            "--cgroup-manager=disabled",
+            "create",
+            "--bundle",
+            &c.bundle_str(),
+            &c.id,
+        ])
+        .check_fails();
+    assert!(
+        out.stderr.contains("config.json") && out.stderr.contains("--cgroup-manager=disabled"),
+        "{}",
+        out.stderr
+    );
+    assert!(c.state().is_none(), "a refused create left its state");
+
+    c.config["linux"]["resources"] = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    c.write_config();
+    c.rt(&[
+        "--cgroup-manager=disabled",
+        "create",
+        "--bundle",
+        &c.bundle_str(),
+        &c.id,
+    ])
+    .check();
+    c.start().check();
+    let pid = c.pid();
+    // The init stays where its creator is, in every hierarchy.
+    let mine = fs::read_to_string("/proc/self/cgroup").unwrap();
+    let its = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert_eq!(its, mine);
+    assert!(!cg_dir(&cg, "pids").exists(), "a cgroup was made");
+    let out = c.rt(&["pause", &c.id]).check_fails();
+    assert!(out.stderr.contains("has none"), "{}", out.stderr);
+    let out = c.rt(&["events", "--stats", &c.id]).check_fails();
+    assert!(out.stderr.contains("has none"), "{}", out.stderr);
+    c.rt(&["kill", "--all", &c.id, "KILL"]).check();
+    c.wait_status("stopped", Duration::from_secs(10));
+    c.delete().check();
+    assert!(c.state().is_none());
+}

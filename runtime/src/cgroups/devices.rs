@@ -131,13 +131,20 @@ pub fn rules(spec: Option<&Vec<LinuxDeviceCgroup>>) -> Result<Vec<DeviceRule>, C
 /// list means; no process runs in the cgroup yet, so there is no window to guard as runc's emulator
 /// does for live updates.
 pub fn apply_v1(layout: &Layout, dir: &Path, rules: &[DeviceRule]) -> Result<(), CgroupError> {
+    // One descriptor per file for all rules, in the rules' order.
+    let (mut allow, mut deny) = (None, None);
     for r in rules {
-        let file = if r.allow {
-            "devices.allow"
+        let (slot, file) = if r.allow {
+            (&mut allow, "devices.allow")
         } else {
-            "devices.deny"
+            (&mut deny, "devices.deny")
         };
-        layout::write(layout, dir, file, &r.cgroup_string())?;
+        let value = r.cgroup_string();
+        let control = match slot {
+            Some(c) => c,
+            None => slot.insert(layout::Control::open(layout, dir, file, &value)?),
+        };
+        control.write(&value)?;
     }
     Ok(())
 }

@@ -9,7 +9,6 @@
 //!   are opened by the parent, so the write is checked against its credentials and also works
 //!   from inside a new user namespace.
 
-use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
@@ -29,11 +28,30 @@ pub struct Join {
 impl Cgroup {
     /// Open what a new process needs to join this (existing) cgroup.
     pub fn open_join(&self) -> Result<Join, CgroupError> {
-        open_join_in(&Layout::host()?, self.path())
+        self.need("joining the container's cgroup")?;
+        open_join_in(&Layout::host()?, self.path(), true, true)
+    }
+
+    /// Only the `CLONE_INTO_CGROUP` directory (after [`Cgroup::create_early`]).
+    pub fn open_into(&self) -> Result<Join, CgroupError> {
+        self.need("joining the container's cgroup")?;
+        open_join_in(&Layout::host()?, self.path(), true, false)
+    }
+
+    /// Only the v1 `tasks` files (after [`Cgroup::create_late`]), for a child that is already
+    /// running: they travel to it over the sync socket.
+    pub fn open_tasks(&self) -> Result<Vec<OwnedFd>, CgroupError> {
+        self.need("joining the container's cgroup")?;
+        Ok(open_join_in(&Layout::host()?, self.path(), false, true)?.tasks)
     }
 }
 
-fn open_join_in(layout: &Layout, path: &Path) -> Result<Join, CgroupError> {
+fn open_join_in(
+    layout: &Layout,
+    path: &Path,
+    into: bool,
+    tasks: bool,
+) -> Result<Join, CgroupError> {
     use nix::fcntl::OFlag;
     use nix::sys::stat::Mode as M;
     let open = |p: &Path, flags: OFlag| {
@@ -50,13 +68,17 @@ fn open_join_in(layout: &Layout, path: &Path) -> Result<Join, CgroupError> {
     };
     match &layout.mode {
         Mode::V2 { root, .. } => {
-            join.into = Some(open(&root.join(rel), OFlag::O_RDONLY | OFlag::O_DIRECTORY)?)
+            if into {
+                join.into = Some(open(&root.join(rel), OFlag::O_RDONLY | OFlag::O_DIRECTORY)?)
+            }
         }
         Mode::V1 { unified, .. } => {
             for dir in layout.dirs(path) {
                 if unified.as_ref().is_some_and(|u| dir.starts_with(u)) {
-                    join.into = Some(open(&dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?);
-                } else {
+                    if into {
+                        join.into = Some(open(&dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?);
+                    }
+                } else if tasks {
                     join.tasks.push(open(&dir.join("tasks"), OFlag::O_WRONLY)?);
                 }
             }
@@ -68,9 +90,14 @@ fn open_join_in(layout: &Layout, path: &Path) -> Result<Join, CgroupError> {
 impl Join {
     /// In the child: move the calling (single-threaded) process into every v1 hierarchy.
     pub fn enter_v1(&self) -> std::io::Result<()> {
-        for fd in &self.tasks {
-            std::fs::File::from(fd.as_fd().try_clone_to_owned()?).write_all(b"0")?;
-        }
-        Ok(())
+        enter_v1(&self.tasks)
     }
+}
+
+/// Write "0" (the calling thread) to each `tasks` file.
+pub fn enter_v1(tasks: &[OwnedFd]) -> std::io::Result<()> {
+    for fd in tasks {
+        nix::unistd::write(fd.as_fd(), b"0")?;
+    }
+    Ok(())
 }

@@ -1,12 +1,16 @@
 //! Where the cgroup hierarchies are mounted, and the small file reads and writes every backend uses.
 //!
-//! The layout is read from `/proc/self/mountinfo` on each call rather than cached: it is a few dozen
-//! lines, and a fresh read keeps `husk` correct if an administrator mounts a controller later. Tests
-//! build a [`Layout`] over a tempdir instead (Firecracker's MockCgroupFs idea), so no root is needed.
+//! The layout is read from `/proc/self/mountinfo` and kept for a second: one `husk run` asks for it
+//! at create, join and delete (each read is an open and a parse on the ≤ 1 ms cgroup budget), while
+//! a long-lived caller (the sandbox's batch mode) still sees a controller an administrator mounts
+//! later. Tests build a [`Layout`] over a tempdir instead (Firecracker's MockCgroupFs idea), so no
+//! root is needed.
 
 use std::fs;
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use super::CgroupError;
 
@@ -61,13 +65,28 @@ pub(crate) struct Layout {
 impl Layout {
     /// The host's layout, from `/proc/self/mountinfo`.
     pub fn host() -> Result<Self, CgroupError> {
+        static CACHE: Mutex<Option<(Instant, Layout)>> = Mutex::new(None);
+        const FRESH: Duration = Duration::from_secs(1);
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, l)) = cache.as_ref() {
+            if at.elapsed() < FRESH {
+                return Ok(l.clone());
+            }
+        }
         let path = Path::new("/proc/self/mountinfo");
-        let text = fs::read_to_string(path).map_err(|source| CgroupError::Io {
-            op: "read",
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_mountinfo(&text)
+        // Room for the whole file up front: procfs reports size 0, and std then reads in
+        // doubling steps from 32 bytes, eight syscalls for a short mountinfo.
+        let mut text = String::with_capacity(16 << 10);
+        fs::File::open(path)
+            .and_then(|mut f| f.read_to_string(&mut text))
+            .map_err(|source| CgroupError::Io {
+                op: "read",
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let l = Self::from_mountinfo(&text)?;
+        *cache = Some((Instant::now(), l.clone()));
+        Ok(l)
     }
 
     pub fn from_mountinfo(text: &str) -> Result<Self, CgroupError> {
@@ -238,25 +257,55 @@ pub(crate) fn write(
     file: &str,
     value: &str,
 ) -> Result<(), CgroupError> {
-    let path = dir.join(file);
-    let res = if layout.create_files {
+    Control::open(layout, dir, file, value)?.write(value)
+}
+
+/// A control file open for one or more writes, each of which the kernel takes as one value
+/// (device rules are a dozen writes to `devices.allow`: one open serves them all).
+pub(crate) struct Control {
+    path: PathBuf,
+    file: fs::File,
+    fake: bool,
+}
+
+impl Control {
+    /// `first` is only for the error message, should the open fail.
+    pub(crate) fn open(
+        layout: &Layout,
+        dir: &Path,
+        file: &str,
+        first: &str,
+    ) -> Result<Self, CgroupError> {
+        let path = dir.join(file);
+        let fake = layout.create_files;
         // A fake hierarchy keeps every write, one per line, so tests can check order and values.
-        fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(format!("{value}\n").as_bytes()))
-    } else {
-        fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(value.as_bytes()))
-    };
-    res.map_err(|source| CgroupError::Write {
-        path,
-        value: value.to_string(),
-        source,
-    })
+        let res = if fake {
+            fs::OpenOptions::new().append(true).create(true).open(&path)
+        } else {
+            fs::OpenOptions::new().write(true).open(&path)
+        };
+        match res {
+            Ok(file) => Ok(Self { path, file, fake }),
+            Err(source) => Err(CgroupError::Write {
+                path,
+                value: first.to_string(),
+                source,
+            }),
+        }
+    }
+
+    pub(crate) fn write(&mut self, value: &str) -> Result<(), CgroupError> {
+        let res = if self.fake {
+            self.file.write_all(format!("{value}\n").as_bytes())
+        } else {
+            self.file.write_all(value.as_bytes())
+        };
+        res.map_err(|source| CgroupError::Write {
+            path: self.path.clone(),
+            value: value.to_string(),
+            source,
+        })
+    }
 }
 
 /// Remove one cgroup directory. The kernel removes its control files with it; in a fake hierarchy

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use oci_spec::runtime::LinuxResources;
 
 pub use devices::{DeviceRule, DEFAULT_ALLOWED};
-pub use join::Join;
+pub use join::{enter_v1, Join};
 use layout::{Layout, Mode};
 pub use oom::OomNotifier;
 pub use stats::Stats;
@@ -123,9 +123,31 @@ impl Cgroup {
         Ok(Self { path })
     }
 
-    /// The cgroup recorded in `state.json`.
+    /// The cgroup recorded in `state.json` (empty: the container has none, see [`Cgroup::none`]).
     pub fn from_path(path: PathBuf) -> Self {
         Self { path }
+    }
+
+    /// No cgroup of the container's own (`--cgroup-manager=disabled`): it stays in the caller's.
+    /// Removal and listing are no-ops; what needs a cgroup (pause, update, stats) says so.
+    pub fn none() -> Self {
+        Self {
+            path: PathBuf::new(),
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.path.as_os_str().is_empty()
+    }
+
+    fn need(&self, what: &str) -> Result<(), CgroupError> {
+        if self.is_none() {
+            return Err(CgroupError::Unsupported(format!(
+                "{what} needs the container's own cgroup, and it has none (created with \
+                 --cgroup-manager=disabled)"
+            )));
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -140,57 +162,113 @@ impl Cgroup {
     /// Create the cgroup directories and write the resources. On failure, the directories this
     /// call created are removed again.
     pub fn create(&self, resources: Option<&LinuxResources>) -> Result<(), CgroupError> {
+        if self.is_none() {
+            return Ok(());
+        }
         create_in(&Layout::host()?, &self.path, resources)
+    }
+
+    /// [`Cgroup::create`] in two halves around the init's clone: this one checks the resources
+    /// and makes what `CLONE_INTO_CGROUP` needs; [`Cgroup::create_late`] makes the rest while
+    /// the new init sets up its mounts on the other core (mkdir and rmdir are most of a
+    /// container's cgroup cost, and they serialize on the kernel's cgroup mutex).
+    /// Returns the directories it made, for [`Cgroup::undo_early`] should creation fail later.
+    pub fn create_early(
+        &self,
+        resources: Option<&LinuxResources>,
+    ) -> Result<Vec<PathBuf>, CgroupError> {
+        if self.is_none() {
+            return Ok(Vec::new());
+        }
+        let layout = Layout::host()?;
+        let mut created = Vec::new();
+        undo_on_error(&layout, |c| {
+            early(&layout, &self.path, resources, c)?;
+            created = c.clone();
+            Ok(())
+        })?;
+        Ok(created)
+    }
+
+    /// After a failed creation: remove the cgroup and the directories `create_early` made
+    /// (a parent it made is empty again once the cgroup is gone).
+    pub fn undo_early(&self, made: &[PathBuf]) {
+        let _ = self.destroy();
+        if let Ok(layout) = Layout::host() {
+            for d in made.iter().rev() {
+                let _ = layout::remove_dir(&layout, d);
+            }
+        }
+    }
+
+    pub fn create_late(&self, resources: Option<&LinuxResources>) -> Result<(), CgroupError> {
+        if self.is_none() {
+            return Ok(());
+        }
+        create_late_in(&Layout::host()?, &self.path, resources)
     }
 
     /// Move `pid` into the cgroup (every hierarchy on v1).
     pub fn add_pid(&self, pid: i32) -> Result<(), CgroupError> {
+        if self.is_none() {
+            return Ok(());
+        }
         add_pid_in(&Layout::host()?, &self.path, pid)
     }
 
     /// Every pid in the cgroup (and its descendants), sorted.
     pub fn pids(&self) -> Result<Vec<i32>, CgroupError> {
+        self.need("listing the container's processes")?;
         pids_in(&Layout::host()?, &self.path)
     }
 
     /// True when the cgroup is frozen (paused).
     pub fn is_frozen(&self) -> bool {
-        Layout::host().is_ok_and(|l| is_frozen_in(&l, &self.path))
+        !self.is_none() && Layout::host().is_ok_and(|l| is_frozen_in(&l, &self.path))
     }
 
     /// Kill whatever is left and remove the directories; a cgroup that is already gone is fine.
     pub fn destroy(&self) -> Result<(), CgroupError> {
+        if self.is_none() {
+            return Ok(());
+        }
         destroy_in(&Layout::host()?, &self.path)
     }
 
     /// Freeze every task (v1 freezer.state, v2 cgroup.freeze), returning once the kernel says so.
     pub fn freeze(&self) -> Result<(), CgroupError> {
+        self.need("pause")?;
         set_frozen_in(&Layout::host()?, &self.path, true)
     }
 
     pub fn thaw(&self) -> Result<(), CgroupError> {
+        self.need("resume")?;
         set_frozen_in(&Layout::host()?, &self.path, false)
     }
 
     /// Counters in `runc events --stats` shape.
     pub fn stats(&self) -> Result<Stats, CgroupError> {
+        self.need("stats")?;
         Ok(stats::collect(&Layout::host()?, &self.path))
     }
 
     /// Change resources of a live cgroup (`husk update`): validated first, then written as at
     /// creation, honouring `memory.checkBeforeUpdate`. Device rules are rewritten only when given.
     pub fn update(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
+        self.need("update")?;
         update_in(&Layout::host()?, &self.path, resources)
     }
 
     /// How many tasks the OOM killer has killed in this cgroup.
     pub fn oom_kill_count(&self) -> Result<u64, CgroupError> {
+        self.need("OOM counting")?;
         oom::kill_count(&Layout::host()?, &self.path)
     }
 
     /// A pollable fd that becomes readable on OOM events (v1 eventfd on memory.oom_control, v2
     /// inotify on memory.events); compare [`Cgroup::oom_kill_count`] after each wake-up.
     pub fn oom_notifier(&self) -> Result<OomNotifier, CgroupError> {
+        self.need("OOM events")?;
         OomNotifier::new(&Layout::host()?, &self.path)
     }
 }
@@ -351,24 +429,74 @@ fn create_in(
     path: &Path,
     resources: Option<&LinuxResources>,
 ) -> Result<(), CgroupError> {
+    undo_on_error(layout, |created| {
+        early(layout, path, resources, created)?;
+        late(layout, path, resources, created)
+    })
+}
+
+fn create_late_in(
+    layout: &Layout,
+    path: &Path,
+    resources: Option<&LinuxResources>,
+) -> Result<(), CgroupError> {
+    undo_on_error(layout, |created| late(layout, path, resources, created))
+}
+
+/// What must exist before the clone: the directory `CLONE_INTO_CGROUP` takes (pure v2, or the
+/// hybrid cgroup2), after checking every resource. Everything else is [`late`].
+fn early(
+    layout: &Layout,
+    path: &Path,
+    resources: Option<&LinuxResources>,
+    created: &mut Vec<PathBuf>,
+) -> Result<(), CgroupError> {
     let empty = LinuxResources::default();
     let r = resources.unwrap_or(&empty);
     validate_in(layout, r)?;
+    devices::rules(r.devices().as_ref())?;
+    match &layout.mode {
+        Mode::V2 { .. } => v2::mkdirs(layout, path, created),
+        Mode::V1 {
+            unified: Some(u), ..
+        } => v1::mkdirs(layout, path, None, created, &|d| d.starts_with(u)),
+        Mode::V1 { unified: None, .. } => Ok(()),
+    }
+}
+
+/// The rest of creation: the v1 directories and every resource.
+fn late(
+    layout: &Layout,
+    path: &Path,
+    resources: Option<&LinuxResources>,
+    created: &mut Vec<PathBuf>,
+) -> Result<(), CgroupError> {
+    let empty = LinuxResources::default();
+    let r = resources.unwrap_or(&empty);
     let rules = devices::rules(r.devices().as_ref())?;
-    let mut created = Vec::new();
-    let res = (|| {
-        if layout.is_v2() {
-            v2::mkdirs(layout, path, &mut created)?;
+    match &layout.mode {
+        Mode::V2 { .. } => {
             let dir = layout.dirs(path).into_iter().next().unwrap_or_default();
             v2::set(layout, &dir, r, false)
-        } else {
-            v1::mkdirs(layout, path, r.cpu().as_ref(), &mut created)?;
+        }
+        Mode::V1 { unified, .. } => {
+            let not_unified = |d: &Path| !unified.as_ref().is_some_and(|u| d.starts_with(u));
+            v1::mkdirs(layout, path, r.cpu().as_ref(), created, &not_unified)?;
             if let Some(c) = r.cpu() {
                 v1::set_rt(layout, path, c)?;
             }
             v1::set(layout, path, r, &rules, false)
         }
-    })();
+    }
+}
+
+/// Run `f`, which records each directory it makes; on failure remove them again.
+fn undo_on_error(
+    layout: &Layout,
+    f: impl FnOnce(&mut Vec<PathBuf>) -> Result<(), CgroupError>,
+) -> Result<(), CgroupError> {
+    let mut created = Vec::new();
+    let res = f(&mut created);
     if res.is_err() {
         // Deepest first, so each directory is empty when its turn comes.
         for d in created.iter().rev() {

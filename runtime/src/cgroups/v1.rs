@@ -233,59 +233,94 @@ pub(crate) fn mkdirs(
     path: &Path,
     cpu: Option<&LinuxCpu>,
     created: &mut Vec<PathBuf>,
+    keep: &dyn Fn(&Path) -> bool,
 ) -> Result<(), CgroupError> {
     let cpuset = layout.v1_mount("cpuset").map(|m| m.join(rel(path)));
-    for dir in layout.dirs(path) {
+    for dir in layout.dirs(path).into_iter().filter(|d| keep(d)) {
         let Some(root) = layout.root_of(&dir) else {
             continue;
         };
-        let is_cpuset = cpuset.as_ref() == Some(&dir);
-        let mut cur = root.clone();
-        for comp in rel(path).components() {
-            let parent = cur.clone();
-            cur.push(comp);
-            match std::fs::create_dir(&cur) {
-                Ok(()) => created.push(cur.clone()),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(source) => {
-                    return Err(CgroupError::Io {
-                        op: "create cgroup",
-                        path: cur,
-                        source,
-                    })
-                }
-            }
-            if is_cpuset {
-                let leaf = cur == dir;
-                if leaf {
-                    // The container's own values first, then the parent's for whatever is unset.
-                    if let Some(c) = cpu {
-                        set_cpuset(layout, &cur, c)?;
+        let first = created.len();
+        // The parent usually exists already (it is shared by many containers): the leaf alone
+        // is one mkdir, and only a missing parent costs a walk down from the root.
+        let made = match mkdir(&dir)? {
+            Some(made) => made,
+            None => {
+                let mut cur = root.clone();
+                for comp in rel(path).components() {
+                    cur.push(comp);
+                    match mkdir(&cur)? {
+                        Some(true) => created.push(cur.clone()),
+                        Some(false) => {}
+                        None => {
+                            return Err(CgroupError::Io {
+                                op: "create cgroup",
+                                path: cur,
+                                source: std::io::ErrorKind::NotFound.into(),
+                            })
+                        }
                     }
                 }
-                copy_if_empty(layout, &parent, &cur, "cpuset.cpus")?;
-                copy_if_empty(layout, &parent, &cur, "cpuset.mems")?;
+                false
+            }
+        };
+        if made {
+            created.push(dir.clone());
+        }
+        if cpuset.as_ref() == Some(&dir) {
+            // A new cpuset cgroup starts with empty cpus and mems, and no task can join it
+            // until both are set: the container's own values, else the parent's. A directory
+            // that existed before is not ours to seed.
+            for d in &created[first..] {
+                let own = if *d == dir { cpu } else { None };
+                seed_cpuset(layout, d, own)?;
+            }
+            if let (false, Some(c)) = (created[first..].contains(&dir), cpu) {
+                set_cpuset(layout, &dir, c)?;
             }
         }
     }
     Ok(())
 }
 
-fn copy_if_empty(
-    layout: &Layout,
-    parent: &Path,
-    dir: &Path,
-    file: &str,
-) -> Result<(), CgroupError> {
-    let cur = layout::read_opt(&dir.join(file))?.unwrap_or_default();
-    if !cur.trim().is_empty() {
-        return Ok(());
+/// `Some(true)` made, `Some(false)` already there, `None` a parent is missing.
+fn mkdir(dir: &Path) -> Result<Option<bool>, CgroupError> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(Some(true)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Some(false)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(CgroupError::Io {
+            op: "create cgroup",
+            path: dir.to_path_buf(),
+            source,
+        }),
     }
-    let from = layout::read_opt(&parent.join(file))?.unwrap_or_default();
-    if from.trim().is_empty() {
-        return Ok(());
+}
+
+/// Fill a new cpuset cgroup's `cpuset.cpus` and `cpuset.mems`: the container's values where it
+/// sets them, the parent's otherwise.
+fn seed_cpuset(layout: &Layout, dir: &Path, own: Option<&LinuxCpu>) -> Result<(), CgroupError> {
+    let parent = dir.parent().unwrap_or(dir);
+    let own = |f: fn(&LinuxCpu) -> &Option<String>| {
+        own.and_then(|c| f(c).as_deref()).filter(|s| !s.is_empty())
+    };
+    for (file, value) in [
+        ("cpuset.cpus", own(LinuxCpu::cpus)),
+        ("cpuset.mems", own(LinuxCpu::mems)),
+    ] {
+        let value = match value {
+            Some(v) => v.to_string(),
+            None => {
+                let from = layout::read_opt(&parent.join(file))?.unwrap_or_default();
+                if from.trim().is_empty() {
+                    continue;
+                }
+                from.trim().to_string()
+            }
+        };
+        layout::write(layout, dir, file, &value)?;
     }
-    layout::write(layout, dir, file, from.trim())
+    Ok(())
 }
 
 fn rel(path: &Path) -> &Path {

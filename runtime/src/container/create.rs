@@ -30,11 +30,25 @@ pub struct CreateOptions {
     pub no_pivot: bool,
     pub no_new_keyring: bool,
     pub preserve_fds: u32,
-    pub systemd_cgroup: bool,
+    pub cgroup_manager: CgroupManager,
     /// Wait for `start` on exec.fifo (create); `false` execs as soon as ready (run).
     pub start_barrier: bool,
     /// `run` in the foreground allocates the terminal itself: one end of its own socket pair.
     pub console_fd: Option<OwnedFd>,
+}
+
+/// Who makes the container's cgroup (crun's `--cgroup-manager`; runc's `--systemd-cgroup` is
+/// `Systemd`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupManager {
+    /// Directories under the cgroupfs mounts.
+    #[default]
+    Cgroupfs,
+    /// `cgroupsPath` is `slice:prefix:name`; needs systemd as init.
+    Systemd,
+    /// No cgroup of its own: the container stays in the caller's. Refused when
+    /// `linux.resources` asks for a limit, which could not be honoured.
+    Disabled,
 }
 
 /// A created container: its pid and what `run` needs next.
@@ -64,7 +78,22 @@ pub fn create(mut opts: CreateOptions) -> Result<Created, ContainerError> {
         .linux()
         .as_ref()
         .and_then(|l| l.cgroups_path().as_deref());
-    let cgroup = Cgroup::resolve(cgroups_path, &opts.id, opts.systemd_cgroup)?;
+    let resources = plan
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref());
+    let cgroup = match opts.cgroup_manager {
+        CgroupManager::Disabled if asks_limits(resources) => {
+            return Err(ContainerError::Invalid(format!(
+                "{}: linux.resources sets limits, but --cgroup-manager=disabled makes no cgroup \
+                 to apply them to",
+                plan.bundle.join("config.json").display()
+            )))
+        }
+        CgroupManager::Disabled => Cgroup::none(),
+        m => Cgroup::resolve(cgroups_path, &opts.id, m == CgroupManager::Systemd)?,
+    };
 
     let dir = StateDir::create(&opts.root, &opts.id)?;
     let mut st = State {
@@ -108,19 +137,6 @@ fn build(
         .linux()
         .as_ref()
         .and_then(|l| l.resources().as_ref());
-    let have_cgroup = match cgroup.create(resources) {
-        Ok(()) => true,
-        // Rootless, as runc's rootless manager: without a delegated cgroup the container runs
-        // in the caller's, unless it asked for limits, which then can't be honoured.
-        Err(e) if !nix::unistd::geteuid().is_root() && !asks_limits(resources) => {
-            crate::logging::debug(&format!(
-                "running without a cgroup: {}",
-                crate::init::chain(&e)
-            ));
-            false
-        }
-        Err(e) => return Err(e.into()),
-    };
     let fifo = if opts.start_barrier {
         let p = dir.fifo_path();
         nix::unistd::mkfifo(&p, Mode::from_bits_truncate(0o622)).map_err(|source| {
@@ -148,44 +164,76 @@ fn build(
     } else {
         None
     };
+    // As root the cgroup is made in two halves around the clone (see `Cgroup::create_early`);
+    // rootless makes it whole first, so that a cgroup it can't make means running without one.
+    let split = nix::unistd::geteuid().is_root();
+    let made = if split {
+        cgroup.create_early(resources)
+    } else {
+        cgroup.create(resources).map(|()| Vec::new())
+    };
+    let mut early_dirs = Vec::new();
+    let have_cgroup = match made {
+        Ok(dirs) => {
+            early_dirs = dirs;
+            !cgroup.is_none()
+        }
+        // Rootless, as runc's rootless manager: without a delegated cgroup the container runs
+        // in the caller's, unless it asked for limits, which then can't be honoured.
+        Err(e) if !nix::unistd::geteuid().is_root() && !asks_limits(resources) => {
+            crate::logging::debug(&format!(
+                "running without a cgroup: {}",
+                crate::init::chain(&e)
+            ));
+            false
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut obs = CreateObserver {
         have_cgroup,
+        late: split.then_some(resources),
         dir,
         st,
         cgroup,
         plan,
     };
-    let pid = spawn::spawn(
-        plan,
-        spawn::Options {
-            fifo,
-            console,
-            no_pivot: opts.no_pivot,
-            preserve_fds: opts.preserve_fds,
-            id: opts.id.clone(),
-            new_keyring: !opts.no_new_keyring,
-            // Without these descriptors the parent falls back to writing cgroup.procs.
-            close_in_child: dir.lock_fd().into_iter().collect(),
-            cgroup_join: if have_cgroup {
-                cgroup.open_join().ok()
-            } else {
-                None
+    let res = (|| {
+        let pid = spawn::spawn(
+            plan,
+            spawn::Options {
+                fifo,
+                console,
+                no_pivot: opts.no_pivot,
+                preserve_fds: opts.preserve_fds,
+                id: opts.id.clone(),
+                new_keyring: !opts.no_new_keyring,
+                // Without these descriptors the parent falls back to writing cgroup.procs.
+                close_in_child: dir.lock_fd().into_iter().collect(),
+                cgroup_join: match (have_cgroup, split) {
+                    (false, _) => None,
+                    (true, true) => cgroup.open_into().ok(),
+                    (true, false) => cgroup.open_join().ok(),
+                },
+                seccomp_listener: match plan.seccomp.as_ref().and_then(|s| s.listener()) {
+                    Some(l) => Some(
+                        crate::seccomp::connect_listener(&l.path)
+                            .map_err(|e| ContainerError::Invalid(crate::init::chain(&e)))?,
+                    ),
+                    None => None,
+                },
+                status_fd: None,
             },
-            seccomp_listener: match plan.seccomp.as_ref().and_then(|s| s.listener()) {
-                Some(l) => Some(
-                    crate::seccomp::connect_listener(&l.path)
-                        .map_err(|e| ContainerError::Invalid(crate::init::chain(&e)))?,
-                ),
-                None => None,
-            },
-            status_fd: None,
-        },
-        &mut obs,
-    )?;
-    if let Some(p) = &opts.pid_file {
-        write_pid_file(p, pid)?;
+            &mut obs,
+        )?;
+        if let Some(p) = &opts.pid_file {
+            write_pid_file(p, pid)?;
+        }
+        Ok(pid)
+    })();
+    if res.is_err() {
+        cgroup.undo_early(&early_dirs);
     }
-    Ok(pid)
+    res
 }
 
 /// The host uid and gid that are root in the container (root itself without a user namespace).
@@ -205,7 +253,8 @@ fn host_root(plan: &Plan) -> (u32, u32) {
 }
 
 /// Whether `linux.resources` sets any limit (device rules alone don't need a cgroup of ours:
-/// without one the caller's device access applies).
+/// without one the caller's device access applies, as with runc's rootless and crun's disabled
+/// managers; runc's own `spec` has a deny-all rule in every config).
 fn asks_limits(r: Option<&oci_spec::runtime::LinuxResources>) -> bool {
     let Some(r) = r else { return false };
     let mut v = serde_json::to_value(r).unwrap_or_default();
@@ -223,6 +272,8 @@ struct CreateObserver<'a> {
     cgroup: &'a Cgroup,
     plan: &'a Plan,
     have_cgroup: bool,
+    /// `Some` when the second half of the cgroup is still to be made (with these resources).
+    late: Option<Option<&'a oci_spec::runtime::LinuxResources>>,
 }
 
 impl Observer for CreateObserver<'_> {
@@ -232,11 +283,21 @@ impl Observer for CreateObserver<'_> {
         self.dir.save(self.st).map_err(|e| crate::init::chain(&e))
     }
 
-    fn join_cgroup(&mut self, pid: i32, move_needed: bool) -> Result<(), String> {
-        if !move_needed || !self.have_cgroup {
-            return Ok(());
+    fn join_cgroup(&mut self, pid: i32, move_needed: bool) -> Result<Vec<OwnedFd>, String> {
+        if !self.have_cgroup {
+            return Ok(Vec::new());
         }
-        self.cgroup.add_pid(pid).map_err(|e| crate::init::chain(&e))
+        let chain = |e: crate::cgroups::CgroupError| crate::init::chain(&e);
+        if let Some(resources) = self.late {
+            self.cgroup.create_late(resources).map_err(chain)?;
+            if !move_needed {
+                return self.cgroup.open_tasks().map_err(chain);
+            }
+        }
+        if move_needed {
+            self.cgroup.add_pid(pid).map_err(chain)?;
+        }
+        Ok(Vec::new())
     }
 
     fn hooks(&mut self, pid: i32) -> Result<(), String> {

@@ -33,7 +33,8 @@ pub fn kill(root: &Path, id: &str, sig: Signal, all: bool) -> Result<(), Contain
         });
     }
     if all {
-        let pids = c.cgroup().pids()?;
+        let cg = c.cgroup();
+        let pids = if cg.is_none() { Vec::new() } else { cg.pids()? };
         for p in pids {
             let _ = signal::kill(Pid::from_raw(p), sig);
         }

@@ -12,7 +12,7 @@ mod status;
 
 use std::path::PathBuf;
 
-pub use create::{create, CreateOptions};
+pub use create::{create, CgroupManager, CreateOptions};
 pub use delete::delete;
 pub use exec::{exec, ExecOptions};
 pub use kill::{kill, parse_signal};

@@ -102,8 +102,9 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 }
 
 /// The init's entry into its cgroup, done once and as late as possible: the parent's
-/// `CgroupDone` (after its own cgroup write, when it had to make one), then the init's own v1
-/// join (see [`crate::cgroups::Join`]).
+/// `CgroupDone` (after it made the v1 directories and wrote the resources, and its own cgroup
+/// write when it had to make one), then the init's own v1 join (see [`crate::cgroups::Join`])
+/// through the `tasks` files it got at the clone or with `CgroupDone`.
 pub(crate) struct Barrier {
     cgroup_done: bool,
     join: Option<crate::cgroups::Join>,
@@ -112,11 +113,13 @@ pub(crate) struct Barrier {
 impl Barrier {
     pub(crate) fn cgroup(&mut self, chan: &Channel) -> Result<(), InitError> {
         if !self.cgroup_done {
-            chan.expect(Msg::CgroupDone)?;
+            let sent = chan.expect_fds(Msg::CgroupDone)?;
+            let join =
+                |e: std::io::Error| InitError::Other(format!("join the container's cgroup: {e}"));
             if let Some(j) = self.join.take() {
-                j.enter_v1()
-                    .map_err(|e| InitError::Other(format!("join the container's cgroup: {e}")))?;
+                j.enter_v1().map_err(join)?;
             }
+            crate::cgroups::enter_v1(&sent).map_err(join)?;
             self.cgroup_done = true;
         }
         Ok(())

@@ -33,9 +33,10 @@ pub trait Observer {
     }
     /// The init's namespaces and mounts exist: run prestart and createRuntime hooks.
     fn hooks(&mut self, pid: i32) -> Result<(), String>;
-    /// The init is about to run alone (sync 1): move it into its cgroup when `move_needed` (it
-    /// could not join by itself), and do whatever else must precede its set-up.
-    fn join_cgroup(&mut self, pid: i32, move_needed: bool) -> Result<(), String>;
+    /// The init runs (sync 1): finish its cgroup, move it in when `move_needed` (it could not
+    /// join by itself), and do whatever else must precede its set-up. Returns v1 `tasks`
+    /// files for the init to join through (they go to it with `CgroupDone`).
+    fn join_cgroup(&mut self, pid: i32, move_needed: bool) -> Result<Vec<OwnedFd>, String>;
 }
 
 /// What the container init gets besides the plan.
@@ -190,9 +191,11 @@ fn parent(
     // sync 1: the cgroup, before the init runs anything of the user's. First, because a v1
     // cgroup move can wait for an RCU grace period (milliseconds) that the init spends on its
     // mounts meanwhile; recording the pid can wait that long (until then the init dies with us).
-    obs.join_cgroup(*pid, joins)
+    let tasks = obs
+        .join_cgroup(*pid, joins)
         .map_err(ProcessError::Observer)?;
-    chan.send(&Msg::CgroupDone)?;
+    chan.send_fds(&Msg::CgroupDone, &tasks)?;
+    drop(tasks);
     obs.cloned(*pid).map_err(ProcessError::Observer)?;
     loop {
         match chan.recv() {

@@ -14,9 +14,13 @@
 //! ```
 //! The child blocks on `exec.fifo` after `Ready`; `husk start` opens it for reading.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{
+    recv, recvmsg, send, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned,
+    MsgFlags, SockFlag, SockType,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +58,9 @@ pub enum SyncError {
 /// The largest message: an init error with a long chain still fits.
 const MAX_MSG: usize = 8 * 1024;
 
+/// The most descriptors one message carries: a `tasks` file per v1 hierarchy.
+const MAX_FDS: usize = 32;
+
 /// One end of the sync socket.
 #[derive(Debug)]
 pub struct Channel(OwnedFd);
@@ -86,6 +93,73 @@ impl Channel {
                 msg: msg.name(),
                 source,
             })
+    }
+
+    /// Send `msg` with descriptors attached (SCM_RIGHTS); the receiver takes them with
+    /// [`Channel::expect_fds`].
+    pub fn send_fds(&self, msg: &Msg, fds: &[OwnedFd]) -> Result<(), SyncError> {
+        if fds.is_empty() {
+            return self.send(msg);
+        }
+        let bytes = serde_json::to_vec(msg).map_err(|e| SyncError::Garbled(e.to_string()))?;
+        let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let cmsg = [ControlMessage::ScmRights(&raw)];
+        sendmsg::<()>(
+            self.0.as_raw_fd(),
+            &[IoSlice::new(&bytes)],
+            &cmsg,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map(drop)
+        .map_err(|source| SyncError::Send {
+            msg: msg.name(),
+            source,
+        })
+    }
+
+    /// [`Channel::expect`], also taking the descriptors that came with the message.
+    pub fn expect_fds(&self, want: Msg) -> Result<Vec<OwnedFd>, SyncError> {
+        let mut buf = [0u8; MAX_MSG];
+        let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+        let (n, fds) = loop {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            match recvmsg::<()>(
+                self.0.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(SyncError::Recv(e)),
+                Ok(m) => {
+                    let mut fds = Vec::new();
+                    for c in m.cmsgs().map_err(SyncError::Recv)? {
+                        if let ControlMessageOwned::ScmRights(raw) = c {
+                            // SAFETY: the kernel just installed these descriptors in this
+                            // process for this message; nothing else owns them.
+                            fds.extend(
+                                raw.into_iter()
+                                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                            );
+                        }
+                    }
+                    break (m.bytes, fds);
+                }
+            }
+        };
+        if n == 0 {
+            return Err(SyncError::Closed);
+        }
+        let got: Msg =
+            serde_json::from_slice(&buf[..n]).map_err(|e| SyncError::Garbled(e.to_string()))?;
+        if got != want {
+            return Err(SyncError::Unexpected {
+                expected: want.name(),
+                got,
+            });
+        }
+        Ok(fds)
     }
 
     pub fn recv(&self) -> Result<Msg, SyncError> {
@@ -168,6 +242,21 @@ mod tests {
         }
         drop(a);
         assert!(matches!(b.recv(), Err(SyncError::Closed)));
+    }
+
+    #[test]
+    fn descriptors_travel_with_a_message() {
+        let (a, b) = pair().expect("pair");
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        a.send_fds(&Msg::CgroupDone, &[w]).expect("send");
+        let fds = b.expect_fds(Msg::CgroupDone).expect("recv");
+        assert_eq!(fds.len(), 1);
+        nix::unistd::write(&fds[0], b"x").expect("write through the passed fd");
+        let mut buf = [0u8; 1];
+        assert_eq!(nix::unistd::read(r.as_raw_fd(), &mut buf).expect("read"), 1);
+        // Without descriptors, the same call takes a plain message.
+        a.send(&Msg::CgroupDone).expect("send");
+        assert!(b.expect_fds(Msg::CgroupDone).expect("recv").is_empty());
     }
 
     #[test]

@@ -323,14 +323,18 @@ impl Observer for Joiner<'_> {
     fn hooks(&mut self, _pid: i32) -> Result<(), String> {
         Ok(())
     }
-    fn join_cgroup(&mut self, pid: i32, move_needed: bool) -> Result<(), String> {
+    fn join_cgroup(
+        &mut self,
+        pid: i32,
+        move_needed: bool,
+    ) -> Result<Vec<std::os::fd::OwnedFd>, String> {
         if move_needed {
             self.cgroup.add_pid(pid).map_err(|e| e.to_string())?;
         }
         if self.netns {
             super::net::loopback_up_in(pid).map_err(|e| format!("bring up loopback: {e}"))?;
         }
-        Ok(())
+        Ok(Vec::new())
     }
 }
 

@@ -148,7 +148,7 @@ fn create_options(cli: &Cli, a: &CreateArgs, start_barrier: bool) -> CreateOptio
         no_pivot: a.no_pivot,
         no_new_keyring: a.no_new_keyring,
         preserve_fds: a.preserve_fds,
-        systemd_cgroup: cli.systemd_cgroup,
+        cgroup_manager: cli.cgroup_manager(),
         start_barrier,
         console_fd: None,
     }

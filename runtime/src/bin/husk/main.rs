@@ -32,6 +32,15 @@ pub struct Cli {
     /// Manage cgroups through systemd (cgroupsPath is slice:prefix:name).
     #[arg(long = "systemd-cgroup", global = true)]
     systemd_cgroup: bool,
+    /// Cgroup manager, as crun's flag: cgroupfs, systemd (= --systemd-cgroup), or disabled
+    /// (no cgroup of the container's own; refused when linux.resources sets limits).
+    #[arg(
+        long = "cgroup-manager",
+        global = true,
+        value_enum,
+        conflicts_with = "systemd_cgroup"
+    )]
+    cgroup_manager: Option<CgroupManagerArg>,
     /// Accepted for compatibility: rootless mode is detected from the caller's uid.
     #[arg(long, num_args = 0..=1, default_missing_value = "auto")]
     rootless: Option<String>,
@@ -40,6 +49,24 @@ pub struct Cli {
     criu: Option<PathBuf>,
     #[command(subcommand)]
     command: commands::Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum CgroupManagerArg {
+    Cgroupfs,
+    Systemd,
+    Disabled,
+}
+
+impl Cli {
+    fn cgroup_manager(&self) -> husk_runtime::container::CgroupManager {
+        use husk_runtime::container::CgroupManager as M;
+        match (self.cgroup_manager, self.systemd_cgroup) {
+            (Some(CgroupManagerArg::Disabled), _) => M::Disabled,
+            (Some(CgroupManagerArg::Systemd), _) | (None, true) => M::Systemd,
+            _ => M::Cgroupfs,
+        }
+    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
