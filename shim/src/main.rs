@@ -6,6 +6,7 @@
 mod cgroup;
 mod events;
 mod io;
+mod memory;
 mod metrics;
 mod options;
 mod process;
@@ -14,8 +15,12 @@ mod runtime;
 mod service;
 mod task;
 
+fn main() {
+    serve();
+}
+
 #[tokio::main(flavor = "current_thread")]
-async fn main() {
+async fn serve() {
     let config = containerd_shim::Config {
         // The shim's own reaper (reaper.rs) owns waitpid; the crate's would race it.
         no_reaper: true,

@@ -553,6 +553,7 @@ impl Task for TaskService {
         } else {
             self.start_exec(id, &req.exec_id).await?
         };
+        crate::memory::trim_soon();
         Ok(StartResponse {
             pid,
             ..Default::default()
