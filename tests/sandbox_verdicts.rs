@@ -621,3 +621,85 @@ fn batch_of_1000_and_private_tmp() {
     }
     assert_eq!(lines[20]["status"], "XX");
 }
+
+/// As a user (uid 65534 here): a user namespace maps the caller to the sandbox's uid, the
+/// limits that need a cgroup fall back to rlimits, and the verdict says which — never silently.
+#[test]
+fn non_root_caller_gets_a_user_namespace_and_is_told_what_is_unenforced() {
+    if common::skip() {
+        return;
+    }
+    let Ok(setpriv) = which("setpriv") else {
+        panic!("setpriv (util-linux) is missing: apt-get install util-linux");
+    };
+    let d = Dir::new("nonroot");
+    let run = |args: &[&str]| {
+        let meta = d.path("meta.json");
+        let _ = fs::remove_file(&meta);
+        let out = Command::new(&setpriv)
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(common::bin_under_test())
+            .arg("sandbox")
+            .arg("--meta")
+            .arg(&meta)
+            .args(args)
+            .current_dir(&d.0)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run setpriv husk sandbox");
+        let v: Value = serde_json::from_str(&fs::read_to_string(&meta).unwrap_or_else(|_| {
+            panic!("no meta; stderr: {}", String::from_utf8_lossy(&out.stderr))
+        }))
+        .unwrap();
+        (v, String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (v, out) = run(&[
+        "--pids",
+        "32",
+        "--",
+        "sh",
+        "-c",
+        "id -u; ls /proc | grep -c '^[0-9]'; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; \
+         cat /proc/self/uid_map",
+    ]);
+    assert_eq!(v["status"], "OK", "{v}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.first(), Some(&"65534"), "{out}");
+    let procs: u32 = lines.get(1).and_then(|l| l.parse().ok()).unwrap_or(99);
+    assert!(procs <= 5, "sees other processes: {out}");
+    assert_eq!(lines.get(2), Some(&"lo"), "{out}");
+    assert!(out.contains("65534      65534          1"), "{out}");
+    let msg = v["message"].as_str().unwrap_or("");
+    assert!(msg.contains("--pids (RLIMIT_NPROC)"), "{v}");
+
+    let (v, _) = run(&["--time", "0.5", "--", "sh", "-c", "while :; do :; done"]);
+    assert_eq!(v["status"], "TLE", "{v}");
+    assert!(
+        v["message"].as_str().unwrap_or("").contains("--time"),
+        "{v}"
+    );
+    let (v, _) = run(&[
+        "--memory",
+        "64M",
+        "--",
+        "sh",
+        "-c",
+        "exec head -c 200000000 /dev/zero | tail -c 1 >/dev/null",
+    ]);
+    assert!(
+        v["message"].as_str().unwrap_or("").contains("RLIMIT_AS"),
+        "{v}"
+    );
+    let (v, _) = run(&["--wall-time", "0.5", "--", "sleep", "5"]);
+    assert_eq!(v["status"], "WLE", "{v}");
+    let _ = fs::remove_dir_all("/tmp/husk-sandbox-65534");
+}
+
+fn which(name: &str) -> Result<PathBuf, ()> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or(())
+}

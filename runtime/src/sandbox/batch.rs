@@ -71,6 +71,14 @@ struct Slot {
 
 /// Read the jobs, run them `n` at a time, print verdicts in input order.
 pub fn run_file(path: &Path, base: &Options, n: usize) -> Result<Summary, String> {
+    if !nix::unistd::geteuid().is_root() {
+        // The warm pool keeps a cgroup and a network namespace per slot, made ahead as root.
+        return Err(
+            "--batch needs root (its warm pool keeps a cgroup per slot); as a user, run \
+             one `husk sandbox` per job"
+                .into(),
+        );
+    }
     let file = std::fs::File::open(path).map_err(|e| format!("open --batch {path:?}: {e}"))?;
     let mut lines = Vec::new();
     for (i, l) in std::io::BufReader::new(file).lines().enumerate() {
@@ -154,8 +162,13 @@ impl Pool {
         let seccomp = super::profile::judge_profile();
         let mut probe = base.clone();
         probe.args = vec!["/bin/true".into()];
-        let plan = super::plan::build(&probe, super::plan::CGROUP_PARENT, &seccomp)
-            .map_err(|e| crate::init::chain(&e))?;
+        let plan = super::plan::build(
+            &probe,
+            super::plan::CGROUP_PARENT,
+            &seccomp,
+            super::plan::Mode::root(),
+        )
+        .map_err(|e| crate::init::chain(&e))?;
         Ok(Pool {
             base: base.clone(),
             plan,
@@ -748,7 +761,7 @@ fn job_setup(
         nix::unistd::dup2(f.as_raw_fd(), i as RawFd).map_err(|e| m("redirect stdio", e))?;
     }
     let limits: Vec<oci_spec::runtime::PosixRlimit> =
-        serde_json::from_value(Value::Array(super::plan::rlimits(o)))
+        serde_json::from_value(Value::Array(super::plan::rlimits(o, true)))
             .map_err(|e| format!("rlimits: {e}"))?;
     crate::rlimits::apply(&limits).map_err(|e| crate::init::chain(&e))?;
     crate::capabilities::drop_bounding(None).map_err(|e| crate::init::chain(&e))?;

@@ -50,3 +50,37 @@ pub fn loopback_up_in(pid: i32) -> Result<(), nix::Error> {
     nix::sched::setns(own.as_fd(), CloneFlags::CLONE_NEWNET)?;
     r
 }
+
+/// Set `lo` up in the network namespace of process `pid`, which a user namespace of the
+/// caller's owns (a non-root caller: only inside that user namespace may it configure the
+/// network). A forked helper does it, as setns into a user namespace is one-way.
+pub fn loopback_up_in_userns(pid: i32) -> Result<(), nix::Error> {
+    let user = open_ns(&format!("/proc/{pid}/ns/user"))?;
+    let net = open_ns(&format!("/proc/{pid}/ns/net"))?;
+    // SAFETY: the runtime is single-threaded (DESIGN §2), so the child may run anything; it
+    // ends in _exit and never returns into the caller's frames.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => {
+            let r = nix::sched::setns(user.as_fd(), CloneFlags::CLONE_NEWUSER)
+                .and_then(|()| nix::sched::setns(net.as_fd(), CloneFlags::CLONE_NEWNET))
+                .and_then(|()| loopback_up());
+            let code = match r {
+                Ok(()) => 0,
+                Err(e) => e as i32,
+            };
+            // SAFETY: _exit ends the helper without running the parent's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => loop {
+            match nix::sys::wait::waitpid(child, None) {
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(e),
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => return Ok(()),
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => {
+                    return Err(nix::Error::from_raw(code))
+                }
+                Ok(_) => return Err(nix::Error::ECHILD),
+            }
+        },
+    }
+}

@@ -12,7 +12,7 @@
 //! The skeleton costs one bind per top-level directory (~20 µs each here) and keeps the host's
 //! `/run` (sockets of daemons), `/sys` and `/dev` out of the sandbox.
 
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
@@ -21,8 +21,74 @@ use serde_json::{json, Value};
 use super::limits::{environment, workdir, Options};
 use crate::spec::{Plan, SpecError};
 
-/// Where the skeleton root lives on the host.
+/// Where the skeleton root lives on the host (root's; see [`skeleton`]).
 pub const SKELETON: &str = "/run/husk-sandbox/root";
+
+/// The skeleton root of this caller: root's under /run; a non-root user's in a directory of
+/// its own under /tmp, made 0700 and refused if it exists but isn't the caller's own directory
+/// (another user could have planted it).
+pub fn skeleton() -> Result<PathBuf, PlanError> {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        return Ok(PathBuf::from(SKELETON));
+    }
+    let base = PathBuf::from(format!("/tmp/husk-sandbox-{uid}"));
+    let err = |source| PlanError::Skeleton {
+        path: base.clone(),
+        source,
+    };
+    match std::fs::DirBuilder::new().mode(0o700).create(&base) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(err(e)),
+    }
+    let m = std::fs::symlink_metadata(&base).map_err(err)?;
+    if !m.is_dir() || m.uid() != uid.as_raw() || m.mode() & 0o022 != 0 {
+        return Err(err(std::io::Error::other(
+            "exists but is not a directory of the caller's that only it can write",
+        )));
+    }
+    Ok(base.join("root"))
+}
+
+/// How a run is set up besides its options: as root, or as a user (a user namespace mapping
+/// the caller to `--uid`/`--gid`), with or without a cgroup of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode {
+    pub userns: bool,
+    pub cgroup: bool,
+}
+
+impl Mode {
+    pub fn root() -> Self {
+        Self {
+            userns: false,
+            cgroup: true,
+        }
+    }
+}
+
+/// The limits that need a cgroup and, without one, what stands in for them (per process,
+/// so weaker): for the verdict's `message`.
+pub fn without_cgroup(o: &Options) -> Option<String> {
+    let mut what = Vec::new();
+    if o.time.is_some() {
+        what.push("--time (RLIMIT_CPU per process; usage from rusage)");
+    }
+    if o.memory.is_some() {
+        what.push("--memory (RLIMIT_AS per process: an allocation fails instead of MLE)");
+    }
+    if o.pids.is_some() {
+        what.push("--pids (RLIMIT_NPROC)");
+    }
+    if what.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "no writable cgroup for a non-root caller: enforced per process only: {}",
+        what.join(", ")
+    ))
+}
 /// The cgroup parent of every sandbox (absolute, so never under the caller's cgroup).
 /// Prefix of the sandbox cgroups (`/husk-sandbox-<pid>-<n>`): one level, so removing a run's
 /// cgroup leaves nothing behind.
@@ -212,11 +278,20 @@ pub fn mounts(o: &Options, top: &[TopLevel], cwd: &Path) -> Vec<Value> {
 
 /// The rlimits of a run: the CPU backstop one second past the kill time (the poller kills
 /// first), the output limit as the file size limit, no core files.
-pub fn rlimits(o: &Options) -> Vec<Value> {
+pub fn rlimits(o: &Options, cgroup: bool) -> Vec<Value> {
     let mut r = vec![json!({"type": "RLIMIT_CORE", "soft": 0, "hard": 0})];
     if let Some(t) = o.time {
-        let secs = (t + o.extra_time).ceil() as u64 + 1;
+        // Without a cgroup to poll, the rlimit is the limit itself (SIGXCPU reads as TLE).
+        let secs = (t + o.extra_time).ceil() as u64 + u64::from(cgroup);
         r.push(json!({"type": "RLIMIT_CPU", "soft": secs, "hard": secs + 1}));
+    }
+    if !cgroup {
+        if let Some(m) = o.memory {
+            r.push(json!({"type": "RLIMIT_AS", "soft": m, "hard": m}));
+        }
+        if let Some(p) = o.pids {
+            r.push(json!({"type": "RLIMIT_NPROC", "soft": p, "hard": p}));
+        }
     }
     if let Some(b) = o.output {
         r.push(json!({"type": "RLIMIT_FSIZE", "soft": b, "hard": b}));
@@ -253,6 +328,7 @@ pub fn spec_json(
     caller_env: &[(String, String)],
     cgroup: &str,
     seccomp: &Value,
+    mode: Mode,
 ) -> Value {
     let mut namespaces = vec![
         json!({"type": "pid"}),
@@ -265,7 +341,7 @@ pub fn spec_json(
         namespaces.push(json!({"type": "network"}));
     }
     let no_caps: Vec<String> = Vec::new();
-    json!({
+    let mut v = json!({
         "ociVersion": crate::spec::OCI_VERSION_MAX,
         "root": {"path": SKELETON, "readonly": true},
         "hostname": "sandbox",
@@ -279,7 +355,7 @@ pub fn spec_json(
                 "bounding": no_caps, "effective": no_caps, "inheritable": no_caps,
                 "permitted": no_caps, "ambient": no_caps,
             },
-            "rlimits": rlimits(o),
+            "rlimits": rlimits(o, mode.cgroup),
             "noNewPrivileges": true,
         },
         "mounts": mounts(o, top, cwd),
@@ -296,21 +372,45 @@ pub fn spec_json(
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
             ],
         },
-    })
+    });
+    if mode.userns {
+        // The caller's one uid and gid, seen inside as --uid/--gid: all an unprivileged user
+        // may map.
+        let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+        if let Some(n) = v["linux"]["namespaces"].as_array_mut() {
+            n.insert(0, json!({"type": "user"}));
+        }
+        v["linux"]["uidMappings"] =
+            json!([{"containerID": o.uid, "hostID": uid.as_raw(), "size": 1}]);
+        v["linux"]["gidMappings"] =
+            json!([{"containerID": o.gid, "hostID": gid.as_raw(), "size": 1}]);
+    }
+    if !mode.cgroup {
+        if let Some(l) = v["linux"].as_object_mut() {
+            l.remove("resources");
+            l.remove("cgroupsPath");
+        }
+        if let Some(c) = &o.cpus {
+            v["process"]["execCPUAffinity"] = json!({"final": c});
+        }
+    }
+    v
 }
 
 /// Build and validate the plan of one run.
-pub fn build(o: &Options, cgroup: &str, seccomp: &Value) -> Result<Plan, PlanError> {
+pub fn build(o: &Options, cgroup: &str, seccomp: &Value, mode: Mode) -> Result<Plan, PlanError> {
     let top = host_top_level()?;
-    ensure_skeleton(Path::new(SKELETON), &top)?;
+    let root = skeleton()?;
+    ensure_skeleton(&root, &top)?;
     let cwd = std::env::current_dir().map_err(|source| PlanError::Skeleton {
         path: PathBuf::from("."),
         source,
     })?;
     let caller: Vec<(String, String)> = std::env::vars().collect();
-    let v = spec_json(o, &top, &cwd, &caller, cgroup, seccomp);
+    let mut v = spec_json(o, &top, &cwd, &caller, cgroup, seccomp, mode);
+    v["root"]["path"] = json!(root);
     let spec: Spec = serde_json::from_value(v).map_err(|e| PlanError::Spec(e.to_string()))?;
-    let bundle = Path::new(SKELETON).parent().unwrap_or(Path::new("/"));
+    let bundle = root.parent().unwrap_or(Path::new("/"));
     Ok(crate::spec::inmemory::plan_from_spec(spec, bundle)?)
 }
 
@@ -339,6 +439,7 @@ mod tests {
             &[],
             "/husk-sandbox/t",
             &super::super::profile::judge_profile(),
+            Mode::root(),
         );
         let spec: Spec = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(spec.process().as_ref().unwrap().cwd(), Path::new("/work/x"));
@@ -362,7 +463,15 @@ mod tests {
 
         o.dirs = vec![DirRule::parse("/box=/srv:rw").unwrap()];
         o.share_net = true;
-        let v = spec_json(&o, &top, Path::new("/work/x"), &[], "/t", &json!(null));
+        let v = spec_json(
+            &o,
+            &top,
+            Path::new("/work/x"),
+            &[],
+            "/t",
+            &json!(null),
+            Mode::root(),
+        );
         let last = v["mounts"].as_array().unwrap().last().unwrap().clone();
         assert_eq!(last["destination"], "/box");
         assert_eq!(last["source"], "/srv");

@@ -314,6 +314,7 @@ impl Drop for Stdio {
 struct Joiner<'a> {
     cgroup: &'a Cgroup,
     netns: bool,
+    userns: bool,
 }
 
 impl Observer for Joiner<'_> {
@@ -332,7 +333,12 @@ impl Observer for Joiner<'_> {
             self.cgroup.add_pid(pid).map_err(|e| e.to_string())?;
         }
         if self.netns {
-            super::net::loopback_up_in(pid).map_err(|e| format!("bring up loopback: {e}"))?;
+            if self.userns {
+                super::net::loopback_up_in_userns(pid)
+            } else {
+                super::net::loopback_up_in(pid)
+            }
+            .map_err(|e| format!("bring up loopback: {e}"))?;
         }
         Ok(Vec::new())
     }
@@ -365,7 +371,11 @@ enum Failure {
 
 fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failure> {
     let internal = |e: &dyn std::error::Error| Failure::Internal(crate::init::chain(e));
-    let mut stats = Stats::open(stats::host(), cgroup.path());
+    let mut stats = if cgroup.is_none() {
+        Stats::empty()
+    } else {
+        Stats::open(stats::host(), cgroup.path())
+    };
     let stdio = Stdio::redirect(o).map_err(|e| internal(&e))?;
     let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
         internal(&RunError::Step {
@@ -392,6 +402,10 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
             .namespaces
             .new
             .contains(nix::sched::CloneFlags::CLONE_NEWNET),
+        userns: plan
+            .namespaces
+            .new
+            .contains(nix::sched::CloneFlags::CLONE_NEWUSER),
     };
     let spawned = spawn::spawn(plan, opts, &mut joiner);
     drop(stdio);
@@ -430,26 +444,49 @@ pub fn run(o: &Options, seccomp: &serde_json::Value, seq: u64) -> Verdict {
         super::plan::CGROUP_PARENT,
         std::process::id()
     );
-    let plan = match super::plan::build(o, &name, seccomp) {
-        Ok(p) => p,
-        Err(e) => return Verdict::internal(crate::init::chain(&e)),
+    let rootless = !nix::unistd::geteuid().is_root();
+    let mut mode = super::plan::Mode {
+        userns: rootless,
+        cgroup: true,
     };
-    let cgroup = match Cgroup::resolve(Some(Path::new(&name)), "sandbox", false) {
+    let mut cgroup = match Cgroup::resolve(Some(Path::new(&name)), "sandbox", false) {
         Ok(c) => c,
         Err(e) => return Verdict::internal(crate::init::chain(&e)),
     };
-    let resources = plan
-        .spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.resources().as_ref());
-    if let Err(e) = cgroup.create(resources) {
-        return Verdict::internal(format!(
-            "create the sandbox cgroup: {}",
+    let resources: Option<oci_spec::runtime::LinuxResources> =
+        serde_json::from_value(super::plan::resources(o)).ok();
+    if let Err(e) = cgroup.create(resources.as_ref()) {
+        if !rootless {
+            return Verdict::internal(format!(
+                "create the sandbox cgroup: {}",
+                crate::init::chain(&e)
+            ));
+        }
+        // A user without a delegated cgroup: rlimits stand in, and the verdict says so.
+        crate::logging::debug(&format!(
+            "sandbox without a cgroup: {}",
             crate::init::chain(&e)
         ));
+        mode.cgroup = false;
+        cgroup = Cgroup::none();
     }
-    let v = run_plan(o, &plan, &cgroup);
+    let plan = match super::plan::build(o, &name, seccomp, mode) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = cgroup.destroy();
+            return Verdict::internal(crate::init::chain(&e));
+        }
+    };
+    let mut v = run_plan(o, &plan, &cgroup);
+    if !mode.cgroup && v.status != Status::XX {
+        if let Some(note) = super::plan::without_cgroup(o) {
+            v.message = if v.message.is_empty() {
+                note
+            } else {
+                format!("{}; {note}", v.message)
+            };
+        }
+    }
     if let Err(e) = cgroup.destroy() {
         if v.status != Status::XX {
             let mut v = v;
