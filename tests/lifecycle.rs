@@ -321,3 +321,52 @@ fn create_with_a_terminal_sends_the_pty_over_the_console_socket() {
     );
     c.wait_status("stopped", WAIT);
 }
+
+/// Socket activation as runc does it: with `LISTEN_PID` naming husk and `LISTEN_FDS=N`, fds
+/// 3..3+N reach the process (ahead of `--preserve-fds`) with `LISTEN_FDS=N` and `LISTEN_PID=1`;
+/// a `LISTEN_PID` of another process passes nothing.
+#[test]
+fn listen_fds_are_passed_like_runc() {
+    let Some(mut c) = Case::new("listen-fds") else {
+        return;
+    };
+    c.sh("echo \"$LISTEN_FDS $LISTEN_PID\"; echo via-3 >&3; echo via-4 >&4");
+    c.write_config();
+    let (f3, f4) = (c.path("fd3"), c.path("fd4"));
+    // `exec` keeps the shell's pid, so $$ is husk's pid.
+    let script = format!(
+        "exec 3>'{}' 4>'{}'; exec env LISTEN_PID=$$ LISTEN_FDS=1 '{}' --root '{}' run \
+         --preserve-fds 1 --bundle '{}' '{}'",
+        f3.display(),
+        f4.display(),
+        c.bin.display(),
+        c.root.display(),
+        c.bundle_str(),
+        c.id
+    );
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", &script]);
+    let out = c.spawn_cmd(cmd, "run with LISTEN_FDS").wait(CMD_TIMEOUT);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert_eq!(out.stdout, "1 1\n");
+    assert_eq!(std::fs::read_to_string(&f3).unwrap(), "via-3\n");
+    assert_eq!(std::fs::read_to_string(&f4).unwrap(), "via-4\n");
+
+    // Meant for another process: nothing is passed, nothing is added to the environment.
+    let script = format!(
+        "exec 3>'{}'; exec env LISTEN_PID=1 LISTEN_FDS=1 '{}' --root '{}' run --bundle '{}' '{}'",
+        f3.display(),
+        c.bin.display(),
+        c.root.display(),
+        c.bundle_str(),
+        c.id
+    );
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", &script]);
+    let out = c
+        .spawn_cmd(cmd, "run with another's LISTEN_PID")
+        .wait(CMD_TIMEOUT);
+    assert_ne!(out.code(), Some(0), "fd 3 should not exist: {out:?}");
+    assert_eq!(out.stdout, " \n", "{out:?}");
+    c.assert_clean();
+}

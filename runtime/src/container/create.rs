@@ -30,6 +30,10 @@ pub struct CreateOptions {
     pub no_pivot: bool,
     pub no_new_keyring: bool,
     pub preserve_fds: u32,
+    /// Socket-activation descriptors (systemd's `LISTEN_FDS` of the caller): passed on as fds
+    /// 3.. ahead of `--preserve-fds`, with `LISTEN_FDS=N` and `LISTEN_PID=1` in the process's
+    /// environment, as runc does.
+    pub listen_fds: u32,
     pub cgroup_manager: CgroupManager,
     /// Wait for `start` on exec.fifo (create); `false` execs as soon as ready (run).
     pub start_barrier: bool,
@@ -61,7 +65,8 @@ pub struct Created {
 
 pub fn create(mut opts: CreateOptions) -> Result<Created, ContainerError> {
     state::check_id(&opts.id)?;
-    let plan = spec::load(&opts.bundle)?;
+    let mut plan = spec::load(&opts.bundle)?;
+    super::add_listen_env(&mut plan.process, opts.listen_fds);
     let terminal = plan.process.terminal().unwrap_or(false);
     let console = match (&opts.console_socket, opts.console_fd.take()) {
         (_, Some(fd)) if terminal => Some(fd),
@@ -204,7 +209,7 @@ fn build(
                 fifo,
                 console,
                 no_pivot: opts.no_pivot,
-                preserve_fds: opts.preserve_fds,
+                preserve_fds: opts.listen_fds + opts.preserve_fds,
                 id: opts.id.clone(),
                 new_keyring: !opts.no_new_keyring,
                 // Without these descriptors the parent falls back to writing cgroup.procs.

@@ -24,6 +24,8 @@ pub struct ExecOptions {
     pub caps: Vec<String>,
     pub no_new_privs: bool,
     pub preserve_fds: u32,
+    /// Socket-activation descriptors, see [`super::CreateOptions::listen_fds`].
+    pub listen_fds: u32,
     pub apparmor: Option<String>,
     pub process_label: Option<String>,
     pub ignore_paused: bool,
@@ -45,7 +47,8 @@ pub fn exec(root: &Path, id: &str, opts: ExecOptions) -> Result<i32, ContainerEr
             },
         });
     }
-    let process = build_process(&c.state.config, &opts)?;
+    let mut process = build_process(&c.state.config, &opts)?;
+    super::add_listen_env(&mut process, opts.listen_fds);
     let terminal = process.terminal().unwrap_or(false);
     let console = match (&opts.console_socket, terminal) {
         (Some(p), true) => Some(crate::console::connect(p)?),
@@ -97,7 +100,7 @@ pub fn exec(root: &Path, id: &str, opts: ExecOptions) -> Result<i32, ContainerEr
             linux,
             seccomp: seccomp.as_ref(),
             console: theirs,
-            preserve_fds: opts.preserve_fds,
+            preserve_fds: opts.listen_fds + opts.preserve_fds,
             cgroup_join: cgroup.open_join().ok(),
             seccomp_listener: match seccomp.as_ref().and_then(|s| s.listener()) {
                 Some(l) => Some((

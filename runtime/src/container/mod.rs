@@ -134,3 +134,17 @@ mod tests {
         assert!(Stopped.can_delete());
     }
 }
+
+/// Socket activation (`LISTEN_FDS`): the process learns how many descriptors it got from 3 on,
+/// and that they are its own (`LISTEN_PID=1`, as runc sets it; sd_listen_fds compares it with
+/// getpid(), which is 1 for a pid namespace's init and the value runc has always used).
+fn add_listen_env(p: &mut oci_spec::runtime::Process, n: u32) {
+    if n == 0 {
+        return;
+    }
+    let mut env = p.env().clone().unwrap_or_default();
+    env.retain(|e| !e.starts_with("LISTEN_FDS=") && !e.starts_with("LISTEN_PID="));
+    env.push(format!("LISTEN_FDS={n}"));
+    env.push("LISTEN_PID=1".into());
+    p.set_env(Some(env));
+}

@@ -148,6 +148,7 @@ fn create_options(cli: &Cli, a: &CreateArgs, start_barrier: bool) -> CreateOptio
         no_pivot: a.no_pivot,
         no_new_keyring: a.no_new_keyring,
         preserve_fds: a.preserve_fds,
+        listen_fds: listen_fds(),
         cgroup_manager: cli.cgroup_manager(),
         start_barrier,
         console_fd: None,
@@ -273,6 +274,7 @@ fn exec(cli: &Cli, a: &ExecArgs) -> Result<i32> {
         caps: a.cap.clone(),
         no_new_privs: a.no_new_privs,
         preserve_fds: a.preserve_fds,
+        listen_fds: listen_fds(),
         apparmor: a.apparmor.clone(),
         process_label: a.process_label.clone(),
         ignore_paused: a.ignore_paused,
@@ -288,4 +290,19 @@ fn image(args: &[String]) -> Result<i32> {
     let bin = me.with_file_name("husk-image");
     let err = std::process::Command::new(&bin).args(args).exec();
     Err(anyhow::anyhow!("run {}: {err}", bin.display()))
+}
+
+/// How many socket-activation descriptors the caller handed over: `LISTEN_FDS`, honoured only
+/// when `LISTEN_PID` names this process (sd_listen_fds(3); runc's activation.Files).
+fn listen_fds() -> u32 {
+    let pid = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok());
+    if pid != Some(std::process::id()) {
+        return 0;
+    }
+    std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
