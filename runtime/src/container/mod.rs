@@ -118,6 +118,20 @@ pub enum ContainerError {
     },
 }
 
+/// Socket activation (`LISTEN_FDS`): the process learns how many descriptors it got from 3 on,
+/// and that they are its own (`LISTEN_PID=1`, as runc sets it; sd_listen_fds compares it with
+/// getpid(), which is 1 for a pid namespace's init and the value runc has always used).
+fn add_listen_env(p: &mut oci_spec::runtime::Process, n: u32) {
+    if n == 0 {
+        return;
+    }
+    let mut env = p.env().clone().unwrap_or_default();
+    env.retain(|e| !e.starts_with("LISTEN_FDS=") && !e.starts_with("LISTEN_PID="));
+    env.push(format!("LISTEN_FDS={n}"));
+    env.push("LISTEN_PID=1".into());
+    p.set_env(Some(env));
+}
+
 #[cfg(test)]
 mod tests {
     use super::Status::*;
@@ -133,18 +147,4 @@ mod tests {
         assert!(!Running.can_delete() && !Paused.can_delete());
         assert!(Stopped.can_delete());
     }
-}
-
-/// Socket activation (`LISTEN_FDS`): the process learns how many descriptors it got from 3 on,
-/// and that they are its own (`LISTEN_PID=1`, as runc sets it; sd_listen_fds compares it with
-/// getpid(), which is 1 for a pid namespace's init and the value runc has always used).
-fn add_listen_env(p: &mut oci_spec::runtime::Process, n: u32) {
-    if n == 0 {
-        return;
-    }
-    let mut env = p.env().clone().unwrap_or_default();
-    env.retain(|e| !e.starts_with("LISTEN_FDS=") && !e.starts_with("LISTEN_PID="));
-    env.push(format!("LISTEN_FDS={n}"));
-    env.push("LISTEN_PID=1".into());
-    p.set_env(Some(env));
 }
