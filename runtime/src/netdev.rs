@@ -64,7 +64,10 @@ pub fn check_name(name: &str) -> Result<(), &'static str> {
     if name == "." || name == ".." {
         return Err("an interface name can't be \".\" or \"..\"");
     }
-    if name.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace()) {
+    if name
+        .bytes()
+        .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace())
+    {
         return Err("an interface name can't contain '/', ':' or whitespace");
     }
     Ok(())
@@ -113,9 +116,10 @@ pub fn attach(
                 source,
             }
         };
-        let (index, flags) = host.link(&d.host).map_err(fail("look up device"))?.ok_or_else(|| {
-            fail("look up device")(io::Error::from_raw_os_error(libc::ENODEV))
-        })?;
+        let (index, flags) = host
+            .link(&d.host)
+            .map_err(fail("look up device"))?
+            .ok_or_else(|| fail("look up device")(io::Error::from_raw_os_error(libc::ENODEV)))?;
         let addrs = host.addresses(index).map_err(fail("read addresses"))?;
         host.set_up(index, false).map_err(fail("set device down"))?;
         // Rename and move in one request: a name taken in either namespace can't get in the way
@@ -248,9 +252,11 @@ impl Netlink {
     /// A socket in `netns`: enter it, open, return. Safe in husk's single-threaded parent; a
     /// failed return would leave the process in the container's namespace, so it is an error.
     fn open_in(netns: BorrowedFd) -> Result<Self, NetdevError> {
-        let ns_err = |step| move |e: nix::Error| NetdevError::Netns {
-            step,
-            source: e.into(),
+        let ns_err = |step| {
+            move |e: nix::Error| NetdevError::Netns {
+                step,
+                source: e.into(),
+            }
         };
         let own = open_netns(Path::new("/proc/thread-self/ns/net")).map_err(|source| {
             NetdevError::Netns {
@@ -465,7 +471,16 @@ mod tests {
         for ok in ["eth0", "a", "exactly15bytes_", "dev-1.2"] {
             assert_eq!(check_name(ok), Ok(()), "{ok}");
         }
-        for bad in ["", ".", "..", "a/b", "a:b", "a b", "tab\t", "sixteen_bytes_xx"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a:b",
+            "a b",
+            "tab\t",
+            "sixteen_bytes_xx",
+        ] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
     }
@@ -507,7 +522,9 @@ mod tests {
         assert!(parse_address(&msg, 8).is_none(), "another device's");
 
         let mut global = a.clone();
-        global.address = Some(vec![0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        global.address = Some(vec![
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+        ]);
         assert!(global.keep());
         global.flags = 0;
         assert!(!global.keep(), "dynamic addresses stay behind");
