@@ -271,10 +271,7 @@ mod tests {
                 .enabled(),
             &Some(true)
         );
-        assert_eq!(
-            linux.net_devices().as_ref().unwrap().enabled(),
-            &Some(true)
-        );
+        assert_eq!(linux.net_devices().as_ref().unwrap().enabled(), &Some(true));
     }
 
     #[test]
