@@ -79,7 +79,7 @@ pub fn exists(name: &str) -> bool {
     let Ok(mut nl) = Netlink::open() else {
         return false;
     };
-    matches!(nl.link(name), Ok(Some(_)))
+    nl.link(name).is_ok()
 }
 
 /// Open a network namespace file (`/proc/<pid>/ns/net` or a bind mount of one). Holding the
@@ -116,10 +116,7 @@ pub fn attach(
                 source,
             }
         };
-        let (index, flags) = host
-            .link(&d.host)
-            .map_err(fail("look up device"))?
-            .ok_or_else(|| fail("look up device")(io::Error::from_raw_os_error(libc::ENODEV)))?;
+        let (index, flags) = host.link(&d.host).map_err(fail("look up device"))?;
         let addrs = host.addresses(index).map_err(fail("read addresses"))?;
         host.set_up(index, false).map_err(fail("set device down"))?;
         // Rename and move in one request: a name taken in either namespace can't get in the way
@@ -136,10 +133,7 @@ pub fn attach(
         moved.push(d.clone());
         let (index, _) = inside
             .link(&d.inside)
-            .map_err(fail("look up moved device"))?
-            .ok_or_else(|| {
-                fail("look up moved device")(io::Error::from_raw_os_error(libc::ENODEV))
-            })?;
+            .map_err(fail("look up moved device"))?;
         inside.set_up(index, true).map_err(fail("set device up"))?;
         for a in &addrs {
             inside.add_address(index, a).map_err(fail("add address"))?;
@@ -174,11 +168,7 @@ pub fn detach(devs: &[NetDevice], netns: BorrowedFd) -> Vec<NetdevError> {
         let r = (|| -> Result<(), (&str, io::Error)> {
             let (index, _) = inside
                 .link(&d.inside)
-                .map_err(|e| ("look up device in the container", e))?
-                .ok_or((
-                    "look up device in the container",
-                    io::Error::from_raw_os_error(libc::ENODEV),
-                ))?;
+                .map_err(|e| ("look up device in the container", e))?;
             inside
                 .set_up(index, false)
                 .map_err(|e| ("set device down", e))?;
@@ -321,19 +311,16 @@ impl Netlink {
         }
     }
 
-    /// The index and flags of the device called `name`, `None` if there is none.
-    fn link(&mut self, name: &str) -> io::Result<Option<(i32, u32)>> {
+    /// The index and flags of the device called `name` (ENODEV if there is none).
+    fn link(&mut self, name: &str) -> io::Result<(i32, u32)> {
         let mut m = header(libc::RTM_GETLINK, libc::NLM_F_ACK);
         m.extend_from_slice(&ifinfomsg(0, 0, 0));
         attr(&mut m, libc::IFLA_IFNAME, &nul_terminated(name));
-        match self.transact(m) {
-            Ok(replies) => Ok(replies
-                .iter()
-                .find(|p| p.len() >= IFINFOMSG_LEN)
-                .map(|p| (u32_at(p, 4) as i32, u32_at(p, 8)))),
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.transact(m)?
+            .iter()
+            .find(|p| p.len() >= IFINFOMSG_LEN)
+            .map(|p| (u32_at(p, 4) as i32, u32_at(p, 8)))
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))
     }
 
     fn set_up(&mut self, index: i32, up: bool) -> io::Result<()> {
@@ -534,7 +521,7 @@ mod tests {
     fn loopback_is_found_in_this_namespace() {
         // Every network namespace has `lo`; a name that can't exist is not found.
         let mut nl = Netlink::open().unwrap();
-        let (index, _) = nl.link("lo").unwrap().unwrap();
+        let (index, _) = nl.link("lo").unwrap();
         assert!(index > 0);
         assert!(exists("lo"));
         assert!(!exists("husk-no-such0"));
