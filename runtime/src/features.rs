@@ -180,7 +180,9 @@ pub fn features() -> Value {
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false},
             "intelRdt": {"enabled": false},
-            "mountExtensions": {"idmap": {"enabled": idmap_supported()}}
+            "mountExtensions": {"idmap": {"enabled": idmap_supported()}},
+            // As runc 1.3: whether the code is there, not whether the host has such devices.
+            "netDevices": {"enabled": true}
         },
         "annotations": {
             "io.husk.version": env!("CARGO_PKG_VERSION")
@@ -269,6 +271,7 @@ mod tests {
                 .enabled(),
             &Some(true)
         );
+        assert_eq!(linux.net_devices().as_ref().unwrap().enabled(), &Some(true));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod features;
 pub mod hooks;
 pub mod init;
 pub mod logging;
+pub mod netdev;
 pub mod process;
 pub mod rlimits;
 pub mod rootfs;

@@ -4,11 +4,11 @@
 //! 2. the state directory (`<root>/<id>`, locked) and a first `state.json` naming the cgroup,
 //!    so `delete --force` can clean up after a create that was killed half-way;
 //! 3. the cgroup with its resources, and `exec.fifo`;
-//! 4. `process::spawn`, recording the init's pid as soon as it exists, running prestart and
-//!    createRuntime hooks when the init asks;
+//! 4. `process::spawn`, recording the init's pid as soon as it exists, moving `linux.netDevices`
+//!    into its network namespace and running prestart and createRuntime hooks when the init asks;
 //! 5. `--pid-file`. Any failure undoes 2–4.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::sys::stat::Mode;
@@ -16,6 +16,7 @@ use nix::sys::stat::Mode;
 use super::ContainerError;
 use crate::cgroups::Cgroup;
 use crate::hooks::{self, HookKind};
+use crate::netdev::{self, NetDevice};
 use crate::process::spawn::{self, Observer};
 use crate::spec::{self, Plan};
 use crate::state::{self, State, StateDir};
@@ -201,6 +202,9 @@ fn build(
         st,
         cgroup,
         plan,
+        net_devices: netdev::from_spec(plan.spec.linux().as_ref()),
+        netns: None,
+        moved: Vec::new(),
     };
     let res = (|| {
         let pid = spawn::spawn(
@@ -236,6 +240,13 @@ fn build(
         Ok(pid)
     })();
     if res.is_err() {
+        // The init is dead; `netns` kept its namespace alive so the devices can go home
+        // (a new namespace would otherwise destroy virtual devices with it).
+        if let Some(ns) = &obs.netns {
+            for e in netdev::detach(&obs.moved, ns.as_fd()) {
+                crate::logging::warn(&e.to_string());
+            }
+        }
         cgroup.undo_early(&early_dirs);
     }
     res
@@ -279,6 +290,12 @@ struct CreateObserver<'a> {
     have_cgroup: bool,
     /// `Some` when the second half of the cgroup is still to be made (with these resources).
     late: Option<Option<&'a oci_spec::runtime::LinuxResources>>,
+    net_devices: Vec<NetDevice>,
+    /// The init's network namespace once devices go there: held so that a failed create can
+    /// still take them back after the init was killed.
+    netns: Option<OwnedFd>,
+    /// The devices that reached `netns`.
+    moved: Vec<NetDevice>,
 }
 
 impl Observer for CreateObserver<'_> {
@@ -306,6 +323,15 @@ impl Observer for CreateObserver<'_> {
     }
 
     fn hooks(&mut self, pid: i32) -> Result<(), String> {
+        // Before the hooks, so that a createRuntime hook (CNI and the like) sees the devices.
+        if !self.net_devices.is_empty() {
+            let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+            let ns = netdev::open_netns(&path)
+                .map_err(|e| format!("open the container's network namespace {path:?}: {e}"))?;
+            let ns = self.netns.insert(ns);
+            netdev::attach(&self.net_devices, ns.as_fd(), &mut self.moved)
+                .map_err(|e| e.to_string())?;
+        }
         let Some(h) = self.plan.spec.hooks() else {
             return Ok(());
         };

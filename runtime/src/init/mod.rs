@@ -192,13 +192,21 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
     // 4. Hooks (sync 4): prestart and createRuntime in the runtime's namespaces (by the parent),
     //    then createContainer here, before pivot_root.
     let state = hook_state(init, oci_spec::runtime::ContainerState::Creating);
-    if let Some(h) = plan.spec.hooks() {
-        use crate::hooks::HookKind as K;
-        let want = |k: K| !k.select(h).is_empty();
-        if want(K::Prestart) || want(K::CreateRuntime) || want(K::CreateContainer) {
-            barrier.cgroup(&init.chan)?;
-            init.chan.send(&Msg::HooksPlease)?;
-            init.chan.expect(Msg::HooksDone)?;
+    //    The parent also moves `linux.netDevices` into the network namespace then.
+    use crate::hooks::HookKind as K;
+    let hooks = plan.spec.hooks().as_ref();
+    let want = |k: K| hooks.is_some_and(|h| !k.select(h).is_empty());
+    let net_devices = plan
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.net_devices().as_ref())
+        .is_some_and(|d| !d.is_empty());
+    if net_devices || want(K::Prestart) || want(K::CreateRuntime) || want(K::CreateContainer) {
+        barrier.cgroup(&init.chan)?;
+        init.chan.send(&Msg::HooksPlease)?;
+        init.chan.expect(Msg::HooksDone)?;
+        if let Some(h) = hooks {
             crate::hooks::run(K::CreateContainer, K::CreateContainer.select(h), &state)?;
         }
     }

@@ -363,27 +363,58 @@ fn linux(cx: &Ctx, linux: &Linux, ns: &Namespaces) -> Result<(), SpecError> {
             "resctrl is not mounted on this host (/sys/fs/resctrl)",
         ));
     }
-    if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        if !ns.has(CloneFlags::CLONE_NEWNET) {
-            return Err(cx.err(
-                "linux.netDevices",
-                "moving network devices needs a network namespace",
-            ));
-        }
-        for name in linux.net_devices().iter().flatten().map(|(k, _)| k) {
-            if !Path::new("/sys/class/net").join(name).exists() {
-                return Err(cx.err(
-                    format!("linux.netDevices.{name}"),
-                    "no such network device on the host",
-                ));
-            }
-        }
-    }
+    net_devices(cx, linux, ns)?;
     if let Some(label) = linux.mount_label() {
         if !label.is_empty() && !lsm_enabled("selinux") {
             return Err(cx.err(
                 "linux.mountLabel",
                 "given but SELinux is not enabled on this host",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `linux.netDevices`: names the kernel accepts, one device per new name, devices that exist in
+/// the runtime's network namespace, and the privilege to move them.
+fn net_devices(cx: &Ctx, linux: &Linux, ns: &Namespaces) -> Result<(), SpecError> {
+    let devs = crate::netdev::from_spec(Some(linux));
+    if devs.is_empty() {
+        return Ok(());
+    }
+    if !ns.has(CloneFlags::CLONE_NEWNET) {
+        return Err(cx.err(
+            "linux.netDevices",
+            "moving network devices needs a network namespace (add {\"type\": \"network\"} to linux.namespaces)",
+        ));
+    }
+    let net_admin = caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_NET_ADMIN,
+    );
+    if !net_admin.unwrap_or(false) {
+        return Err(cx.err(
+            "linux.netDevices",
+            "moving network devices needs CAP_NET_ADMIN in the runtime's network namespace, \
+             which a rootless runtime lacks",
+        ));
+    }
+    let mut taken = HashSet::new();
+    for d in &devs {
+        let at = format!("linux.netDevices.{}", d.host);
+        crate::netdev::check_name(&d.inside)
+            .map_err(|m| cx.err(format!("{at}.name"), format!("{m}, found {:?}", d.inside)))?;
+        if !taken.insert(d.inside.as_str()) {
+            return Err(cx.err(
+                format!("{at}.name"),
+                format!("{:?} is already the new name of another device", d.inside),
+            ));
+        }
+        if !crate::netdev::exists(&d.host) {
+            return Err(cx.err(
+                at,
+                "no such network device in the runtime's network namespace",
             ));
         }
     }
@@ -439,6 +470,56 @@ mod tests {
         assert!(sysctl("kernel.shmmax", &ns(CloneFlags::CLONE_NEWIPC)).is_ok());
         assert!(sysctl("fs.mqueue.msg_max", &ns(CloneFlags::empty())).is_err());
         assert!(sysctl("vm.swappiness", &ns(CloneFlags::all())).is_err());
+    }
+
+    #[test]
+    fn net_devices_name_the_bad_entry() {
+        let cx = Ctx {
+            file: Path::new("config.json"),
+        };
+        let check = |devs: serde_json::Value, flags| {
+            let linux: Linux =
+                serde_json::from_value(serde_json::json!({ "netDevices": devs })).unwrap();
+            net_devices(&cx, &linux, &ns(flags)).map_err(|e| e.to_string())
+        };
+        let net = CloneFlags::CLONE_NEWNET;
+        assert!(check(serde_json::json!({}), CloneFlags::empty()).is_ok());
+        let e = check(serde_json::json!({"lo": {}}), CloneFlags::empty()).unwrap_err();
+        assert!(
+            e.contains("linux.netDevices:") && e.contains("network namespace"),
+            "{e}"
+        );
+        if !caps::has_cap(
+            None,
+            caps::CapSet::Effective,
+            caps::Capability::CAP_NET_ADMIN,
+        )
+        .unwrap_or(false)
+        {
+            return; // the rest needs the privilege to get past the first check
+        }
+        assert!(check(serde_json::json!({"lo": {"name": "lo9"}}), net).is_ok());
+        let e = check(serde_json::json!({"lo": {"name": "a/b"}}), net).unwrap_err();
+        assert!(
+            e.contains("linux.netDevices.lo.name") && e.contains("'/'"),
+            "{e}"
+        );
+        let e = check(serde_json::json!({"lo": {"name": ""}}), net).unwrap_err();
+        assert!(e.contains("linux.netDevices.lo.name"), "{e}");
+        let e = check(
+            serde_json::json!({"lo": {"name": "x"}, "lo2": {"name": "x"}}),
+            net,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("linux.netDevices.lo2.name") && e.contains("already"),
+            "{e}"
+        );
+        let e = check(serde_json::json!({"husk-nosuch0": {}}), net).unwrap_err();
+        assert!(
+            e.contains("linux.netDevices.husk-nosuch0:") && e.contains("no such"),
+            "{e}"
+        );
     }
 
     #[test]
