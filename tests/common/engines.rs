@@ -69,20 +69,28 @@ fn have(cmd: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether this machine can run engine tests at all (root, the engines installed); prints why not.
+fn machine_ready() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("SKIP: engine tests need root");
+        return false;
+    }
+    for tool in ["containerd", "ctr", "umoci", "podman", "conmon"] {
+        if !have(tool) {
+            println!("SKIP: {tool} is not installed (scripts/setup installs it)");
+            return false;
+        }
+    }
+    true
+}
+
 impl Engines {
     /// Starts a private containerd (and podman store) for test `name`; `None` after printing
     /// the reason when this machine cannot run engine tests.
     pub fn start(name: &str) -> Option<Engines> {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            println!("SKIP: engine tests need root");
+        if !machine_ready() {
             return None;
-        }
-        for tool in ["containerd", "ctr", "umoci", "podman", "conmon"] {
-            if !have(tool) {
-                println!("SKIP: {tool} is not installed (scripts/setup installs it)");
-                return None;
-            }
         }
         let shim = shim_bin();
         assert!(
@@ -90,6 +98,11 @@ impl Engines {
             "shim under test {} does not exist: build it (cargo build -p husk-shim) or set HUSK_SHIM",
             shim.display()
         );
+        Some(Engines::launch(name, shim))
+    }
+
+    /// Runs `scripts/engines start` in a directory of its own for test `name`.
+    fn launch(name: &str, shim: PathBuf) -> Engines {
         let id = format!("{name}-{}", std::process::id());
         let e = Engines {
             dir: std::env::temp_dir().join(format!("husk-engines-{id}")),
@@ -102,7 +115,7 @@ impl Engines {
         };
         let out = e.script_cmd("start");
         assert!(out.ok(), "scripts/engines start failed:\n{}", out.stderr);
-        Some(e)
+        e
     }
 
     fn script_cmd(&self, action: &str) -> Out {
@@ -685,4 +698,134 @@ pub fn ctr_suite(e: &Engines, d: &Driver) {
     let oom = format!("{tag}-oom");
     assert!(has("/tasks/oom", &oom, ""), "no TaskOOM for {oom}:\n{text}");
     assert!(has("/tasks/exit", &oom, "\"exit_status\":137"), "{text}");
+}
+
+/// dockerd (Debian 12's docker.io 20.10) on the harness's containerd, with the runtime under test
+/// added as `--add-runtime husk=BIN`. dockerd 20.10 takes no shim runtimes: every runtime goes
+/// through containerd's io.containerd.runc.v2 shim (BinaryName), in containerd namespace `moby`.
+pub struct Docker {
+    pub e: Engines,
+    /// `unix://…/docker.sock`, for `docker -H`.
+    pub host: String,
+}
+
+impl Docker {
+    /// Starts containerd and dockerd for test `name` with `husk` as runtime "husk". `None` (after
+    /// printing why) only where no engine test can run; a missing or failing dockerd panics.
+    pub fn start(name: &str, husk: &Path) -> Option<Docker> {
+        if !machine_ready() {
+            return None;
+        }
+        assert!(
+            have("dockerd") && have("docker"),
+            "dockerd/docker are not installed: scripts/setup installs them (apt-get install -y docker.io)"
+        );
+        // No shim of ours is involved: an empty HUSK_SHIM links none into the engines' PATH.
+        let e = Engines::launch(name, PathBuf::new());
+        let mut c = Command::new("bash");
+        c.arg(&e.script).arg("docker");
+        c.env("ENGINES_DIR", &e.dir)
+            .env("ENGINES_NS", &e.ns)
+            .env("HUSK_SHIM", "")
+            .env("HUSK_BIN", husk);
+        let out = run(c, "scripts/engines docker", Duration::from_secs(120));
+        assert!(
+            out.ok(),
+            "scripts/engines docker could not start dockerd (log: {}):\n{}",
+            e.dir.join("docker/dockerd.log").display(),
+            out.stderr
+        );
+        let host = format!("unix://{}", e.dir.join("docker/docker.sock").display());
+        Some(Docker { e, host })
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("docker");
+        c.arg("-H").arg(&self.host).args(args);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Out {
+        run(
+            self.cmd(args),
+            &format!("docker {}", args.join(" ")),
+            Duration::from_secs(60),
+        )
+    }
+
+    /// containerd's task bundle of container `id` (config.json, options.json, init.pid).
+    pub fn bundle(&self, id: &str) -> PathBuf {
+        self.e
+            .dir
+            .join("containerd/state/io.containerd.runtime.v2.task/moby")
+            .join(id)
+    }
+
+    /// What the containers `ids` (full ids) left behind: their shim or any process naming them,
+    /// cgroups, rootfs mounts, task bundles, runtime state under dockerd's exec root.
+    pub fn leftovers(&self, ids: &[String]) -> Vec<String> {
+        let mut found = Vec::new();
+        for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if ids.iter().any(|id| cmdline.contains(id.as_str())) {
+                found.push(format!("process {pid}: {}", cmdline.trim()));
+            }
+        }
+        for m in fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for id in ids {
+                let cg = m.path().join("docker").join(id);
+                if cg.is_dir() {
+                    found.push(format!("cgroup {}", cg.display()));
+                }
+            }
+        }
+        let rootfs = self.e.dir.join("docker/root/overlay2");
+        let state = self.e.dir.join("containerd/state");
+        let mi = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for mp in mi.lines().filter_map(|l| l.split_whitespace().nth(4)) {
+            if Path::new(mp).starts_with(&rootfs) || Path::new(mp).starts_with(&state) {
+                found.push(format!("mount {mp}"));
+            }
+        }
+        let exec = self.e.dir.join("docker/exec");
+        for id in ids {
+            if self.bundle(id).exists() {
+                found.push(format!("task bundle {}", self.bundle(id).display()));
+            }
+            for rt in fs::read_dir(&exec).into_iter().flatten().flatten() {
+                let s = rt.path().join("moby").join(id);
+                if rt.file_name().to_string_lossy().starts_with("runtime-") && s.exists() {
+                    found.push(format!("runtime state {}", s.display()));
+                }
+            }
+        }
+        let ps = self.run(&["ps", "-aq"]);
+        if !ps.stdout.trim().is_empty() {
+            found.push(format!("containers {}", ps.stdout.trim()));
+        }
+        found
+    }
+
+    /// Waits up to `limit` for the leftovers of `ids` to go (the shim exits asynchronously).
+    pub fn assert_clean(&self, ids: &[String], limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let l = self.leftovers(ids);
+            if l.is_empty() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("left behind: {l:#?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
