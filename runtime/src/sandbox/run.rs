@@ -453,9 +453,12 @@ pub fn run(o: &Options, seccomp: &serde_json::Value, seq: u64) -> Verdict {
         Ok(c) => c,
         Err(e) => return Verdict::internal(crate::init::chain(&e)),
     };
-    let resources: Option<oci_spec::runtime::LinuxResources> =
-        serde_json::from_value(super::plan::resources(o)).ok();
-    if let Err(e) = cgroup.create(resources.as_ref()) {
+    let resources: oci_spec::runtime::LinuxResources =
+        match serde_json::from_value(super::plan::resources(o)) {
+            Ok(r) => r,
+            Err(e) => return Verdict::internal(format!("the sandbox's cgroup resources: {e}")),
+        };
+    if let Err(e) = cgroup.create(Some(&resources)) {
         if !rootless {
             return Verdict::internal(format!(
                 "create the sandbox cgroup: {}",
