@@ -144,29 +144,7 @@ fn build(
         .as_ref()
         .and_then(|l| l.resources().as_ref());
     let fifo = if opts.start_barrier {
-        let p = dir.fifo_path();
-        nix::unistd::mkfifo(&p, Mode::from_bits_truncate(0o622)).map_err(|source| {
-            ContainerError::Sys {
-                step: format!("create {p:?}"),
-                source,
-            }
-        })?;
-        // Whatever the umask, and owned by the container's root (as runc does), so an init
-        // that is an unprivileged uid on the host can still open it.
-        let fail = |source| ContainerError::Sys {
-            step: format!("set up {p:?}"),
-            source,
-        };
-        nix::sys::stat::fchmodat(
-            None,
-            &p,
-            Mode::from_bits_truncate(0o622),
-            nix::sys::stat::FchmodatFlags::FollowSymlink,
-        )
-        .map_err(fail)?;
-        let (uid, gid) = host_root(plan);
-        nix::unistd::chown(&p, Some(uid.into()), Some(gid.into())).map_err(fail)?;
-        Some(p)
+        Some(make_fifo(dir, plan)?)
     } else {
         None
     };
@@ -250,6 +228,27 @@ fn build(
         cgroup.undo_early(&early_dirs);
     }
     res
+}
+
+/// `exec.fifo`, the start barrier: mode 0622 whatever the umask, and owned by the container's
+/// root (as runc does), so an init that is an unprivileged uid on the host can still open it.
+fn make_fifo(dir: &StateDir, plan: &Plan) -> Result<PathBuf, ContainerError> {
+    let p = dir.fifo_path();
+    let fail = |step: &str| {
+        let step = format!("{step} {p:?}");
+        move |source| ContainerError::Sys { step, source }
+    };
+    nix::unistd::mkfifo(&p, Mode::from_bits_truncate(0o622)).map_err(fail("create"))?;
+    nix::sys::stat::fchmodat(
+        None,
+        &p,
+        Mode::from_bits_truncate(0o622),
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .map_err(fail("set up"))?;
+    let (uid, gid) = host_root(plan);
+    nix::unistd::chown(&p, Some(uid.into()), Some(gid.into())).map_err(fail("set up"))?;
+    Ok(p)
 }
 
 /// The host uid and gid that are root in the container (root itself without a user namespace).
