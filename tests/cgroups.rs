@@ -406,6 +406,7 @@ fn churn_leaves_nothing_behind() {
     let start = Instant::now();
     let (mut killed_ctr, mut killed_husk, mut hung, mut notes) = (0, 0, 0, Vec::new());
     for n in 0..cycles {
+        let cycle_start = Instant::now();
         let id = format!("{}-{n}", c.id);
         c.track_id(&id);
         ids.push(id.clone());
@@ -495,6 +496,11 @@ fn churn_leaves_nothing_behind() {
         let left = churn_leftovers(&c, std::slice::from_ref(&id));
         if !left.is_empty() {
             notes.push(format!("cycle {n} ({what}) left {left:?}"));
+        }
+        // Live, for a run that a time limit around the test may cut short (the VM's).
+        let took = cycle_start.elapsed();
+        if took > Duration::from_secs(5) {
+            println!("churn: cycle {n} ({what}) took {:.1} s", took.as_secs_f64());
         }
     }
     let secs = start.elapsed().as_secs_f64();

@@ -154,6 +154,12 @@ impl Cgroup {
         &self.path
     }
 
+    /// True when the host has v1 hierarchies (legacy or hybrid): only there is splitting the
+    /// creation around the clone worth it (a dozen mkdirs to overlap with the init's mounts).
+    pub fn host_has_v1() -> bool {
+        Layout::host().is_ok_and(|l| !l.is_v2())
+    }
+
     /// Check, without touching anything, that every resource can be applied on this host.
     pub fn validate(resources: &LinuxResources) -> Result<(), CgroupError> {
         validate_in(&Layout::host()?, resources)

@@ -148,9 +148,11 @@ fn build(
     } else {
         None
     };
-    // As root the cgroup is made in two halves around the clone (see `Cgroup::create_early`);
-    // rootless makes it whole first, so that a cgroup it can't make means running without one.
-    let split = nix::unistd::geteuid().is_root();
+    // As root on a v1 or hybrid host the cgroup is made in two halves around the clone (see
+    // `Cgroup::create_early`); on pure v2 there is one directory, made whole before the clone
+    // (nothing to overlap); rootless makes it whole first, so that a cgroup it can't make means
+    // running without one.
+    let split = nix::unistd::geteuid().is_root() && Cgroup::host_has_v1();
     let made = if split {
         cgroup.create_early(resources)
     } else {
