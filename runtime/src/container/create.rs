@@ -114,7 +114,7 @@ pub fn create(mut opts: CreateOptions) -> Result<Created, ContainerError> {
         cgroup: cgroup.path().to_path_buf(),
         config: plan.spec.clone(),
     };
-    match build(&opts, &plan, &dir, &mut st, &cgroup, console) {
+    match build(&opts, &plan, resources, &dir, &mut st, &cgroup, console) {
         Ok(pid) => Ok(Created {
             pid,
             dir,
@@ -132,17 +132,13 @@ pub fn create(mut opts: CreateOptions) -> Result<Created, ContainerError> {
 fn build(
     opts: &CreateOptions,
     plan: &Plan,
+    resources: Option<&oci_spec::runtime::LinuxResources>,
     dir: &StateDir,
     st: &mut State,
     cgroup: &Cgroup,
     console: Option<OwnedFd>,
 ) -> Result<i32, ContainerError> {
     dir.save(st)?;
-    let resources = plan
-        .spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.resources().as_ref());
     let fifo = if opts.start_barrier {
         Some(make_fifo(dir, plan)?)
     } else {
