@@ -55,11 +55,28 @@ pub fn drop_bounding(c: Option<&LinuxCapabilities>) -> Result<(), CapsError> {
 
 /// Set permitted, inheritable, effective, then raise ambient. Done after the user switch (with
 /// PR_SET_KEEPCAPS held), so the sets are exactly what the config lists.
-pub fn apply(c: Option<&LinuxCapabilities>) -> Result<(), CapsError> {
-    let permitted = to_set(c.and_then(|c| c.permitted().as_ref()))?;
+///
+/// With `keep`, that capability stays effective and permitted even where the config leaves it
+/// out, and the returned [`Final`] takes it away later in one `capset(2)`: the seccomp filter of
+/// a process without no_new_privs needs CAP_SYS_ADMIN to go in, and it goes in last.
+pub fn apply(
+    c: Option<&LinuxCapabilities>,
+    keep: Option<Capability>,
+) -> Result<Option<Final>, CapsError> {
+    let mut permitted = to_set(c.and_then(|c| c.permitted().as_ref()))?;
     let inheritable = to_set(c.and_then(|c| c.inheritable().as_ref()))?;
-    let effective = to_set(c.and_then(|c| c.effective().as_ref()))?;
+    let mut effective = to_set(c.and_then(|c| c.effective().as_ref()))?;
     let ambient = to_set(c.and_then(|c| c.ambient().as_ref()))?;
+    let configured_permitted = permitted.clone();
+    let last = match keep {
+        Some(k) if !(permitted.contains(&k) && effective.contains(&k)) => {
+            let f = Final::new(&effective, &permitted, &inheritable);
+            permitted.insert(k);
+            effective.insert(k);
+            Some(f)
+        }
+        _ => None,
+    };
     let set = |what, set, v: &CapsHashSet| {
         caps::set(None, set, v).map_err(|source| CapsError::Set { what, source })
     };
@@ -73,15 +90,75 @@ pub fn apply(c: Option<&LinuxCapabilities>) -> Result<(), CapsError> {
         source,
     })?;
     // The kernel only allows ambient capabilities that are both permitted and inheritable;
-    // runc skips the others (runc spec lists ambient caps with an empty inheritable set).
+    // runc skips the others (runc spec lists ambient caps with an empty inheritable set). Only
+    // the configured permitted set counts, so the final capset takes no ambient one away.
     for cap in ambient
         .into_iter()
-        .filter(|c| permitted.contains(c) && inheritable.contains(c))
+        .filter(|c| configured_permitted.contains(c) && inheritable.contains(c))
     {
         caps::raise(None, CapSet::Ambient, cap).map_err(|source| CapsError::Set {
             what: "ambient",
             source,
         })?;
     }
-    Ok(())
+    Ok(last)
+}
+
+/// The configured effective, permitted and inheritable sets as one ready `capset(2)`: built
+/// ahead, so applying them allocates nothing and makes exactly one system call.
+#[derive(Debug)]
+pub struct Final {
+    data: [CapData; 2],
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+impl Final {
+    fn new(effective: &CapsHashSet, permitted: &CapsHashSet, inheritable: &CapsHashSet) -> Self {
+        let mut data = [CapData::default(); 2];
+        let bits = |s: &CapsHashSet, word: usize| {
+            s.iter()
+                .map(|c| c.index() as usize)
+                .filter(|i| i / 32 == word)
+                .fold(0u32, |acc, i| acc | (1 << (i % 32)))
+        };
+        for (w, d) in data.iter_mut().enumerate() {
+            d.effective = bits(effective, w);
+            d.permitted = bits(permitted, w);
+            d.inheritable = bits(inheritable, w);
+        }
+        Self { data }
+    }
+
+    /// Set the three sets to what the config lists.
+    pub fn apply(&self) -> Result<(), nix::Error> {
+        let mut header = CapHeader {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        // SAFETY: a v3 header and two data words, both alive for the call, as capset(2) takes
+        // them; the kernel only reads the data.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_capset,
+                &mut header as *mut CapHeader,
+                self.data.as_ptr(),
+            )
+        };
+        nix::errno::Errno::result(r).map(drop)
+    }
 }

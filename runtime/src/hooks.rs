@@ -132,7 +132,10 @@ pub fn validate(hooks: &Hooks) -> Result<(), HookError> {
     Ok(())
 }
 
-/// Run `hooks` in order; the first failure stops the rest.
+/// Run `hooks` in order. For prestart, createRuntime, createContainer and startContainer the
+/// first failure stops the rest (and the operation). For poststart and poststop a failure is
+/// only a warning (runtime-spec: "the runtime MUST log a warning, but the remaining hooks and
+/// lifecycle continue"): every hook runs, each failure is logged, and the first is returned.
 pub fn run(kind: HookKind, hooks: &[Hook], state: &State) -> Result<(), HookError> {
     if hooks.is_empty() {
         return Ok(());
@@ -142,10 +145,23 @@ pub fn run(kind: HookKind, hooks: &[Hook], state: &State) -> Result<(), HookErro
         path: PathBuf::new(),
         reason: format!("serialize state: {e}"),
     })?;
+    let warn_only = matches!(kind, HookKind::Poststart | HookKind::Poststop);
+    let mut first = None;
     for (i, hook) in hooks.iter().enumerate() {
-        Prepared::new(kind, i, hook)?.run(&state)?;
+        let r = Prepared::new(kind, i, hook).and_then(|p| p.run(&state));
+        match r {
+            Err(e) if !warn_only => return Err(e),
+            Err(e) => {
+                if first.is_some() {
+                    crate::logging::warn(&crate::child::chain(&e));
+                } else {
+                    first = Some(e);
+                }
+            }
+            Ok(()) => {}
+        }
     }
-    Ok(())
+    first.map_or(Ok(()), Err)
 }
 
 /// A hook with everything execve needs built before fork, so the child allocates nothing.

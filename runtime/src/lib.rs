@@ -2,12 +2,14 @@
 //!
 //! The create path, in order: [`spec::load`] validates `config.json` into a [`spec::Plan`] before
 //! anything changes on disk; [`container::create`] takes the state lock, creates the cgroup and calls
-//! [`process::spawn`], whose child runs [`init::run`] inside the new namespaces and ends in `execve`.
+//! [`process::spawn`], whose child runs [`init::run`] inside the new namespaces and ends in
+//! [`child`]'s one path to `execve` (which `husk exec` and the sandbox's jobs share).
 //! The runtime is single-threaded on purpose: that is what makes a plain `clone` safe without a
 //! re-exec or a C constructor (see DESIGN.md §2).
 
 pub mod capabilities;
 pub mod cgroups;
+pub mod child;
 pub mod console;
 pub mod container;
 pub mod features;

@@ -34,23 +34,16 @@ pub fn start(root: &Path, id: &str) -> Result<(), ContainerError> {
         source,
     })?;
     let mut file = std::fs::File::from(fd);
+    // The init's report: "0" once the startContainer hooks passed (then end-of-file when its
+    // execve succeeded, as the fifo is close-on-exec, or "1<error>" when it failed), "1<error>"
+    // when a hook failed, or nothing at all when it died.
+    let mut report = Vec::new();
     loop {
         let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::from(100u16)) {
             Ok(n) if n > 0 => {
-                // The init's report: "0" (going on to exec), "1<error>" (a startContainer
-                // hook failed), or nothing (it died).
-                let mut report = Vec::new();
-                let _ = file.read_to_end(&mut report);
-                match report.first() {
-                    Some(b'0') => break,
-                    Some(_) => {
-                        let _ = std::fs::remove_file(&fifo);
-                        return Err(ContainerError::Invalid(
-                            String::from_utf8_lossy(&report[1..]).into_owned(),
-                        ));
-                    }
-                    None => {}
+                if drain(&mut file, &mut report) && !report.is_empty() {
+                    break;
                 }
             }
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
@@ -65,16 +58,44 @@ pub fn start(root: &Path, id: &str) -> Result<(), ContainerError> {
         match proc_start_time(c.state.pid) {
             Some((t, false)) if t == c.state.start_time => {}
             _ => {
-                let _ = std::fs::remove_file(&fifo);
-                return Err(ContainerError::Invalid(format!(
-                    "container {id}: the init process exited before start"
-                )));
+                drain(&mut file, &mut report);
+                if report.is_empty() {
+                    let _ = std::fs::remove_file(&fifo);
+                    return Err(ContainerError::Invalid(format!(
+                        "container {id}: the init process exited before start"
+                    )));
+                }
+                break;
             }
         }
     }
     let _ = std::fs::remove_file(&fifo);
+    let failure = match report.strip_prefix(b"0") {
+        Some(rest) => rest.strip_prefix(b"1"),
+        None => Some(report.strip_prefix(b"1").unwrap_or(&report[..])),
+    };
+    if let Some(message) = failure {
+        return Err(ContainerError::Invalid(
+            String::from_utf8_lossy(message).into_owned(),
+        ));
+    }
     poststart(&c.state, Status::Running);
     Ok(())
+}
+
+/// Read what is there without blocking; true at end-of-file (every writer closed).
+fn drain(file: &mut std::fs::File, into: &mut Vec<u8>) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return true,
+            // The report is a status byte and one error message: bounded like the sync socket.
+            Ok(n) if into.len() < 64 * 1024 => into.extend_from_slice(&buf[..n]),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
 }
 
 /// Poststart hooks: a failure is reported but doesn't undo the start (runtime-spec: "the

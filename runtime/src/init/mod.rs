@@ -1,41 +1,36 @@
 //! The container init: what runs in the new namespaces before `execve`, as numbered steps that
-//! match the parent's `// sync N` in [`crate::process::spawn`]. Any failure goes back to the
-//! parent as `Msg::Error` with the whole error chain, and the init exits.
+//! match the parent's `// sync N` in [`crate::process::spawn`]. The OCI `process` itself is
+//! [`crate::child`]'s one path. Any failure goes back to the parent as `Msg::Error` (step,
+//! errno and the whole error chain), and the init exits.
 
-mod exec;
+mod barrier;
 mod namespaces;
-pub mod process;
 pub mod reaper;
+mod steps;
 
 use std::os::fd::OwnedFd;
 
 use nix::sched::CloneFlags;
 
-use crate::process::sync::{Channel, Msg};
+use crate::child::sync::{Channel, Failure, Msg};
+use crate::child::ChildError;
 use crate::spec::Plan;
 use crate::sys;
 
-pub use exec::exec as exec_program;
-pub use process::{apply_user_and_caps, find_executable, set_oom_score_adj, ProcessSetup};
+pub use crate::child::chain;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     #[error(transparent)]
-    Sync(#[from] crate::process::sync::SyncError),
+    Sync(#[from] crate::child::sync::SyncError),
     #[error(transparent)]
-    Process(#[from] crate::process::ProcessError),
+    Child(#[from] ChildError),
     #[error(transparent)]
     Rootfs(#[from] crate::rootfs::RootfsError),
     #[error(transparent)]
     Console(#[from] crate::console::ConsoleError),
     #[error(transparent)]
     Hook(#[from] crate::hooks::HookError),
-    #[error(transparent)]
-    Caps(#[from] crate::capabilities::CapsError),
-    #[error(transparent)]
-    Rlimit(#[from] crate::rlimits::RlimitError),
-    #[error(transparent)]
-    Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("{step}: {source}")]
     Step {
         step: String,
@@ -78,27 +73,34 @@ pub struct Init<'a> {
 /// Run the init; never returns.
 pub fn run(mut init: Init) -> ! {
     let r = setup(&mut init);
-    let message = match r {
+    let e = match r {
         Ok(never) => match never {},
-        Err(e) => chain(&e),
+        Err(e) => e,
     };
-    let _ = init.chan.send(&Msg::Error { message });
-    sys::exit_now(1)
+    let failure = Failure::new(e.step(), &e);
+    let _ = init.chan.send(&Msg::Error(failure));
+    sys::exit_now(e.exit_code())
 }
 
-/// An error and its sources, joined with ": " (each layer names its own object).
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.ends_with(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
+impl InitError {
+    /// The stage that failed, for `Msg::Error`.
+    fn step(&self) -> &'static str {
+        match self {
+            InitError::Child(e) => e.stage(),
+            InitError::Rootfs(_) => "set up the rootfs",
+            InitError::Console(_) => "set up the console",
+            InitError::Hook(_) => "run hooks",
+            InitError::Sync(_) => "talk to the runtime",
+            InitError::Step { .. } | InitError::Other(_) => "container init",
         }
-        cur = c.source();
     }
-    s
+
+    fn exit_code(&self) -> i32 {
+        match self {
+            InitError::Child(e) => e.exit_code(),
+            _ => 1,
+        }
+    }
 }
 
 /// The init's entry into its cgroup, done once and as late as possible: the parent's
@@ -151,7 +153,7 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
     // 1. Namespaces (sync 1-3): user first, id maps, the rest, a fork for a new pid namespace.
     namespaces::enter(init, &mut barrier)?;
     // Through the runtime's /proc, before any container mount exists.
-    process::set_oom_score_adj(&plan.process)?;
+    crate::child::set_oom_score_adj(&plan.process)?;
     let ns = &plan.namespaces;
     let userns = ns.has(CloneFlags::CLONE_NEWUSER);
     let userns_fd = if userns { Some(open_ns("user")?) } else { None };
@@ -185,7 +187,7 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
             terminal,
             &mut || enter_cgroup().map_err(|e| chain(&e)),
         )?;
-        process::create_cwd(plan)?;
+        steps::create_cwd(plan)?;
     }
     enter_cgroup()?;
 
@@ -212,9 +214,23 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
     }
 
     // 5. pivot_root, the console, masked and read-only paths.
+    let mut fd_dir = None;
     if mountns {
         crate::rootfs::pivot(&plan.rootfs, init.no_pivot)?;
     } else {
+        // The start barrier reopens exec.fifo through /proc, which the chroot leaves behind.
+        if init.fifo.is_some() {
+            fd_dir = Some(
+                sys::open(
+                    "/proc/self/fd",
+                    nix::fcntl::OFlag::O_PATH
+                        | nix::fcntl::OFlag::O_DIRECTORY
+                        | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(step("open /proc/self/fd"))?,
+            );
+        }
         nix::unistd::chroot(&plan.rootfs).map_err(step("chroot to the rootfs"))?;
         nix::unistd::chdir("/").map_err(step("chdir to /"))?;
     }
@@ -233,7 +249,7 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
         nix::unistd::sethostname(h).map_err(step("set hostname"))?;
     }
     if let Some(d) = plan.spec.domainname().as_deref().filter(|d| !d.is_empty()) {
-        process::set_domainname(d)?;
+        steps::set_domainname(d)?;
     }
     for (k, v) in plan
         .spec
@@ -243,7 +259,7 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
         .into_iter()
         .flatten()
     {
-        process::write_proc(&format!("sys/{}", k.replace('.', "/")), v)?;
+        steps::write_proc(&format!("sys/{}", k.replace('.', "/")), v)?;
     }
     if mountns {
         crate::rootfs::finish(&plan.spec, userns)?;
@@ -254,25 +270,21 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
         .as_ref()
         .and_then(|l| l.personality().as_ref())
     {
-        process::personality(p)?;
+        steps::personality(p)?;
     }
 
-    // 7. The process: limits, user, capabilities, no_new_privs, cwd; the program must exist.
-    let setup = ProcessSetup::new(
-        &plan.process,
-        plan.spec.linux().as_ref(),
-        plan.seccomp.as_ref(),
-        userns,
-    )
-    .with_listener(init.seccomp_listener.take(), state.clone());
+    // 7. The OCI process, all but the filter and the exec (crate::child).
     if init.new_keyring {
-        process::join_session_keyring(&init.id)?;
+        steps::join_session_keyring(&init.id)?;
     }
-    setup.before_user()?;
-    let seccomp_early = setup.seccomp_before_user()?;
-    apply_user_and_caps(&plan.process, userns)?;
-    setup.after_user()?;
-    let program = find_executable(&plan.process)?;
+    let prepared = crate::child::prepare(crate::child::Become {
+        process: &plan.process,
+        linux: plan.spec.linux().as_ref(),
+        seccomp: plan.seccomp.as_ref(),
+        userns,
+        preserve_fds: init.preserve_fds,
+        listener: init.seccomp_listener.take().map(|s| (s, state.clone())),
+    })?;
 
     // 8. Ready (sync 5): the parent records the container as created and exits. Then wait for
     //    `husk start` on exec.fifo, run startContainer hooks, and exec.
@@ -293,17 +305,23 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
         }
         None => Ok(()),
     };
-    match init.fifo.take() {
-        Some(fifo) => exec::wait_for_start(fifo, hooks)?,
-        None => hooks().map_err(InitError::Other)?,
-    }
-    if !seccomp_early {
-        setup.seccomp_last()?;
-    }
+    let started = match init.fifo.take() {
+        Some(fifo) => Some(barrier::wait_for_start(fifo, fd_dir.as_ref(), hooks)?),
+        None => {
+            hooks().map_err(InitError::Other)?;
+            None
+        }
+    };
+    drop(fd_dir);
     if let Some(fd) = init.status_fd {
-        reaper::fork_program(fd)?;
+        reaper::fork_program(fd, started.as_ref().map(|s| s.fd()))?;
     }
-    exec::exec(&program, &plan.process, init.preserve_fds)
+    let e = InitError::Child(prepared.exec());
+    // The exec failed: `start` (if it is waiting) hears it on the fifo, a parent on the socket.
+    if let Some(s) = started {
+        s.failed(&chain(&e));
+    }
+    Err(e)
 }
 
 fn open_ns(name: &str) -> Result<OwnedFd, InitError> {

@@ -3,8 +3,8 @@
 use nix::sched::CloneFlags;
 
 use super::{step, Barrier, Init, InitError};
-use crate::process::spawn::setns_path;
-use crate::process::sync::Msg;
+use crate::child::ns::setns_path;
+use crate::child::sync::Msg;
 use crate::sys;
 
 pub(super) fn enter(init: &mut Init, barrier: &mut Barrier) -> Result<(), InitError> {

@@ -62,13 +62,18 @@ impl Report {
 
 /// Fork: the child returns (to exec the program); this process stays pid 1, reaps until the
 /// program ends, writes its [`Report`] to `status_fd` and exits (which ends the namespace).
-pub fn fork_program(status_fd: RawFd) -> Result<(), InitError> {
+/// `program_only` is a descriptor only the program may hold (the start barrier's, which
+/// `start` watches for the exec): the reaper closes it.
+pub fn fork_program(status_fd: RawFd, program_only: Option<RawFd>) -> Result<(), InitError> {
     // Not dumpable: the program runs as the same user and must not reach the reaper's
     // descriptors through /proc/1/fd. The program's exec makes it dumpable again.
     nix::sys::prctl::set_dumpable(false).map_err(step("make the reaper non-dumpable"))?;
     let child = sys::fork().map_err(step("fork the program"))?;
     if child == 0 {
         return Ok(());
+    }
+    if let Some(fd) = program_only {
+        let _ = nix::unistd::close(fd);
     }
     loop {
         let mut status: libc::c_int = 0;

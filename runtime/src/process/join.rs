@@ -6,8 +6,10 @@
 //!  child                                  parent (husk exec)
 //!                                         [fork; add the child to the container's cgroup]
 //!                               <-- CgroupDone
-//!  [setns; process set-up] Ready -->      [--pid-file; wait or return (--detach)]
-//!  (any step)     Error{msg}    -->
+//!  [setns; crate::child::prepare] Ready -->
+//!  [crate::child's exec]   (socket closes at execve: CLOEXEC)
+//!                                         [--pid-file; wait or return (--detach)]
+//!  (any step, the exec too) Error{failure} -->
 //! ```
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -18,9 +20,9 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use oci_spec::runtime::{Linux, Process};
 
-use super::sync::{self, Channel, Msg, SyncError};
 use super::ProcessError;
-use crate::init::{self, InitError, ProcessSetup};
+use crate::child::sync::{self, Channel, Failure, Msg, SyncError};
+use crate::child::{self as become_, step, ChildError};
 use crate::seccomp::Compiled;
 use crate::sys;
 
@@ -127,21 +129,15 @@ pub fn spawn(
         drop(parent_end);
         // First thing: this process is visible in the container's pid namespace already.
         let _ = nix::sys::prctl::set_dumpable(false);
-        let r = match cg.as_ref().map(|c| c.enter_v1()) {
-            Some(Err(e)) => Err(InitError::Other(format!(
-                "join the container's cgroup: {e}"
-            ))),
+        let e = match cg.as_ref().map(|c| c.enter_v1()) {
+            Some(Err(e)) => ChildError::Other(format!("join the container's cgroup: {e}")),
             _ => {
                 let listener = j.seccomp_listener.take();
                 child(&j, &nss, &child_end, listener)
             }
         };
-        let message = match r {
-            Ok(never) => match never {},
-            Err(e) => init::chain(&e),
-        };
-        let _ = child_end.send(&Msg::Error { message });
-        sys::exit_now(1);
+        let _ = child_end.send(&Msg::Error(Failure::new(e.stage(), &e)));
+        sys::exit_now(e.exit_code());
     }
     let _ = nix::sched::setns(own_pid.as_fd(), CloneFlags::CLONE_NEWPID);
     if let Some(t) = &own_time {
@@ -157,20 +153,34 @@ pub fn spawn(
             join_cgroup(pid).map_err(ProcessError::Observer)?;
         }
         parent_end.send(&Msg::CgroupDone)?;
+        // Ready, then the socket closes when execve succeeds (it is close-on-exec), or an
+        // Error says why the exec failed.
         match parent_end.recv() {
-            Ok(Msg::Ready) => Ok(()),
-            Ok(Msg::Error { message }) => Err(ProcessError::Init(message)),
-            Ok(other) => Err(SyncError::Unexpected {
-                expected: "Ready",
-                got: other,
+            Ok(Msg::Ready) => {}
+            Ok(Msg::Error(f)) => return Err(ProcessError::Init(f)),
+            Ok(got) => {
+                return Err(SyncError::Unexpected {
+                    expected: "Ready",
+                    got,
+                }
+                .into())
+            }
+            Err(e) => return Err(e.into()),
+        }
+        match parent_end.recv() {
+            Err(SyncError::Closed) => Ok(()),
+            Ok(Msg::Error(f)) => Err(ProcessError::Init(f)),
+            Ok(got) => Err(SyncError::Unexpected {
+                expected: "the exec",
+                got,
             }
             .into()),
             Err(e) => Err(e.into()),
         }
     })();
     if let Err(mut e) = r {
-        if let Some(message) = parent_end.pending_error() {
-            e = ProcessError::Init(message);
+        if let Some(f) = parent_end.pending_error() {
+            e = ProcessError::Init(f);
         }
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         let _ = waitpid(Pid::from_raw(pid), None);
@@ -184,7 +194,20 @@ fn child(
     nss: &[(CloneFlags, OwnedFd)],
     chan: &Channel,
     listener: Option<(OwnedFd, oci_spec::runtime::State)>,
-) -> Result<std::convert::Infallible, InitError> {
+) -> ChildError {
+    match set_up(j, nss, chan, listener) {
+        Ok(prepared) => prepared.exec(),
+        Err(e) => e,
+    }
+}
+
+/// Into the container's namespaces, then [`crate::child::prepare`]; Ready once prepared.
+fn set_up<'a>(
+    j: &Join<'a>,
+    nss: &[(CloneFlags, OwnedFd)],
+    chan: &Channel,
+    listener: Option<(OwnedFd, oci_spec::runtime::State)>,
+) -> Result<become_::Prepared<'a>, ChildError> {
     // Our pid as the runtime sees it, while /proc is still the runtime's.
     let host_pid = std::fs::read_link("/proc/self")
         .ok()
@@ -192,15 +215,14 @@ fn child(
         .unwrap_or(0);
     // As in the init: until execve this is husk's image inside the container's pid namespace;
     // /proc/<pid>/{exe,fd} must not be the container's to open (CVE-2019-5736).
-    nix::sys::prctl::set_dumpable(false)
-        .map_err(init::step("make the exec process non-dumpable"))?;
-    init::set_oom_score_adj(j.process)?;
+    nix::sys::prctl::set_dumpable(false).map_err(step("make the exec process non-dumpable"))?;
+    become_::set_oom_score_adj(j.process)?;
     let time = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
     for (flag, fd) in nss
         .iter()
         .filter(|(f, _)| *f != CloneFlags::CLONE_NEWPID && *f != time)
     {
-        nix::sched::setns(fd.as_fd(), *flag).map_err(init::step(format!(
+        nix::sched::setns(fd.as_fd(), *flag).map_err(step(format!(
             "join the container's {} namespace",
             crate::spec::proc_name(*flag)
         )))?;
@@ -212,28 +234,26 @@ fn child(
     }
     // Nothing of the user's may run before the process is in the container's cgroup.
     chan.expect(Msg::CgroupDone)?;
-    nix::unistd::chdir("/").map_err(init::step("chdir to /"))?;
+    nix::unistd::chdir("/").map_err(step("chdir to /"))?;
     if let Some(sock) = &j.console {
-        let sock = sock
-            .try_clone()
-            .map_err(|e| InitError::Other(format!("dup console socket: {e}")))?;
-        let pty = crate::console::setup_pty(sock, j.process.console_size().as_ref())?;
-        crate::console::make_controlling(&pty.slave)?;
+        let console = |e: &dyn std::error::Error| ChildError::Other(become_::chain(e));
+        let sock = sock.try_clone().map_err(|e| console(&e))?;
+        let pty = crate::console::setup_pty(sock, j.process.console_size().as_ref())
+            .map_err(|e| console(&e))?;
+        crate::console::make_controlling(&pty.slave).map_err(|e| console(&e))?;
     }
-    let mut setup = ProcessSetup::new(j.process, j.linux, j.seccomp, userns);
-    if let Some((sock, state)) = listener {
-        let mut state = state;
+    let listener = listener.map(|(sock, mut state)| {
         state.set_pid(Some(host_pid));
-        setup = setup.with_listener(Some(sock), state);
-    }
-    setup.before_user()?;
-    let seccomp_early = setup.seccomp_before_user()?;
-    init::apply_user_and_caps(j.process, userns)?;
-    setup.after_user()?;
-    let program = init::find_executable(j.process)?;
+        (sock, state)
+    });
+    let prepared = become_::prepare(become_::Become {
+        process: j.process,
+        linux: j.linux,
+        seccomp: j.seccomp,
+        userns,
+        preserve_fds: j.preserve_fds,
+        listener,
+    })?;
     chan.send(&Msg::Ready)?;
-    if !seccomp_early {
-        setup.seccomp_last()?;
-    }
-    init::exec_program(&program, j.process, j.preserve_fds)
+    Ok(prepared)
 }

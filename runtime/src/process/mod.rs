@@ -1,11 +1,11 @@
 //! Processes of a container: the init ([`spawn`]), and processes joined to a running one
 //! ([`join`], for `husk exec`).
 
-pub mod cpuset;
 pub mod idmap;
 pub mod join;
 pub mod spawn;
-pub mod sync;
+
+pub use crate::child::{cpuset, sync};
 
 use std::path::PathBuf;
 
@@ -31,9 +31,11 @@ pub enum ProcessError {
         #[source]
         source: nix::Error,
     },
+    #[error(transparent)]
+    Child(#[from] crate::child::ChildError),
     /// The container init's own report of what failed.
     #[error("{0}")]
-    Init(String),
+    Init(sync::Failure),
     /// A step of the caller's (state, hooks, cgroup) failed.
     #[error("{0}")]
     Observer(String),

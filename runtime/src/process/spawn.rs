@@ -17,8 +17,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
-use super::sync::{self, Channel, Msg, SyncError};
 use super::{idmap, ProcessError};
+use crate::child::ns::setns_path;
+use crate::child::sync::{self, Channel, Msg, SyncError};
 use crate::init::{self, Init};
 use crate::spec::Plan;
 use crate::sys;
@@ -160,8 +161,8 @@ pub fn spawn(plan: &Plan, opts: Options, obs: &mut dyn Observer) -> Result<i32, 
                 // A send that failed because the init already died hides its reason: it may
                 // still be waiting on the socket.
                 if matches!(e, ProcessError::Sync(_)) {
-                    if let Some(message) = parent_end.pending_error() {
-                        e = ProcessError::Init(message);
+                    if let Some(f) = parent_end.pending_error() {
+                        e = ProcessError::Init(f);
                     }
                 }
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -217,7 +218,7 @@ fn parent(
             }
             // sync 5.
             Ok(Msg::Ready) => return Ok(()),
-            Ok(Msg::Error { message }) => return Err(ProcessError::Init(message)),
+            Ok(Msg::Error(f)) => return Err(ProcessError::Init(f)),
             Ok(other) => {
                 return Err(SyncError::Unexpected {
                     expected: "a request from init",
@@ -225,7 +226,11 @@ fn parent(
                 }
                 .into())
             }
-            Err(SyncError::Closed) => return Err(ProcessError::Init(exit_reason(*pid))),
+            Err(SyncError::Closed) => {
+                return Err(ProcessError::Init(sync::Failure::message(exit_reason(
+                    *pid,
+                ))))
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -322,23 +327,4 @@ fn write_time_offsets(plan: &Plan) -> Result<(), ProcessError> {
         what: "write /proc/self/timens_offsets",
         source: e,
     })
-}
-
-/// setns into the namespace at `path`, checking it is of the expected type.
-pub fn setns_path(path: &std::path::Path, flag: CloneFlags) -> Result<(), ProcessError> {
-    let fd = crate::sys::open(
-        path,
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| ProcessError::Namespace {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
-    nix::sched::setns(fd.as_fd(), flag).map_err(|e| ProcessError::Namespace {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
-    let _ = fd.as_raw_fd();
-    Ok(())
 }

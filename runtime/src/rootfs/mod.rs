@@ -65,10 +65,12 @@ pub fn prepare(
 ) -> Result<(), RootfsError> {
     let linux = plan.spec.linux().as_ref();
     // Nothing the container mounts may propagate back to the host: slave by default, or what
-    // rootfsPropagation says.
+    // rootfsPropagation says. Unbindable would forbid the bind of the rootfs below: until
+    // pivot_root it is slave, and `finish` makes the new `/` unbindable.
     let prop = linux
         .and_then(|l| l.rootfs_propagation().as_deref())
         .and_then(options::propagation)
+        .filter(|p| !p.contains(MsFlags::MS_UNBINDABLE))
         .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
     sys_mount(
         None::<&str>,
@@ -78,10 +80,9 @@ pub fn prepare(
         None::<&str>,
     )
     .map_err(step("set propagation of /"))?;
-    // pivot_root needs the new root's parent mount to be private when / is shared.
-    if prop.contains(MsFlags::MS_SHARED) {
-        make_parent_private(&plan.rootfs)?;
-    }
+    // pivot_root refuses a new root whose parent mount is shared, and a shared parent would
+    // carry the bind below back to the host.
+    make_parent_private(&plan.rootfs)?;
     sys_mount(
         Some(&plan.rootfs),
         &plan.rootfs,
@@ -120,23 +121,72 @@ pub fn prepare(
     Ok(())
 }
 
+/// The mount at or above `rootfs` (under containerd the rootfs is itself a mount point), made
+/// private when it is shared, as runc's `rootfsParentMountPrivate` does.
 fn make_parent_private(rootfs: &Path) -> Result<(), RootfsError> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let parent = rootfs.parent().unwrap_or(Path::new("/"));
-    let best = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|mp| parent.starts_with(mp))
-        .max_by_key(|mp| mp.len())
-        .unwrap_or("/");
+    let Some((mount_point, shared)) = mount_at_or_above(&info, rootfs) else {
+        return Ok(());
+    };
+    if !shared {
+        return Ok(());
+    }
     sys_mount(
         None::<&str>,
-        best,
+        &mount_point,
         None::<&str>,
         MsFlags::MS_PRIVATE,
         None::<&str>,
     )
     .map_err(step("make the rootfs parent mount private"))
+}
+
+/// The last-mounted of the longest mount points that are `path` or one of its parents, and
+/// whether it is shared (a `shared:N` optional field). Mount points are octal-escaped in
+/// mountinfo (`\040` for a space).
+fn mount_at_or_above(mountinfo: &str, path: &Path) -> Option<(PathBuf, bool)> {
+    let mut best: Option<(PathBuf, bool)> = None;
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(mp) = fields.get(4).map(|m| PathBuf::from(unescape(m))) else {
+            continue;
+        };
+        if !path.starts_with(&mp) {
+            continue;
+        }
+        let optional = fields
+            .iter()
+            .skip(6)
+            .take_while(|f| **f != "-")
+            .any(|f| f.starts_with("shared:"));
+        // Later lines are mounted on top: at equal length the last one is the visible one.
+        if best
+            .as_ref()
+            .is_none_or(|(b, _)| mp.as_os_str().len() >= b.as_os_str().len())
+        {
+            best = Some((mp, optional));
+        }
+    }
+    best
+}
+
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 4 <= b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Make the rootfs `/`: pivot_root (the old root is detached), or with `--no-pivot` move it
@@ -242,4 +292,34 @@ pub fn bind_console(slave_path: &Path) -> Result<(), RootfsError> {
         None::<&str>,
     )
     .map_err(step("bind the terminal on /dev/console"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_mount_at_or_above_the_rootfs() {
+        let info = "\
+22 1 0:21 / / rw shared:1 - ext4 /dev/vda rw
+30 22 0:30 / /run rw,nosuid shared:5 - tmpfs tmpfs rw
+41 30 0:41 / /run/c/my\\040root rw master:7 - overlay overlay rw
+42 30 0:42 / /run/c/b/rootfs rw shared:9 - overlay overlay rw
+";
+        // The rootfs is a mount point itself (containerd's overlay): that mount, shared.
+        assert_eq!(
+            mount_at_or_above(info, Path::new("/run/c/b/rootfs")),
+            Some((PathBuf::from("/run/c/b/rootfs"), true))
+        );
+        // A plain directory: the mount above it; "rootfs2" is not under "rootfs".
+        assert_eq!(
+            mount_at_or_above(info, Path::new("/run/c/b/rootfs2")),
+            Some((PathBuf::from("/run"), true))
+        );
+        // Escaped mount points, and a slave (master:N) mount is not shared.
+        assert_eq!(
+            mount_at_or_above(info, Path::new("/run/c/my root/x")),
+            Some((PathBuf::from("/run/c/my root"), false))
+        );
+    }
 }

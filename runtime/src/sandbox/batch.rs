@@ -763,30 +763,34 @@ fn job_setup(
     let limits: Vec<oci_spec::runtime::PosixRlimit> =
         serde_json::from_value(Value::Array(super::plan::rlimits(o, true)))
             .map_err(|e| format!("rlimits: {e}"))?;
-    crate::rlimits::apply(&limits).map_err(|e| crate::init::chain(&e))?;
-    crate::capabilities::drop_bounding(None).map_err(|e| crate::init::chain(&e))?;
-    nix::unistd::setgroups(&[]).map_err(|e| m("setgroups", e))?;
-    let gid = nix::unistd::Gid::from_raw(o.gid);
-    let uid = nix::unistd::Uid::from_raw(o.uid);
-    nix::unistd::setresgid(gid, gid, gid).map_err(|e| m("setgid", e))?;
-    nix::unistd::setresuid(uid, uid, uid).map_err(|e| m("setuid", e))?;
-    crate::capabilities::apply(None).map_err(|e| crate::init::chain(&e))?;
-    nix::sys::prctl::set_no_new_privs().map_err(|e| m("set no_new_privs", e))?;
     let cwd = std::env::current_dir().unwrap_or_default();
     let dir = workdir(o, &host_cwd(&cwd));
-    nix::unistd::chdir(&dir).map_err(|e| m(&format!("chdir to {dir:?}"), e))?;
     let caller: Vec<(String, String)> = std::env::vars().collect();
-    let env = environment(o, &caller);
+    let mut user = oci_spec::runtime::User::default();
+    user.set_uid(o.uid);
+    user.set_gid(o.gid);
     let mut process = oci_spec::runtime::Process::default();
     process.set_args(Some(o.args.clone()));
-    process.set_env(Some(env));
+    process.set_env(Some(environment(o, &caller)));
     process.set_cwd(dir);
-    let program = crate::init::find_executable(&process).map_err(|e| crate::init::chain(&e))?;
-    if let Some(f) = &plan.seccomp {
-        crate::seccomp::install(f).map_err(|e| crate::init::chain(&e))?;
-    }
-    crate::init::reaper::fork_program(report_fd).map_err(|e| crate::init::chain(&e))?;
-    crate::init::exec_program(&program, &process, 0).map_err(|e| crate::init::chain(&e))
+    process.set_user(user);
+    process.set_rlimits(Some(limits));
+    process.set_capabilities(None);
+    process.set_no_new_privileges(Some(true));
+    // The job becomes its program through the runtime's one child path (limits, identity, no
+    // capabilities, no_new_privs, the cwd check, lookup, seccomp last).
+    let prepared = crate::child::prepare(crate::child::Become {
+        process: &process,
+        linux: None,
+        seccomp: plan.seccomp.as_ref(),
+        userns: false,
+        preserve_fds: 0,
+        listener: None,
+    })
+    .map_err(|e| crate::child::chain(&e))?;
+    crate::init::reaper::fork_program(report_fd, None).map_err(|e| crate::init::chain(&e))?;
+    let e = prepared.exec();
+    Err(crate::child::chain(&e))
 }
 
 /// The working directory the parent had (the zygote's cwd is `/` after pivot_root): the

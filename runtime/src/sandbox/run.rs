@@ -412,7 +412,12 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
     drop(report_w);
     let pid = match spawned {
         Ok(pid) => pid,
-        Err(ProcessError::Init(m)) if missing_program(&m) => return Err(Failure::Missing(m)),
+        Err(ProcessError::Init(f))
+            if missing_program(&f.message)
+                || (f.step == "find the program" && f.errno == libc::ENOENT) =>
+        {
+            return Err(Failure::Missing(f.message))
+        }
         Err(e) => return Err(internal(&e)),
     };
     let started = Instant::now();

@@ -10,7 +10,7 @@
 //!  [mounts done] HooksPlease    -->       [prestart + createRuntime hooks]
 //!                               <-- HooksDone
 //!                 Ready         -->       [write state.json, --pid-file; exit]
-//!  (any step)     Error{msg}    -->       [kill, clean up, print msg]
+//!  (any step)     Error{failure} -->      [kill, clean up, print the failure]
 //! ```
 //! The child blocks on `exec.fifo` after `Ready`; `husk start` opens it for reading.
 
@@ -32,7 +32,69 @@ pub enum Msg {
     HooksPlease,
     HooksDone,
     Ready,
-    Error { message: String },
+    Error(Failure),
+}
+
+/// What went wrong in the child, as the parent reports it: the step, its errno (0 when there
+/// is none) and the whole message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub step: String,
+    pub errno: i32,
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure of `step` with the error's errno and whole chain.
+    pub fn new(step: &str, e: &(dyn std::error::Error + 'static)) -> Self {
+        Self {
+            step: step.to_string(),
+            errno: errno_of(e),
+            message: super::chain(e),
+        }
+    }
+
+    /// A failure whose only record is its text (an old peer, or a truncated message).
+    pub fn message(message: impl Into<String>) -> Self {
+        Self {
+            step: String::new(),
+            errno: 0,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The first errno found down an error's source chain.
+pub fn errno_of<'a>(e: &'a (dyn std::error::Error + 'static)) -> i32 {
+    let mut cur: Option<&'a (dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(n) = c.downcast_ref::<nix::Error>() {
+            return *n as i32;
+        }
+        if let Some(n) = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|i| i.raw_os_error())
+        {
+            return n;
+        }
+        if let Some(child) = c.downcast_ref::<super::ChildError>() {
+            match child {
+                super::ChildError::Step { source, .. } | super::ChildError::Exec { source, .. } => {
+                    return *source as i32
+                }
+                super::ChildError::Lookup { errno, .. } => return *errno as i32,
+                _ => {}
+            }
+        }
+        cur = c.source();
+    }
+    0
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,9 +143,13 @@ impl Channel {
         let mut bytes = serde_json::to_vec(msg).map_err(|e| SyncError::Garbled(e.to_string()))?;
         if bytes.len() > MAX_MSG {
             // Only an error message can be this long: keep its start, which names the step.
-            if let Msg::Error { message } = msg {
-                let cut: String = message.chars().take(MAX_MSG / 2).collect();
-                bytes = serde_json::to_vec(&Msg::Error { message: cut })
+            if let Msg::Error(f) = msg {
+                let cut = Failure {
+                    step: f.step.chars().take(256).collect(),
+                    errno: f.errno,
+                    message: f.message.chars().take(MAX_MSG / 2).collect(),
+                };
+                bytes = serde_json::to_vec(&Msg::Error(cut))
                     .map_err(|e| SyncError::Garbled(e.to_string()))?;
             }
         }
@@ -190,14 +256,14 @@ impl Channel {
     }
 
     /// An `Error` the other side sent that nobody read yet (without blocking).
-    pub fn pending_error(&self) -> Option<String> {
+    pub fn pending_error(&self) -> Option<Failure> {
         let mut buf = [0u8; MAX_MSG];
         while let Ok(n) = recv(self.0.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
             if n == 0 {
                 break;
             }
-            if let Ok(Msg::Error { message }) = serde_json::from_slice(&buf[..n]) {
-                return Some(message);
+            if let Ok(Msg::Error(f)) = serde_json::from_slice(&buf[..n]) {
+                return Some(f);
             }
         }
         None
@@ -218,7 +284,7 @@ impl Msg {
             Msg::HooksPlease => "HooksPlease",
             Msg::HooksDone => "HooksDone",
             Msg::Ready => "Ready",
-            Msg::Error { .. } => "Error",
+            Msg::Error(_) => "Error",
         }
     }
 }
@@ -233,9 +299,11 @@ mod tests {
         for m in [
             Msg::CgroupDone,
             Msg::Pid { pid: 42 },
-            Msg::Error {
+            Msg::Error(Failure {
+                step: "mount".into(),
+                errno: libc::EPERM,
                 message: "mount \"/proc\": EPERM".into(),
-            },
+            }),
         ] {
             a.send(&m).expect("send");
             assert_eq!(b.recv().expect("recv"), m);
