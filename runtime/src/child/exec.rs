@@ -119,9 +119,17 @@ impl<'a> Prepared<'a> {
                 self.envp.as_ptr(),
             )
         };
+        let source = nix::Error::last();
+        let filtered =
+            self.seccomp.is_some() && matches!(source, nix::Error::EPERM | nix::Error::ENOSYS);
         ChildError::Exec {
             program: self.shown,
-            source: nix::Error::last(),
+            source,
+            hint: if filtered {
+                " (the seccomp profile may deny execve/execveat)"
+            } else {
+                ""
+            },
         }
     }
 }

@@ -56,12 +56,12 @@ pub enum ChildError {
         reason: String,
         errno: nix::Error,
     },
-    /// `execve` itself failed.
-    #[error("exec {program}: {source}")]
+    /// `execve` itself failed (`hint`: a seccomp filter was in place and may be the cause).
+    #[error("exec {program}: {}{hint}", source.desc().to_lowercase())]
     Exec {
         program: String,
-        #[source]
         source: nix::Error,
+        hint: &'static str,
     },
     #[error("{0}")]
     Other(String),

@@ -60,6 +60,8 @@ pub enum CgroupManager {
 #[derive(Debug)]
 pub struct Created {
     pub pid: i32,
+    /// The init's sync socket: `run` hears a failed exec on it.
+    pub chan: crate::child::sync::Channel,
     pub dir: StateDir,
     pub state: State,
 }
@@ -115,8 +117,9 @@ pub fn create(mut opts: CreateOptions) -> Result<Created, ContainerError> {
         config: plan.spec.clone(),
     };
     match build(&opts, &plan, resources, &dir, &mut st, &cgroup, console) {
-        Ok(pid) => Ok(Created {
-            pid,
+        Ok(spawned) => Ok(Created {
+            pid: spawned.pid,
+            chan: spawned.chan,
             dir,
             state: st,
         }),
@@ -137,7 +140,7 @@ fn build(
     st: &mut State,
     cgroup: &Cgroup,
     console: Option<OwnedFd>,
-) -> Result<i32, ContainerError> {
+) -> Result<spawn::Spawned, ContainerError> {
     dir.save(st)?;
     let fifo = if opts.start_barrier {
         Some(make_fifo(dir, plan)?)
@@ -183,7 +186,7 @@ fn build(
         moved: Vec::new(),
     };
     let res = (|| {
-        let pid = spawn::spawn(
+        let spawned = spawn::spawn(
             plan,
             spawn::Options {
                 fifo,
@@ -211,9 +214,9 @@ fn build(
             &mut obs,
         )?;
         if let Some(p) = &opts.pid_file {
-            write_pid_file(p, pid)?;
+            write_pid_file(p, spawned.pid)?;
         }
-        Ok(pid)
+        Ok(spawned)
     })();
     if res.is_err() {
         // The init is dead; `netns` kept its namespace alive so the devices can go home

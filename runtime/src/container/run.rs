@@ -71,6 +71,13 @@ pub fn run(mut opts: CreateOptions, detach: bool, keep: bool) -> Result<i32, Con
     let code = wait_exit(pid, &mask, master.as_ref());
     let _ = signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
     let code = code?;
+    // A program that could not be executed: the init said why before it exited.
+    // The exit status stays the program's (126/127, as a shell's); the reason goes where
+    // errors go.
+    if let Some(f) = created.chan.pending_error() {
+        crate::logging::error(&f.message);
+        eprintln!("{}", crate::logging::one_line(&f.message));
+    }
     if !keep {
         delete(&root, &id, true)?;
     }

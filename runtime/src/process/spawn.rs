@@ -80,8 +80,24 @@ fn child_sets_up(plan: &Plan) -> bool {
         || (ns.new.contains(CloneFlags::CLONE_NEWUSER) && other_joins)
 }
 
-/// Create the container init; returns its pid once it reported `Ready`.
-pub fn spawn(plan: &Plan, opts: Options, obs: &mut dyn Observer) -> Result<i32, ProcessError> {
+/// The init, once it reported `Ready`.
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: i32,
+    /// The parent's end of the sync socket: an init without a start barrier reports a failed
+    /// `execve` on it before it exits (see [`Spawned::exec_failure`]).
+    pub chan: Channel,
+}
+
+impl Spawned {
+    /// Why the program could not be executed, once the init has exited; `None` when it ran.
+    pub fn exec_failure(&self) -> Option<sync::Failure> {
+        self.chan.pending_error()
+    }
+}
+
+/// Create the container init; returns it once it reported `Ready`.
+pub fn spawn(plan: &Plan, opts: Options, obs: &mut dyn Observer) -> Result<Spawned, ProcessError> {
     let (parent_end, child_end) = sync::pair()?;
     let fifo = match &opts.fifo {
         Some(p) => Some(
@@ -169,7 +185,10 @@ pub fn spawn(plan: &Plan, opts: Options, obs: &mut dyn Observer) -> Result<i32, 
                 let _ = waitpid(Pid::from_raw(pid), None);
                 return Err(e);
             }
-            Ok(pid)
+            Ok(Spawned {
+                pid,
+                chan: parent_end,
+            })
         }
         Err(e) => {
             let _ = restore.leave();

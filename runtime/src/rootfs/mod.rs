@@ -205,8 +205,22 @@ pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<(), RootfsError> {
         nix::unistd::chroot(".").map_err(step("chroot"))?;
     } else {
         // pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves
-        // the new root alone without needing a directory to put the old one in.
+        // the new root alone without needing a directory to put the old one in. The old root
+        // is reached through a descriptor taken before: "." is the new root, and making that
+        // tree slave would cut the container's shared volumes off the host (as runc, which
+        // fchdirs to the old root for the same reason).
+        let old_root = sys::open(
+            "/",
+            nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(step("open the old root"))?;
         nix::unistd::pivot_root(".", ".").map_err(step("pivot_root"))?;
+        nix::unistd::fchdir(std::os::fd::AsRawFd::as_raw_fd(&old_root))
+            .map_err(step("chdir to the old root"))?;
+        drop(old_root);
         sys_mount(
             None::<&str>,
             ".",

@@ -411,7 +411,7 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
     drop(stdio);
     drop(report_w);
     let pid = match spawned {
-        Ok(pid) => pid,
+        Ok(s) => s.pid,
         Err(ProcessError::Init(f))
             if missing_program(&f.message)
                 || (f.step == "find the program" && f.errno == libc::ENOENT) =>
