@@ -119,12 +119,12 @@ impl<'a> Prepared<'a> {
                 self.envp.as_ptr(),
             )
         };
-        let source = nix::Error::last();
+        let errno = nix::Error::last();
         let filtered =
-            self.seccomp.is_some() && matches!(source, nix::Error::EPERM | nix::Error::ENOSYS);
+            self.seccomp.is_some() && matches!(errno, nix::Error::EPERM | nix::Error::ENOSYS);
         ChildError::Exec {
             program: self.shown,
-            source,
+            errno,
             hint: if filtered {
                 " (the seccomp profile may deny execve/execveat)"
             } else {

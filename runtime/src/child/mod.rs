@@ -57,10 +57,10 @@ pub enum ChildError {
         errno: nix::Error,
     },
     /// `execve` itself failed (`hint`: a seccomp filter was in place and may be the cause).
-    #[error("exec {program}: {}{hint}", source.desc().to_lowercase())]
+    #[error("exec {program}: {}{hint}", errno.desc().to_lowercase())]
     Exec {
         program: String,
-        source: nix::Error,
+        errno: nix::Error,
         hint: &'static str,
     },
     #[error("{0}")]
@@ -71,7 +71,8 @@ impl ChildError {
     /// The errno behind the failure, where there is one.
     pub fn errno(&self) -> i32 {
         match self {
-            ChildError::Step { source, .. } | ChildError::Exec { source, .. } => *source as i32,
+            ChildError::Step { source, .. } => *source as i32,
+            ChildError::Exec { errno, .. } => *errno as i32,
             ChildError::Lookup { errno, .. } => *errno as i32,
             other => sync::errno_of(other),
         }

@@ -85,10 +85,10 @@ pub fn errno_of<'a>(e: &'a (dyn std::error::Error + 'static)) -> i32 {
         }
         if let Some(child) = c.downcast_ref::<super::ChildError>() {
             match child {
-                super::ChildError::Step { source, .. } | super::ChildError::Exec { source, .. } => {
-                    return *source as i32
+                super::ChildError::Step { source, .. } => return *source as i32,
+                super::ChildError::Lookup { errno, .. } | super::ChildError::Exec { errno, .. } => {
+                    return *errno as i32
                 }
-                super::ChildError::Lookup { errno, .. } => return *errno as i32,
                 _ => {}
             }
         }
