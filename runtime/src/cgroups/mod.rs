@@ -143,8 +143,10 @@ impl Cgroup {
     fn need(&self, what: &str) -> Result<(), CgroupError> {
         if self.is_none() {
             return Err(CgroupError::Unsupported(format!(
-                "{what} needs the container's own cgroup, and it has none (created with \
-                 --cgroup-manager=disabled)"
+                "{what} needs the container's own cgroup, and it has none: it was created \
+                 with --cgroup-manager=disabled, or by a user without a writable cgroup (give \
+                 the user a delegated cgroup, e.g. systemd's Delegate=yes on cgroup v2, or run \
+                 as root)"
             )));
         }
         Ok(())

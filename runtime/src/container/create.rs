@@ -170,6 +170,10 @@ fn build(
                 "running without a cgroup: {}",
                 crate::init::chain(&e)
             ));
+            // Recorded as none, so pause, update, events and ps say why rather than act on a
+            // path that was never made.
+            st.cgroup = std::path::PathBuf::new();
+            dir.save(st)?;
             false
         }
         Err(e) => return Err(e.into()),

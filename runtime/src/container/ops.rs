@@ -43,7 +43,35 @@ pub fn pids(root: &Path, id: &str) -> Result<Vec<i32>, ContainerError> {
     if c.status == Status::Stopped {
         return Err(wrong("list processes of", id, c.status, ""));
     }
-    Ok(c.cgroup().pids()?)
+    let cgroup = c.cgroup();
+    if cgroup.is_none() {
+        // No cgroup (rootless, or --cgroup-manager=disabled): the container's processes are
+        // those of its own pid namespace.
+        return pids_in_pid_namespace(id, c.state.pid);
+    }
+    Ok(cgroup.pids()?)
+}
+
+fn pids_in_pid_namespace(id: &str, init: i32) -> Result<Vec<i32>, ContainerError> {
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let theirs = ns(&init.to_string()).ok_or_else(|| {
+        ContainerError::Invalid(format!(
+            "container {id} has no cgroup, and its init's pid namespace can't be read"
+        ))
+    })?;
+    if ns("self").as_ref() == Some(&theirs) {
+        return Err(ContainerError::Invalid(format!(
+            "container {id} has no cgroup and shares this pid namespace: its processes can't \
+             be told apart from others (give it a cgroup or a pid namespace)"
+        )));
+    }
+    let mut pids: Vec<i32> = std::fs::read_dir("/proc")
+        .map_err(|e| ContainerError::Invalid(format!("read /proc: {e}")))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| ns(&p.to_string()).as_ref() == Some(&theirs))
+        .collect();
+    pids.sort_unstable();
+    Ok(pids)
 }
 
 /// One `events` record in runc's shape.

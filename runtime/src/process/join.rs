@@ -105,12 +105,25 @@ pub fn spawn(
     )
     .ok();
     let time = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
-    let for_children = |f: &CloneFlags| *f == CloneFlags::CLONE_NEWPID || *f == time;
-    for (flag, fd) in nss.iter().filter(|(f, _)| for_children(f)) {
-        nix::sched::setns(fd.as_fd(), *flag).map_err(|e| ProcessError::Step {
-            step: "enter the container's pid/time namespace",
+    // Unprivileged, the container's pid namespace can only be entered from inside its user
+    // namespace: the child joins that first, then pid and time, and forks once more (as runc's
+    // nsexec does). Root enters them here, and the process is our child directly.
+    let userns_first = !nix::unistd::geteuid().is_root()
+        && nss.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWUSER);
+    if userns_first {
+        // The process will be our grandchild: adopt it when the intermediate exits.
+        nix::sys::prctl::set_child_subreaper(true).map_err(|e| ProcessError::Step {
+            step: "become child subreaper",
             source: e,
         })?;
+    } else {
+        let for_children = |f: &CloneFlags| *f == CloneFlags::CLONE_NEWPID || *f == time;
+        for (flag, fd) in nss.iter().filter(|(f, _)| for_children(f)) {
+            nix::sched::setns(fd.as_fd(), *flag).map_err(|e| ProcessError::Step {
+                step: "enter the container's pid/time namespace",
+                source: e,
+            })?;
+        }
     }
     // The cheap cgroup join of `crate::cgroups::Join` when the cgroup lets us open it.
     let mut cg = j.cgroup_join.take();
@@ -133,7 +146,7 @@ pub fn spawn(
             Some(Err(e)) => ChildError::Other(format!("join the container's cgroup: {e}")),
             _ => {
                 let listener = j.seccomp_listener.take();
-                child(&j, &nss, &child_end, listener)
+                child(&j, &nss, &child_end, listener, userns_first)
             }
         };
         let _ = child_end.send(&Msg::Error(Failure::new(e.stage(), &e)));
@@ -143,7 +156,7 @@ pub fn spawn(
     if let Some(t) = &own_time {
         let _ = nix::sched::setns(t.as_fd(), time);
     }
-    let pid = forked.map_err(|e| ProcessError::Step {
+    let mut pid = forked.map_err(|e| ProcessError::Step {
         step: "fork",
         source: e,
     })?;
@@ -153,9 +166,15 @@ pub fn spawn(
             join_cgroup(pid).map_err(ProcessError::Observer)?;
         }
         parent_end.send(&Msg::CgroupDone)?;
-        // Ready, then the socket closes when execve succeeds (it is close-on-exec), or an
-        // Error says why the exec failed.
-        match parent_end.recv() {
+        // (Pid, when the child forked into the pid namespace,) Ready, then the socket closes
+        // when execve succeeds (it is close-on-exec), or an Error says why the exec failed.
+        let mut msg = parent_end.recv();
+        if let Ok(Msg::Pid { pid: grandchild }) = msg {
+            let _ = waitpid(Pid::from_raw(pid), None);
+            pid = grandchild;
+            msg = parent_end.recv();
+        }
+        match msg {
             Ok(Msg::Ready) => {}
             Ok(Msg::Error(f)) => return Err(ProcessError::Init(f)),
             Ok(got) => {
@@ -194,8 +213,9 @@ fn child(
     nss: &[(CloneFlags, OwnedFd)],
     chan: &Channel,
     listener: Option<(OwnedFd, oci_spec::runtime::State)>,
+    userns_first: bool,
 ) -> ChildError {
-    match set_up(j, nss, chan, listener) {
+    match set_up(j, nss, chan, listener, userns_first) {
         Ok(prepared) => prepared.exec(),
         Err(e) => e,
     }
@@ -207,12 +227,16 @@ fn set_up<'a>(
     nss: &[(CloneFlags, OwnedFd)],
     chan: &Channel,
     listener: Option<(OwnedFd, oci_spec::runtime::State)>,
+    userns_first: bool,
 ) -> Result<become_::Prepared<'a>, ChildError> {
-    // Our pid as the runtime sees it, while /proc is still the runtime's.
-    let host_pid = std::fs::read_link("/proc/self")
-        .ok()
-        .and_then(|p| p.to_str().and_then(|s| s.parse().ok()))
-        .unwrap_or(0);
+    // The runtime's /proc, to learn our pid as the runtime sees it (the seccomp agent is told)
+    // once the container's mounts hide it.
+    let host_proc = sys::open(
+        "/proc",
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(step("open /proc"))?;
     // As in the init: until execve this is husk's image inside the container's pid namespace;
     // /proc/<pid>/{exe,fd} must not be the container's to open (CVE-2019-5736).
     nix::sys::prctl::set_dumpable(false).map_err(step("make the exec process non-dumpable"))?;
@@ -234,6 +258,31 @@ fn set_up<'a>(
     }
     // Nothing of the user's may run before the process is in the container's cgroup.
     chan.expect(Msg::CgroupDone)?;
+    if userns_first {
+        for (flag, fd) in nss
+            .iter()
+            .filter(|(f, _)| *f == CloneFlags::CLONE_NEWPID || *f == time)
+        {
+            nix::sched::setns(fd.as_fd(), *flag).map_err(step(format!(
+                "join the container's {} namespace",
+                crate::spec::proc_name(*flag)
+            )))?;
+        }
+        // setns of a pid namespace moves only children: fork into it (after the cgroup join,
+        // so the process inherits the cgroup).
+        match sys::fork().map_err(step("fork into the container's pid namespace"))? {
+            0 => {}
+            pid => {
+                let _ = chan.send(&Msg::Pid { pid });
+                sys::exit_now(0);
+            }
+        }
+    }
+    let host_pid = nix::fcntl::readlinkat(Some(host_proc.as_raw_fd()), "self")
+        .ok()
+        .and_then(|p| p.to_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(0);
+    drop(host_proc);
     nix::unistd::chdir("/").map_err(step("chdir to /"))?;
     if let Some(sock) = &j.console {
         let console = |e: &dyn std::error::Error| ChildError::Other(become_::chain(e));

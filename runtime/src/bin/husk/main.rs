@@ -17,8 +17,12 @@ use husk_runtime::logging;
     about = "husk: a fast, runc-compatible OCI container runtime"
 )]
 pub struct Cli {
-    /// Root directory for the state of containers.
-    #[arg(long, global = true, default_value = "/run/husk")]
+    /// Root directory for the state of containers [default: /run/husk; for a non-root user
+    /// with XDG_RUNTIME_DIR set, $XDG_RUNTIME_DIR/husk, as runc's rootless mode]
+    #[arg(long = "root", global = true, value_name = "ROOT")]
+    root_arg: Option<PathBuf>,
+    /// The state root in effect (see `root_arg`).
+    #[arg(skip)]
     root: PathBuf,
     /// Log file (errors also go to stderr).
     #[arg(long, global = true)]
@@ -58,6 +62,20 @@ enum CgroupManagerArg {
     Disabled,
 }
 
+/// `--root`, else /run/husk for root and `$XDG_RUNTIME_DIR/husk` for other users (runc's
+/// rootless default), else /run/husk (where a non-root user gets a clear permission error).
+fn state_root(given: Option<PathBuf>) -> PathBuf {
+    if let Some(r) = given {
+        return r;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").filter(|x| !x.is_empty()) {
+            return PathBuf::from(x).join("husk");
+        }
+    }
+    PathBuf::from("/run/husk")
+}
+
 impl Cli {
     fn cgroup_manager(&self) -> husk_runtime::container::CgroupManager {
         use husk_runtime::container::CgroupManager as M;
@@ -77,7 +95,10 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
-        Ok(c) => c,
+        Ok(mut c) => {
+            c.root = state_root(c.root_arg.clone());
+            c
+        }
         Err(e) => {
             let _ = e.print();
             // runc exits 1 on bad usage; help and version are not errors.
@@ -92,7 +113,28 @@ fn main() -> ExitCode {
     match commands::dispatch(&cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            let msg = logging::one_line(&format!("{e:#}"));
+            // Each layer once: a layer whose text already ends the message (an error that
+            // prints its source itself) is not repeated.
+            let mut msg = String::new();
+            for layer in e.chain().map(|l| l.to_string()) {
+                if !msg.ends_with(&layer) {
+                    if !msg.is_empty() {
+                        msg.push_str(": ");
+                    }
+                    msg.push_str(&layer);
+                }
+            }
+            if cli.root_arg.is_none()
+                && cli.root == std::path::Path::new("/run/husk")
+                && !nix::unistd::geteuid().is_root()
+                && msg.contains("Permission denied")
+            {
+                msg.push_str(
+                    " (husk keeps state in /run/husk; as a non-root user set XDG_RUNTIME_DIR \
+                     or pass --root DIR)",
+                );
+            }
+            let msg = logging::one_line(&msg);
             logging::error(&msg);
             eprintln!("{msg}");
             ExitCode::from(1)
