@@ -8,6 +8,7 @@
 
 pub mod capabilities;
 pub mod cgroups;
+pub mod checkpoint;
 pub mod console;
 pub mod container;
 pub mod features;
