@@ -47,7 +47,7 @@ pub enum CheckpointError {
         message: String,
     },
     /// CRIU itself failed (or died) during `step`.
-    #[error("{step}: {source}; CRIU's log: {log}{quote}", log = log.display())]
+    #[error("{step} (CRIU's log: {log}{quote})", log = log.display())]
     Rpc {
         step: &'static str,
         log: PathBuf,

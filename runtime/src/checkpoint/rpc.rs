@@ -301,7 +301,9 @@ fn failed(resp: &CriuResp) -> RpcError {
         ),
     };
     let msg = match resp.cr_errmsg() {
+        // Root lacks CAP_SYS_RESOURCE on some hosts: CRIU logs this first, and goes on.
         "" => String::new(),
+        m if m.contains("RLIMIT_NOFILE") => String::new(),
         m => format!(": {}", m.trim()),
     };
     RpcError::Failed {

@@ -61,6 +61,10 @@ pub enum Command {
     Events(crate::cgroup_cmds::EventsArgs),
     /// Change the resources of a running container.
     Update(crate::cgroup_cmds::UpdateArgs),
+    /// Checkpoint a running container with CRIU (>= 4.1; --criu PATH).
+    Checkpoint(crate::checkpoint_cmds::CheckpointArgs),
+    /// Restore a container from a CRIU checkpoint.
+    Restore(crate::checkpoint_cmds::RestoreArgs),
     /// Run a program under limits in a throw-away sandbox and report a verdict (see --help).
     Sandbox(crate::sandbox::RawArgs),
     /// Images: unpack to a bundle, inspect, pack a directory (`husk image --help`).
@@ -189,6 +193,8 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Ps(a) => crate::cgroup_cmds::ps(root, a)?,
         Command::Events(a) => crate::cgroup_cmds::events(root, a)?,
         Command::Update(a) => crate::cgroup_cmds::update(root, a)?,
+        Command::Checkpoint(a) => return crate::checkpoint_cmds::checkpoint(cli, a),
+        Command::Restore(a) => return crate::checkpoint_cmds::restore(cli, a),
         Command::Sandbox(a) => return Ok(crate::sandbox::main(&a.args)),
         Command::Features => println!(
             "{}",

@@ -1,6 +1,7 @@
 //! `husk`: the runc-compatible command line over the husk-runtime library.
 
 mod cgroup_cmds;
+mod checkpoint_cmds;
 mod commands;
 mod sandbox;
 
@@ -44,8 +45,8 @@ pub struct Cli {
     /// Accepted for compatibility: rootless mode is detected from the caller's uid.
     #[arg(long, num_args = 0..=1, default_missing_value = "auto")]
     rootless: Option<String>,
-    /// Accepted for compatibility with runc (checkpointing is not part of husk).
-    #[arg(long, global = true, hide = true)]
+    /// CRIU binary for checkpoint/restore (else $HUSK_CRIU, criu on PATH, /opt/criu/sbin/criu).
+    #[arg(long, global = true)]
     criu: Option<PathBuf>,
     #[command(subcommand)]
     command: commands::Command,
