@@ -164,6 +164,25 @@ fn bring_back(
         step: "prepare the rootfs for CRIU",
         message,
     })?;
+    // A mount namespace of our own (a slave of the host's: host mounts still reach it) for
+    // the rootfs bind and what CRIU mounts while it works: nothing of it can outlive this
+    // process and CRIU, even if both are killed, and `delete` never finds a mount in the state
+    // directory. husk is single-threaded, so unshare applies to the whole process.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| CheckpointError::Step {
+        step: "prepare the rootfs for CRIU",
+        message: format!("unshare the mount namespace: {e}"),
+    })?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|e| CheckpointError::Step {
+        step: "prepare the rootfs for CRIU",
+        message: format!("make / a slave mount: {e}"),
+    })?;
     let root = RootBind::new(&st.rootfs, dir.dir.join("criu-root")).map_err(|message| {
         CheckpointError::Step {
             step: "prepare the rootfs for CRIU",
