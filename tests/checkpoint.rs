@@ -408,6 +408,7 @@ fn tcp_listener_in_its_own_network_namespace() {
         // restored, is reachable only once lo is up again.
         let o = ask(&c);
         let reached_down = o.stdout.contains("pong");
+        println!("{}: listener reachable before lo is up again: {reached_down}", c.bin.display());
         c.rt(&["exec", &c.id, "ip", "link", "set", "lo", "up"]);
         let o2 = ask(&c);
         assert!(

@@ -47,7 +47,7 @@ pub enum CheckpointError {
         message: String,
     },
     /// CRIU itself failed (or died) during `step`.
-    #[error("{step} (CRIU's log: {log}{quote})", log = log.display())]
+    #[error("{step}: see CRIU's log {log}{quote}", log = log.display())]
     Rpc {
         step: &'static str,
         log: PathBuf,
@@ -199,7 +199,7 @@ fn quote_log(log: &Path) -> String {
     if errors.is_empty() {
         String::new()
     } else {
-        format!(" (it says: {})", errors.join(" | "))
+        format!(", which says: {}", errors.join(" | "))
     }
 }
 

@@ -62,8 +62,10 @@ pub enum Command {
     /// Change the resources of a running container.
     Update(crate::cgroup_cmds::UpdateArgs),
     /// Checkpoint a running container with CRIU (>= 4.1; --criu PATH).
+    #[command(after_help = crate::checkpoint_cmds::HELP)]
     Checkpoint(crate::checkpoint_cmds::CheckpointArgs),
     /// Restore a container from a CRIU checkpoint.
+    #[command(after_help = crate::checkpoint_cmds::HELP)]
     Restore(crate::checkpoint_cmds::RestoreArgs),
     /// Run a program under limits in a throw-away sandbox and report a verdict (see --help).
     Sandbox(crate::sandbox::RawArgs),
