@@ -164,6 +164,39 @@ mod tests {
         assert_eq!(show(MIN_VERSION), "4.1");
     }
 
+    /// A stand-in `criu swrk` that answers VERSION with 3.17.1 (Debian 12's), in protobuf.
+    fn fake_criu(dir: &Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join("criu");
+        std::fs::write(
+            &p,
+            "#!/usr/bin/python3\nimport os\nos.read(3, 4096)\n\
+             os.write(3, bytes([8, 10, 16, 1, 0x52, 6, 8, 3, 16, 17, 32, 1]))\n",
+        )
+        .expect("write fake criu");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        p
+    }
+
+    #[test]
+    fn too_old_criu_names_version_found_and_minimum() {
+        if !Path::new("/usr/bin/python3").exists() {
+            println!("SKIP: no /usr/bin/python3 for the stand-in criu");
+            return;
+        }
+        let dir = crate::testutil::TempDir::new("criu-old");
+        let fake = fake_criu(&dir.0);
+        assert_eq!(version(&fake).expect("version"), 31701);
+        let e = locate(Some(&fake)).unwrap_err().to_string();
+        assert!(e.contains("3.17.1") && e.contains("4.1"), "{e}");
+    }
+
+    #[test]
+    fn a_binary_that_is_not_criu_is_an_error() {
+        let e = locate(Some(Path::new("/bin/true"))).unwrap_err().to_string();
+        assert!(e.contains("/bin/true"), "{e}");
+    }
+
     #[test]
     fn explicit_missing_path_names_it() {
         let e = locate(Some(Path::new("/nonexistent/criu"))).unwrap_err();
