@@ -121,6 +121,7 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<(), CheckpointError> {
     } else {
         o.ext_mnt = mounts::for_dump(&st.config, st.pid, &st.cgroup);
         write_descriptors(&images, st.pid)?;
+        o.external.extend(external_stdio(&images, st.pid)?);
         Criu_req_type::DUMP
     };
 
@@ -228,4 +229,39 @@ fn freezer_path(cgroup: &Path) -> Option<PathBuf> {
         .or_else(|| hs.iter().find(|h| h.fstype == "cgroup2"))?;
     let p = pick.mount_point.join(rel);
     p.is_dir().then_some(p)
+}
+
+/// Fds 0–2 that are named fifos (the containerd shim hands the client's fifos to the container
+/// as they are): CRIU can't dump a file whose mount is outside the container, so they are
+/// declared external (`file[<mnt_id>:<inode>]`, CRIU's key) and the restore hands in its own
+/// stdio in their place, as it does for pipes. Recorded in `husk-stdio.json` (runc has no such
+/// case: its shim always gives pipes).
+fn external_stdio(images: &Path, pid: i32) -> Result<Vec<String>, CheckpointError> {
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::fs::MetadataExt;
+    let mut keys: Vec<Option<String>> = Vec::new();
+    for n in 0..3 {
+        let target = std::fs::read_link(format!("/proc/{pid}/fd/{n}")).unwrap_or_default();
+        let key = match std::fs::metadata(format!("/proc/{pid}/fd/{n}")) {
+            Ok(m) if m.file_type().is_fifo() && !target.to_string_lossy().starts_with("pipe:") => {
+                let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{n}"))
+                    .unwrap_or_default();
+                info.lines()
+                    .find_map(|l| l.strip_prefix("mnt_id:"))
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+                    .map(|mnt| format!("file[{mnt:x}:{:x}]", m.ino()))
+            }
+            _ => None,
+        };
+        keys.push(key);
+    }
+    if keys.iter().all(Option::is_none) {
+        return Ok(Vec::new());
+    }
+    let json = serde_json::to_vec(&keys).unwrap_or_default();
+    std::fs::write(images.join(super::EXTERNAL_STDIO), json)
+        .map_err(super::io_step("write husk-stdio.json"))?;
+    let mut uniq: Vec<String> = keys.into_iter().flatten().collect();
+    uniq.dedup();
+    Ok(uniq)
 }

@@ -266,7 +266,16 @@ fn bring_back(
             o.join_ns.push(j);
         }
     }
-    // The init's old pipes are replaced by ours (CRIU's stdio is ours).
+    // The init's old pipes and fifos are replaced by ours (CRIU's stdio is ours).
+    let external = read_json::<Vec<Option<String>>>(images, super::EXTERNAL_STDIO)?.unwrap_or_default();
+    for (i, key) in external.iter().enumerate().take(3) {
+        if let Some(key) = key {
+            let mut f = Inherit_fd::new();
+            f.set_key(key.clone());
+            f.set_fd(i as i32);
+            o.inherit_fd.push(f);
+        }
+    }
     for (i, d) in descriptors.iter().enumerate() {
         if d.contains("pipe:") {
             let mut f = Inherit_fd::new();
@@ -364,13 +373,21 @@ fn cgroup_roots(pid: i32) -> Vec<Cgroup_root> {
     out
 }
 
-/// descriptors.json (at most 64 KiB); a checkpoint without one restores with no pipes mapped.
+/// descriptors.json; a checkpoint without one restores with no pipes mapped.
 fn read_descriptors(images: &Path) -> Result<Vec<String>, CheckpointError> {
+    Ok(read_json(images, super::DESCRIPTORS)?.unwrap_or_default())
+}
+
+/// A small JSON file of the image directory (at most 64 KiB); `None` when absent.
+fn read_json<T: serde::de::DeserializeOwned>(
+    images: &Path,
+    name: &str,
+) -> Result<Option<T>, CheckpointError> {
     use std::io::Read;
-    let path = images.join(super::DESCRIPTORS);
+    let path = images.join(name);
     let f = match std::fs::File::open(&path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
             return Err(CheckpointError::Path {
                 flag: "--image-path",
@@ -382,12 +399,14 @@ fn read_descriptors(images: &Path) -> Result<Vec<String>, CheckpointError> {
     let mut buf = Vec::new();
     f.take(64 << 10)
         .read_to_end(&mut buf)
-        .map_err(super::io_step("read descriptors.json"))?;
-    serde_json::from_slice(&buf).map_err(|e| CheckpointError::Path {
-        flag: "--image-path",
-        path,
-        message: format!("expected a JSON array of strings: {e}"),
-    })
+        .map_err(super::io_step("read the checkpoint's descriptors"))?;
+    serde_json::from_slice(&buf)
+        .map(Some)
+        .map_err(|e| CheckpointError::Path {
+            flag: "--image-path",
+            path,
+            message: format!("expected a JSON array of strings: {e}"),
+        })
 }
 
 /// Every signal worth passing on to the container (not SIGKILL/SIGSTOP, nor fault signals).
