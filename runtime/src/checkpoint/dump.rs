@@ -231,24 +231,35 @@ fn freezer_path(cgroup: &Path) -> Option<PathBuf> {
     p.is_dir().then_some(p)
 }
 
-/// Fds 0–2 that are named fifos (the containerd shim hands the client's fifos to the container
-/// as they are): CRIU can't dump a file whose mount is outside the container, so they are
-/// declared external (`file[<mnt_id>:<inode>]`, CRIU's key) and the restore hands in its own
-/// stdio in their place, as it does for pipes. Recorded in `husk-stdio.json` (runc has no such
-/// case: its shim always gives pipes).
+/// Fds 0–2 that are files outside the container's mounts — the containerd shim hands the
+/// client's fifos to the container as they are, conmon gives a detached container the host's
+/// /dev/null (runc's init reopens that inside the container, husk's does not yet) — can't be
+/// dumped by CRIU ("Can't lookup mount"). They are declared external instead
+/// (`file[<mnt_id>:<inode>]`, CRIU's key) and the restore hands in its own stdio in their place,
+/// as it does for pipes. Recorded in `husk-stdio.json`. Pipes, sockets and terminals are
+/// CRIU's own business.
 fn external_stdio(images: &Path, pid: i32) -> Result<Vec<String>, CheckpointError> {
-    use std::os::unix::fs::FileTypeExt;
     use std::os::unix::fs::MetadataExt;
+    let inside: Vec<u32> = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .collect();
     let mut keys: Vec<Option<String>> = Vec::new();
     for n in 0..3 {
         let target = std::fs::read_link(format!("/proc/{pid}/fd/{n}")).unwrap_or_default();
+        let t = target.to_string_lossy();
+        let special = ["pipe:", "socket:", "anon_inode:"]
+            .iter()
+            .any(|p| t.starts_with(p));
         let key = match std::fs::metadata(format!("/proc/{pid}/fd/{n}")) {
-            Ok(m) if m.file_type().is_fifo() && !target.to_string_lossy().starts_with("pipe:") => {
+            Ok(m) if !special && !is_tty(&m) => {
                 let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{n}"))
                     .unwrap_or_default();
                 info.lines()
                     .find_map(|l| l.strip_prefix("mnt_id:"))
                     .and_then(|v| v.trim().parse::<u32>().ok())
+                    .filter(|mnt| !inside.contains(mnt))
                     .map(|mnt| format!("file[{mnt:x}:{:x}]", m.ino()))
             }
             _ => None,
@@ -262,6 +273,14 @@ fn external_stdio(images: &Path, pid: i32) -> Result<Vec<String>, CheckpointErro
     std::fs::write(images.join(super::EXTERNAL_STDIO), json)
         .map_err(super::io_step("write husk-stdio.json"))?;
     let mut uniq: Vec<String> = keys.into_iter().flatten().collect();
+    uniq.sort();
     uniq.dedup();
     Ok(uniq)
+}
+
+/// Terminals (ttys, ptys): CRIU dumps them itself (`--shell-job` for one outside).
+fn is_tty(m: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let major = nix::sys::stat::major(m.rdev());
+    m.file_type().is_char_device() && matches!(major, 4 | 5 | 136..=143)
 }

@@ -29,7 +29,8 @@ use crate::state::StateError;
 /// `descriptors.json` in the image directory: what fds 0–2 of the init were (runc's format, a
 /// JSON array of `/proc/<pid>/fd/N` link targets), so a restore can hand new pipes in their place.
 pub const DESCRIPTORS: &str = "descriptors.json";
-/// `husk-stdio.json`: for fds 0–2 that were named fifos, CRIU's external key (else null).
+/// `husk-stdio.json`: for fds 0–2 that were files outside the container, CRIU's external key
+/// (else null).
 pub const EXTERNAL_STDIO: &str = "husk-stdio.json";
 
 #[derive(Debug, thiserror::Error)]

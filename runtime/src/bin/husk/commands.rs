@@ -184,7 +184,14 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
             let sig = container::parse_signal(signal)?;
             container::kill(root, id, sig, *all)?;
         }
-        Command::Delete { force, id } => container::delete(root, id, *force)?,
+        Command::Delete { force, id } => match container::delete(root, id, *force) {
+            // As runc: `delete --force` of a container that is gone succeeds (podman deletes
+            // after a checkpoint, which already removed the container).
+            Err(container::ContainerError::State(
+                husk_runtime::state::StateError::NotFound(_),
+            )) if *force => {}
+            r => r?,
+        },
         Command::Exec(a) => return exec(cli, a),
         Command::Image { args } => return image(args),
         Command::Spec { bundle, rootless } => {
