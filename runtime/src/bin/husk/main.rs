@@ -77,7 +77,16 @@ enum LogFormat {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // go-runc (containerd's runc shim) passes `restore -no-subreaper`, Go flag style, which
+    // urfave/cli accepts and clap does not.
+    let args = std::env::args_os().map(|a| {
+        if a == "-no-subreaper" {
+            "--no-subreaper".into()
+        } else {
+            a
+        }
+    });
+    let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
