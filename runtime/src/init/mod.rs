@@ -226,10 +226,6 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
             crate::rootfs::bind_console(&sys::fd_path(&pty.slave))?;
         }
         crate::console::make_controlling(&pty.slave)?;
-    } else {
-        // runc's nsexec makes every init a session leader; CRIU refuses to dump a tree whose
-        // session leader is outside its pid namespace.
-        let _ = nix::unistd::setsid();
     }
     // 6. Identity of the container: hostname, domainname, sysctls — before the read-only
     //    /proc/sys and the masks of `finish`, as runc orders them.
