@@ -44,6 +44,7 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<(), CheckpointError> {
         .into());
     }
     let st = &loaded.state;
+    check_session(st.pid)?;
     let images = prepare_image_dir(&opts.common.image_path)?;
     if let Some(parent) = &opts.parent_path {
         check_parent(&images, parent)?;
@@ -283,4 +284,29 @@ fn is_tty(m: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let major = nix::sys::stat::major(m.rdev());
     m.file_type().is_char_device() && matches!(major, 4 | 5 | 136..=143)
+}
+
+/// CRIU refuses a tree whose session leader is outside its pid namespace (it sees sid 0), and
+/// says so only deep in its log: check first. runc's init always calls setsid(); an init that
+/// did not (a container created by an older husk) can't be checkpointed.
+fn check_session(pid: i32) -> Result<(), CheckpointError> {
+    let ns = |p: &str| std::fs::read_link(p).ok();
+    if ns(&format!("/proc/{pid}/ns/pid")) == ns("/proc/self/ns/pid") {
+        return Ok(());
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command: state, ppid, pgrp, session.
+    let sid = stat
+        .rfind(')')
+        .and_then(|i| stat.get(i + 2..))
+        .and_then(|rest| rest.split(' ').nth(3))
+        .and_then(|s| s.parse::<i32>().ok());
+    match sid {
+        Some(sid) if sid != pid => Err(CheckpointError::Unsupported(format!(
+            "the container's init (pid {pid}) is not a session leader (its session is {sid}, \
+             outside the container's pid namespace), and CRIU can't dump such a tree; an init \
+             made by a husk that calls setsid() can (runc's always does): recreate the container"
+        ))),
+        _ => Ok(()),
+    }
 }
