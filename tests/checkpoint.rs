@@ -60,7 +60,11 @@ fn criu() -> Option<String> {
             if (major, minor) >= (4, 1) {
                 return Ok(c.to_string_lossy().into_owned());
             }
-            tried.push(format!("{} ({})", c.display(), if v.is_empty() { "absent" } else { &v }));
+            tried.push(format!(
+                "{} ({})",
+                c.display(),
+                if v.is_empty() { "absent" } else { &v }
+            ));
         }
         Err(format!(
             "no CRIU >= 4.1 (tried {}): run scripts/setup, which builds one from ../shared/criu",
@@ -193,7 +197,11 @@ fn piped(c: &Case, criu: &str, args: &[&str]) -> (bool, String, Output) {
     // SAFETY: plain fcntl on a descriptor we own.
     unsafe {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&err.file);
-        libc::fcntl(fd, libc::F_SETFL, libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK);
+        libc::fcntl(
+            fd,
+            libc::F_SETFL,
+            libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK,
+        );
     }
     err.pump();
     let out = Output::from_child(&mut child);
@@ -269,7 +277,11 @@ fn roundtrip_with(
     let last = number(seen.last().expect("output before"));
     checkpoint(c, criu, image, flags).check();
     // Without --leave-running the container is gone after a checkpoint (runc: destroyed).
-    assert!(c.state().is_none(), "{}: still there after checkpoint", c.bin.display());
+    assert!(
+        c.state().is_none(),
+        "{}: still there after checkpoint",
+        c.bin.display()
+    );
     let tail = before.lines();
     let dumped_at = number(tail.last().expect("output"));
     let restore_flags: Vec<&str> = flags
@@ -281,7 +293,11 @@ fn roundtrip_with(
     let st = c.state().expect("state after restore");
     assert_eq!(st["status"], "running", "{}: {st}", c.bin.display());
     let pid = st["pid"].as_i64().unwrap_or(0) as i32;
-    assert!(pid > 0 && start_time(pid).is_some(), "{}: restored pid {pid} is not alive", c.bin.display());
+    assert!(
+        pid > 0 && start_time(pid).is_some(),
+        "{}: restored pid {pid} is not alive",
+        c.bin.display()
+    );
     let lines = after.wait_lines(3, "the counter after the restore");
     let first = number(&lines[0]);
     assert!(
@@ -290,14 +306,21 @@ fn roundtrip_with(
         c.bin.display()
     );
     for w in lines.windows(2) {
-        assert_eq!(number(&w[1]), number(&w[0]) + 1, "{}: {lines:?}", c.bin.display());
+        assert_eq!(
+            number(&w[1]),
+            number(&w[0]) + 1,
+            "{}: {lines:?}",
+            c.bin.display()
+        );
     }
     after
 }
 
 #[test]
 fn counter_continues_after_restore() {
-    let Some((criu, cases)) = both("ckpt-counter") else { return };
+    let Some((criu, cases)) = both("ckpt-counter") else {
+        return;
+    };
     for mut c in cases {
         counter(&mut c, "true");
         let mut out = start(&c, &criu);
@@ -308,7 +331,9 @@ fn counter_continues_after_restore() {
 
 #[test]
 fn twice_in_a_row_with_new_pipes_each_time() {
-    let Some((criu, cases)) = both("ckpt-twice") else { return };
+    let Some((criu, cases)) = both("ckpt-twice") else {
+        return;
+    };
     for mut c in cases {
         counter(&mut c, "true");
         let mut out = start(&c, &criu);
@@ -319,7 +344,9 @@ fn twice_in_a_row_with_new_pipes_each_time() {
 
 #[test]
 fn leave_running_keeps_counting_and_the_image_restores() {
-    let Some((criu, cases)) = both("ckpt-leave") else { return };
+    let Some((criu, cases)) = both("ckpt-leave") else {
+        return;
+    };
     for mut c in cases {
         counter(&mut c, "true");
         let mut out = start(&c, &criu);
@@ -336,23 +363,33 @@ fn leave_running_keeps_counting_and_the_image_restores() {
         c.rt(&["delete", "--force", &c.id]).check();
         let mut after = restore(&c, &criu, &img);
         let first = number(&after.wait_lines(2, "restored counter")[0]);
-        assert!(first <= at + 2, "{}: restored at {first}, dumped at {at}", c.bin.display());
+        assert!(
+            first <= at + 2,
+            "{}: restored at {first}, dumped at {at}",
+            c.bin.display()
+        );
         assert_eq!(c.status(), "running");
     }
 }
 
 #[test]
 fn tmpfs_and_bind_mount_come_back() {
-    let Some((criu, cases)) = both("ckpt-mounts") else { return };
+    let Some((criu, cases)) = both("ckpt-mounts") else {
+        return;
+    };
     for mut c in cases {
         let host = c.path("hostdir");
         std::fs::create_dir_all(&host).unwrap();
         std::fs::write(host.join("f"), "from-host").unwrap();
         let mounts = c.config["mounts"].as_array_mut().unwrap();
-        mounts.push(json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
-                           "options": ["nosuid", "nodev", "size=1m"]}));
-        mounts.push(json!({"destination": "/data", "type": "bind", "source": host,
-                           "options": ["rbind", "rw"]}));
+        mounts.push(
+            json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+                           "options": ["nosuid", "nodev", "size=1m"]}),
+        );
+        mounts.push(
+            json!({"destination": "/data", "type": "bind", "source": host,
+                           "options": ["rbind", "rw"]}),
+        );
         // The tmpfs content is written once, before the checkpoint: CRIU must carry it.
         c.sh(&format!(
             "echo in-tmpfs > /scratch/f; extra() {{ cat /scratch/f /data/f | tr '\\n' ' '; }}; {COUNTER}"
@@ -370,13 +407,19 @@ fn tmpfs_and_bind_mount_come_back() {
         std::fs::write(host.join("f"), "changed").unwrap();
         let n = l.len();
         let l = after.wait_lines(n + 3, "after the host change");
-        assert!(l.last().unwrap().contains("changed"), "{}: {l:?}", c.bin.display());
+        assert!(
+            l.last().unwrap().contains("changed"),
+            "{}: {l:?}",
+            c.bin.display()
+        );
     }
 }
 
 #[test]
 fn seccomp_profile_survives() {
-    let Some((criu, cases)) = both("ckpt-seccomp") else { return };
+    let Some((criu, cases)) = both("ckpt-seccomp") else {
+        return;
+    };
     for mut c in cases {
         c.config["linux"]["seccomp"] = json!({
             "defaultAction": "SCMP_ACT_ALLOW",
@@ -388,7 +431,11 @@ fn seccomp_profile_survives() {
             "mkdir /tmp/x$i 2>/dev/null && echo made || echo denied; grep ^Seccomp: /proc/self/status | tr -d '\\t'",
         );
         let mut out = start(&c, &criu);
-        assert!(out.lines()[0].contains("denied Seccomp:2"), "{:?}", out.lines());
+        assert!(
+            out.lines()[0].contains("denied Seccomp:2"),
+            "{:?}",
+            out.lines()
+        );
         let mut after = roundtrip(&c, &criu, &mut out, &c.path_str("image"));
         for l in after.wait_lines(3, "restored counter") {
             assert!(l.contains("denied Seccomp:2"), "{}: {l}", c.bin.display());
@@ -398,7 +445,9 @@ fn seccomp_profile_survives() {
 
 #[test]
 fn tcp_listener_in_its_own_network_namespace() {
-    let Some((criu, cases)) = both("ckpt-tcp") else { return };
+    let Some((criu, cases)) = both("ckpt-tcp") else {
+        return;
+    };
     for mut c in cases {
         // Loopback up needs CAP_NET_ADMIN inside; runc's spec has its own network namespace.
         for set in ["bounding", "effective", "permitted"] {
@@ -412,17 +461,30 @@ fn tcp_listener_in_its_own_network_namespace() {
         c.write_config();
         let mut out = start(&c, &criu);
         let ask = |c: &Case| {
-            c.rt(&["exec", &c.id, "sh", "-c", "echo ping | nc -w 2 127.0.0.1 7007"])
+            c.rt(&[
+                "exec",
+                &c.id,
+                "sh",
+                "-c",
+                "echo ping | nc -w 2 127.0.0.1 7007",
+            ])
         };
         let o = ask(&c);
-        assert!(o.stdout.contains("pong"), "{}: before: {o:?}", c.bin.display());
+        assert!(
+            o.stdout.contains("pong"),
+            "{}: before: {o:?}",
+            c.bin.display()
+        );
         let _after = roundtrip(&c, &criu, &mut out, &c.path_str("image"));
         // runc (and so husk) restores the network namespace "empty" (CRIU's --empty-ns net:
         // runc manages no network devices), so lo comes back down and the listening socket,
         // restored, is reachable only once lo is up again.
         let o = ask(&c);
         let reached_down = o.stdout.contains("pong");
-        println!("{}: listener reachable before lo is up again: {reached_down}", c.bin.display());
+        println!(
+            "{}: listener reachable before lo is up again: {reached_down}",
+            c.bin.display()
+        );
         c.rt(&["exec", &c.id, "ip", "link", "set", "lo", "up"]);
         let o2 = ask(&c);
         assert!(
@@ -445,27 +507,42 @@ fn husk_case(name: &str) -> Option<(String, Case)> {
 
 #[test]
 fn checkpoint_refuses_a_container_that_is_not_running() {
-    let Some((criu, mut c)) = husk_case("ckpt-created") else { return };
+    let Some((criu, mut c)) = husk_case("ckpt-created") else {
+        return;
+    };
     counter(&mut c, "true");
     c.create().check();
     let img = c.path_str("image");
     let o = checkpoint(&c, &criu, &img, &[]).check_fails();
-    assert!(o.stderr.contains("created") && o.stderr.contains("checkpoint"), "{o:?}");
+    assert!(
+        o.stderr.contains("created") && o.stderr.contains("checkpoint"),
+        "{o:?}"
+    );
     assert_eq!(c.status(), "created");
-    let o = rt(&c, &criu, &["checkpoint", "--image-path", &img, "no-such-id"]).check_fails();
+    let o = rt(
+        &c,
+        &criu,
+        &["checkpoint", "--image-path", &img, "no-such-id"],
+    )
+    .check_fails();
     assert!(o.stderr.contains("does not exist"), "{o:?}");
 }
 
 #[test]
 fn checkpoint_refuses_a_non_empty_image_path() {
-    let Some((criu, mut c)) = husk_case("ckpt-nonempty") else { return };
+    let Some((criu, mut c)) = husk_case("ckpt-nonempty") else {
+        return;
+    };
     counter(&mut c, "true");
     let mut out = start(&c, &criu);
     let img = c.path("image");
     std::fs::create_dir_all(&img).unwrap();
     std::fs::write(img.join("old"), "x").unwrap();
     let o = checkpoint(&c, &criu, &img.to_string_lossy(), &[]).check_fails();
-    assert!(o.stderr.contains("--image-path") && o.stderr.contains("not empty"), "{o:?}");
+    assert!(
+        o.stderr.contains("--image-path") && o.stderr.contains("not empty"),
+        "{o:?}"
+    );
     // Untouched: still running and counting.
     assert_eq!(c.status(), "running");
     let n = out.lines().len();
@@ -474,13 +551,27 @@ fn checkpoint_refuses_a_non_empty_image_path() {
 
 #[test]
 fn restore_refuses_an_existing_id_and_a_directory_that_is_no_checkpoint() {
-    let Some((criu, mut c)) = husk_case("ckpt-exists") else { return };
+    let Some((criu, mut c)) = husk_case("ckpt-exists") else {
+        return;
+    };
     counter(&mut c, "true");
     let mut out = start(&c, &criu);
     let img = c.path_str("image");
     checkpoint(&c, &criu, &img, &["--leave-running"]).check();
-    let o = rt(&c, &criu, &["restore", "-d", "--image-path", &img, "--bundle", &c.bundle_str(), &c.id])
-        .check_fails();
+    let o = rt(
+        &c,
+        &criu,
+        &[
+            "restore",
+            "-d",
+            "--image-path",
+            &img,
+            "--bundle",
+            &c.bundle_str(),
+            &c.id,
+        ],
+    )
+    .check_fails();
     assert!(o.stderr.contains("already exists"), "{o:?}");
     assert_eq!(c.status(), "running");
     let n = out.lines().len();
@@ -490,14 +581,31 @@ fn restore_refuses_an_existing_id_and_a_directory_that_is_no_checkpoint() {
     std::fs::create_dir_all(&empty).unwrap();
     let other = format!("{}-b", c.id);
     c.track_id(&other);
-    let o = rt(&c, &criu, &["restore", "-d", "--image-path", &empty.to_string_lossy(), "--bundle", &c.bundle_str(), &other])
-        .check_fails();
-    assert!(o.stderr.contains("not a checkpoint") && o.stderr.contains("inventory.img"), "{o:?}");
+    let o = rt(
+        &c,
+        &criu,
+        &[
+            "restore",
+            "-d",
+            "--image-path",
+            &empty.to_string_lossy(),
+            "--bundle",
+            &c.bundle_str(),
+            &other,
+        ],
+    )
+    .check_fails();
+    assert!(
+        o.stderr.contains("not a checkpoint") && o.stderr.contains("inventory.img"),
+        "{o:?}"
+    );
 }
 
 #[test]
 fn a_corrupt_image_fails_half_way_and_leaves_nothing() {
-    let Some((criu, mut c)) = husk_case("ckpt-corrupt") else { return };
+    let Some((criu, mut c)) = husk_case("ckpt-corrupt") else {
+        return;
+    };
     counter(&mut c, "true");
     let _out = start(&c, &criu);
     let img = c.path("image");
@@ -510,17 +618,37 @@ fn a_corrupt_image_fails_half_way_and_leaves_nothing() {
         *b = 0xff;
     }
     std::fs::write(&mm, bytes).unwrap();
-    let (ok, err, _o) = piped(&c, &criu, &["restore", "-d", "--image-path", &img.to_string_lossy(), "--bundle", &c.bundle_str(), &c.id]);
+    let (ok, err, _o) = piped(
+        &c,
+        &criu,
+        &[
+            "restore",
+            "-d",
+            "--image-path",
+            &img.to_string_lossy(),
+            "--bundle",
+            &c.bundle_str(),
+            &c.id,
+        ],
+    );
     assert!(!ok, "restore of a corrupt image succeeded");
-    assert!(err.contains("CRIU restore") && err.contains("restore.log"), "{err}");
+    assert!(
+        err.contains("CRIU restore") && err.contains("restore.log"),
+        "{err}"
+    );
     assert!(img.join("restore.log").is_file());
-    assert!(c.state().is_none(), "a state is left after a failed restore");
+    assert!(
+        c.state().is_none(),
+        "a state is left after a failed restore"
+    );
     c.assert_clean();
 }
 
 #[test]
 fn a_dump_that_fails_half_way_leaves_the_container_running() {
-    let Some((criu, mut c)) = husk_case("ckpt-dumpfail") else { return };
+    let Some((criu, mut c)) = husk_case("ckpt-dumpfail") else {
+        return;
+    };
     for set in ["bounding", "effective", "permitted"] {
         if let Some(a) = c.config["process"]["capabilities"][set].as_array_mut() {
             a.push(json!("CAP_NET_ADMIN"));
@@ -537,8 +665,14 @@ fn a_dump_that_fails_half_way_leaves_the_container_running() {
     let pid = c.pid();
     let img = c.path("image");
     let o = checkpoint(&c, &criu, &img.to_string_lossy(), &[]).check_fails();
-    assert!(o.stderr.contains("CRIU dump") && o.stderr.contains("dump.log"), "{o:?}");
-    assert!(o.stderr.contains("tcp-established"), "CRIU's reason is quoted: {o:?}");
+    assert!(
+        o.stderr.contains("CRIU dump") && o.stderr.contains("dump.log"),
+        "{o:?}"
+    );
+    assert!(
+        o.stderr.contains("tcp-established"),
+        "CRIU's reason is quoted: {o:?}"
+    );
     assert_eq!(c.status(), "running");
     assert_eq!(c.pid(), pid);
     // Thawed: it goes on counting.
@@ -547,7 +681,13 @@ fn a_dump_that_fails_half_way_leaves_the_container_running() {
     // With the flag the dump goes through. (Restoring it would fail as with runc: the network
     // namespace comes back "empty", lo down, and CRIU can't reconnect the socket.)
     std::fs::remove_dir_all(&img).unwrap();
-    checkpoint(&c, &criu, &img.to_string_lossy(), &["--tcp-established", "--leave-running"]).check();
+    checkpoint(
+        &c,
+        &criu,
+        &img.to_string_lossy(),
+        &["--tcp-established", "--leave-running"],
+    )
+    .check();
     assert_eq!(c.status(), "running");
 }
 
@@ -565,11 +705,13 @@ fn missing_criu_is_a_clear_error() {
 
 #[test]
 fn pre_dump_is_refused_where_the_kernel_lacks_soft_dirty() {
-    let Some((criu, mut c)) = husk_case("ckpt-predump") else { return };
+    let Some((criu, mut c)) = husk_case("ckpt-predump") else {
+        return;
+    };
     let soft_dirty = Command::new(&criu)
-            .args(["check", "--feature", "mem_dirty_track"])
-            .output()
-            .is_ok_and(|o| o.status.success());
+        .args(["check", "--feature", "mem_dirty_track"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     counter(&mut c, "true");
     let _out = start(&c, &criu);
     let o = checkpoint(&c, &criu, &c.path_str("image"), &["--pre-dump"]);
@@ -578,7 +720,10 @@ fn pre_dump_is_refused_where_the_kernel_lacks_soft_dirty() {
         o.check();
     } else {
         let o = o.check_fails();
-        assert!(o.stderr.contains("--pre-dump") && o.stderr.contains("soft-dirty"), "{o:?}");
+        assert!(
+            o.stderr.contains("--pre-dump") && o.stderr.contains("soft-dirty"),
+            "{o:?}"
+        );
     }
     assert_eq!(c.status(), "running");
 }
@@ -613,7 +758,10 @@ fn wait_count(e: &Engines, id: &str, at_least: u64) -> (i32, String, u64) {
                 }
             }
         }
-        assert!(Instant::now() < deadline, "task {id} did not count to {at_least}");
+        assert!(
+            Instant::now() < deadline,
+            "task {id} did not count to {at_least}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -627,10 +775,22 @@ fn containerd_checkpoints_a_task_and_restores_it_as_a_new_container() {
         return;
     }
     let Some(_criu) = criu() else { return };
-    let Some(e) = Engines::start("ckpt-ctr") else { return };
+    let Some(e) = Engines::start("ckpt-ctr") else {
+        return;
+    };
     for (tag, d) in [
-        ("hs", Driver::HuskShim { binary: bin_under_test() }),
-        ("rs", Driver::RuncShim { binary: bin_under_test() }),
+        (
+            "hs",
+            Driver::HuskShim {
+                binary: bin_under_test(),
+            },
+        ),
+        (
+            "rs",
+            Driver::RuncShim {
+                binary: bin_under_test(),
+            },
+        ),
     ] {
         let (id, restored, image) = (
             format!("ck-{tag}"),
@@ -639,17 +799,26 @@ fn containerd_checkpoints_a_task_and_restores_it_as_a_new_container() {
         );
         let _g = e.guard(&id);
         let _g2 = e.guard(&restored);
-        e.ctr_run(&d, &["-d"], &id, &["sh", "-c", FILE_COUNTER]).check();
+        e.ctr_run(&d, &["-d"], &id, &["sh", "-c", FILE_COUNTER])
+            .check();
         let (_, token, _) = wait_count(&e, &id, 3);
         // ctr's checkpoint leaves the task running and stores the image in containerd.
-        e.ctr(&["containers", "checkpoint", "--task", &id, &image]).check();
+        e.ctr(&["containers", "checkpoint", "--task", &id, &image])
+            .check();
         let (_, _, at) = wait_count(&e, &id, 0);
         assert_eq!(e.task_status(&id).as_deref(), Some("RUNNING"), "{tag}");
         e.remove(&id);
-        e.ctr(&["containers", "restore", "--live", &restored, &image]).check();
+        e.ctr(&["containers", "restore", "--live", &restored, &image])
+            .check();
         let (_, tok2, n) = wait_count(&e, &restored, 0);
-        assert_eq!(tok2, token, "{tag}: the restored task is a fresh start, not the checkpoint");
-        assert!(n + 1 >= at.saturating_sub(3), "{tag}: restored at {n}, checkpointed near {at}");
+        assert_eq!(
+            tok2, token,
+            "{tag}: the restored task is a fresh start, not the checkpoint"
+        );
+        assert!(
+            n + 1 >= at.saturating_sub(3),
+            "{tag}: restored at {n}, checkpointed near {at}"
+        );
         let (_, _, later) = wait_count(&e, &restored, n + 3);
         assert!(later > n, "{tag}: the restored counter does not count");
         e.remove(&restored);
@@ -664,25 +833,47 @@ fn podman_checkpoint_and_restore_with_husk_as_runtime() {
         return;
     }
     let Some(criu) = criu() else { return };
-    let Some(e) = Engines::start("ckpt-podman") else { return };
+    let Some(e) = Engines::start("ckpt-podman") else {
+        return;
+    };
     let husk = bin_under_test();
     let husk = husk.to_string_lossy().into_owned();
     let podman = |args: &[&str]| {
         let mut c = e.podman_cmd(args);
         c.env("PATH", path_with(&criu));
-        engines::run(c, &format!("podman {}", args.join(" ")), Duration::from_secs(120))
+        engines::run(
+            c,
+            &format!("podman {}", args.join(" ")),
+            Duration::from_secs(120),
+        )
     };
     let name = format!("ckpt-p-{}", std::process::id());
     let nofile = "--ulimit=nofile=1024:1024";
     podman(&[
-        "run", "-d", "--name", &name, "--network", "none", nofile, "--ulimit", "nproc=32768:32768",
-        "--runtime", &husk, &e.image, "sh", "-c", "i=0; while :; do echo $i; i=$((i+1)); sleep 0.1; done",
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        "none",
+        nofile,
+        "--ulimit",
+        "nproc=32768:32768",
+        "--runtime",
+        &husk,
+        &e.image,
+        "sh",
+        "-c",
+        "i=0; while :; do echo $i; i=$((i+1)); sleep 0.1; done",
     ])
     .check();
     let numbers = |what: &str| -> Vec<u64> {
         let o = podman(&["logs", &name]);
         assert!(o.ok(), "{what}: {o:?}");
-        o.stdout.lines().filter_map(|l| l.trim().parse().ok()).collect()
+        o.stdout
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     while numbers("before").len() < 3 {
@@ -713,9 +904,16 @@ fn podman_checkpoint_and_restore_with_husk_as_runtime() {
     };
     cleanup();
     // One log, one count: no restart from 0, no gap beyond what the dump caught.
-    assert!(after.len() >= before.len() + 3, "not counting after restore: {after:?}");
+    assert!(
+        after.len() >= before.len() + 3,
+        "not counting after restore: {after:?}"
+    );
     for w in after.windows(2) {
-        assert_eq!(w[1], w[0] + 1, "the counter restarted or skipped: {after:?}");
+        assert_eq!(
+            w[1],
+            w[0] + 1,
+            "the counter restarted or skipped: {after:?}"
+        );
     }
     drop(e);
 }

@@ -80,7 +80,12 @@ impl CheckpointOptions {
             (self.terminal, "--shell-job"),
             (self.file_locks, "--file-locks"),
         ];
-        a.extend(flags.iter().filter(|(on, _)| *on).map(|(_, f)| f.to_string()));
+        a.extend(
+            flags
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, f)| f.to_string()),
+        );
         for ns in &self.empty_namespaces {
             a.push("--empty-ns".into());
             a.push(ns.clone());
@@ -124,8 +129,14 @@ impl Runtime {
         let log = a.bundle.join("log.json");
         let work = a.bundle.join("criu-work");
         let mut c = self.command(Some(&log));
-        c.arg("restore").arg("--detach").arg("--bundle").arg(a.bundle);
-        c.arg("--image-path").arg(a.image).arg("--work-path").arg(&work);
+        c.arg("restore")
+            .arg("--detach")
+            .arg("--bundle")
+            .arg(a.bundle);
+        c.arg("--image-path")
+            .arg(a.image)
+            .arg("--work-path")
+            .arg(&work);
         c.arg("--pid-file").arg(a.pid_file);
         if let Some(s) = a.console_socket {
             c.arg("--console-socket").arg(s);
@@ -178,7 +189,9 @@ mod tests {
     #[test]
     fn runc_checkpoint_options_decode_to_runc_flags() {
         // exit=true, open_tcp=true, empty_namespaces=["network"], image_path="/i"
-        let value = vec![8, 1, 16, 1, 0x32, 7, b'n', b'e', b't', b'w', b'o', b'r', b'k', 0x42, 2, b'/', b'i'];
+        let value = vec![
+            8, 1, 16, 1, 0x32, 7, b'n', b'e', b't', b'w', b'o', b'r', b'k', 0x42, 2, b'/', b'i',
+        ];
         let any = Any {
             type_url: "containerd.runc.v1.CheckpointOptions".into(),
             value,
@@ -191,7 +204,15 @@ mod tests {
         let a = o.args(Path::new("/img"), Path::new("/w"));
         assert_eq!(
             a,
-            ["--image-path", "/img", "--work-path", "/w", "--tcp-established", "--empty-ns", "network"]
+            [
+                "--image-path",
+                "/img",
+                "--work-path",
+                "/w",
+                "--tcp-established",
+                "--empty-ns",
+                "network"
+            ]
         );
         let leave = CheckpointOptions::default().args(Path::new("/img"), Path::new("/w"));
         assert!(leave.contains(&"--leave-running".to_string()));

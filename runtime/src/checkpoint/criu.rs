@@ -62,9 +62,11 @@ pub fn show(v: u32) -> String {
 
 /// Find CRIU as the module doc says. `explicit` is `--criu`.
 pub fn locate(explicit: Option<&Path>) -> Result<Criu, CriuError> {
-    let chosen = explicit
-        .map(Path::to_path_buf)
-        .or_else(|| std::env::var_os(ENV).filter(|v| !v.is_empty()).map(PathBuf::from));
+    let chosen = explicit.map(Path::to_path_buf).or_else(|| {
+        std::env::var_os(ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
     if let Some(path) = chosen {
         let path = if path.components().count() == 1 {
             // A bare name, as runc's default "criu": look it up on PATH.
@@ -193,7 +195,9 @@ mod tests {
 
     #[test]
     fn a_binary_that_is_not_criu_is_an_error() {
-        let e = locate(Some(Path::new("/bin/true"))).unwrap_err().to_string();
+        let e = locate(Some(Path::new("/bin/true")))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/bin/true"), "{e}");
     }
 

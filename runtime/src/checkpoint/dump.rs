@@ -255,8 +255,8 @@ fn external_stdio(images: &Path, pid: i32) -> Result<Vec<String>, CheckpointErro
             .any(|p| t.starts_with(p));
         let key = match std::fs::metadata(format!("/proc/{pid}/fd/{n}")) {
             Ok(m) if !special && !is_tty(&m) => {
-                let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{n}"))
-                    .unwrap_or_default();
+                let info =
+                    std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{n}")).unwrap_or_default();
                 info.lines()
                     .find_map(|l| l.strip_prefix("mnt_id:"))
                     .and_then(|v| v.trim().parse::<u32>().ok())

@@ -15,8 +15,8 @@
 pub mod criu;
 mod dump;
 pub mod mounts;
-pub mod rpc;
 mod restore;
+pub mod rpc;
 
 use std::path::{Path, PathBuf};
 
@@ -56,13 +56,10 @@ pub enum CheckpointError {
         log: PathBuf,
         quote: String,
         #[source]
-        source: rpc::RpcError,
+        source: Box<rpc::RpcError>,
     },
     #[error("{step}: {message}")]
-    Step {
-        step: &'static str,
-        message: String,
-    },
+    Step { step: &'static str, message: String },
     #[error("{0}")]
     Unsupported(String),
 }
@@ -142,7 +139,10 @@ impl CommonOptions {
     }
 
     /// The options every request carries.
-    fn base(&self, log_file: &str) -> Result<rust_criu::rust_criu_protobuf::rpc::Criu_opts, CheckpointError> {
+    fn base(
+        &self,
+        log_file: &str,
+    ) -> Result<rust_criu::rust_criu_protobuf::rpc::Criu_opts, CheckpointError> {
         let mut o = rust_criu::rust_criu_protobuf::rpc::Criu_opts::new();
         o.set_log_level(4);
         o.set_log_file(log_file.to_string());
@@ -176,7 +176,9 @@ fn config_file(spec: &oci_spec::runtime::Spec) -> Option<String> {
 
 /// `net[<inode>]:extRootNetNS` for a namespace the config joins by path: CRIU leaves it alone at
 /// dump and expects it handed back (as an inherited fd with that key) at restore.
-fn external_ns_key(typ: oci_spec::runtime::LinuxNamespaceType) -> Option<(&'static str, &'static str)> {
+fn external_ns_key(
+    typ: oci_spec::runtime::LinuxNamespaceType,
+) -> Option<(&'static str, &'static str)> {
     use oci_spec::runtime::LinuxNamespaceType as T;
     match typ {
         T::Network => Some(("net", "extRootNetNS")),
@@ -211,7 +213,7 @@ fn rpc_error(step: &'static str, log: PathBuf) -> impl FnOnce(rpc::RpcError) -> 
         step,
         quote: quote_log(&log),
         log,
-        source,
+        source: Box::new(source),
     }
 }
 

@@ -63,10 +63,7 @@ fn cgroup_binds(spec: &Spec, dest: &Path, cgroup: &Path) -> Vec<(String, PathBuf
         .into_iter()
         .filter_map(|h| {
             let name = h.mount_point.file_name()?.to_owned();
-            Some((
-                clean_dest(&dest.join(name)),
-                h.mount_point.join(rel),
-            ))
+            Some((clean_dest(&dest.join(name)), h.mount_point.join(rel)))
         })
         .collect()
 }

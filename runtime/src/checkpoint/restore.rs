@@ -140,7 +140,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32, CheckpointError> {
         Some(&mut old),
     );
     let code = crate::container::wait_exit(st.pid, &mask, None);
-    let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&old), None);
+    let _ =
+        nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&old), None);
     let code = code?;
     crate::container::delete(&opts.root, &opts.id, true)?;
     Ok(code)
@@ -168,9 +169,11 @@ fn bring_back(
     // the rootfs bind and what CRIU mounts while it works: nothing of it can outlive this
     // process and CRIU, even if both are killed, and `delete` never finds a mount in the state
     // directory. husk is single-threaded, so unshare applies to the whole process.
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| CheckpointError::Step {
-        step: "prepare the rootfs for CRIU",
-        message: format!("unshare the mount namespace: {e}"),
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| {
+        CheckpointError::Step {
+            step: "prepare the rootfs for CRIU",
+            message: format!("unshare the mount namespace: {e}"),
+        }
     })?;
     nix::mount::mount(
         None::<&str>,
@@ -267,7 +270,8 @@ fn bring_back(
         }
     }
     // The init's old pipes and fifos are replaced by ours (CRIU's stdio is ours).
-    let external = read_json::<Vec<Option<String>>>(images, super::EXTERNAL_STDIO)?.unwrap_or_default();
+    let external =
+        read_json::<Vec<Option<String>>>(images, super::EXTERNAL_STDIO)?.unwrap_or_default();
     for (i, key) in external.iter().enumerate().take(3) {
         if let Some(key) = key {
             let mut f = Inherit_fd::new();

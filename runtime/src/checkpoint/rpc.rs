@@ -19,7 +19,8 @@ use nix::sys::socket::{
 };
 use protobuf::{Message, MessageField};
 use rust_criu::rust_criu_protobuf::rpc::{
-    Criu_features, Criu_notify as CriuNotify, Criu_opts as CriuOpts, Criu_req as CriuReq, Criu_req_type as ReqType, Criu_resp as CriuResp,
+    Criu_features, Criu_notify as CriuNotify, Criu_opts as CriuOpts, Criu_req as CriuReq,
+    Criu_req_type as ReqType, Criu_resp as CriuResp,
 };
 
 /// Largest message CRIU sends back (runc reads into 10 pages as well).
@@ -205,7 +206,8 @@ impl Swrk {
         if resp.type_() != kind {
             return Err(RpcError::Unexpected(format!("{:?}", resp.type_())));
         }
-        let _ = nix::sys::socket::shutdown(self.sock.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+        let _ =
+            nix::sys::socket::shutdown(self.sock.as_raw_fd(), nix::sys::socket::Shutdown::Write);
         if let Some(mut child) = self.child.take() {
             let status = child.wait().map_err(|source| RpcError::Spawn {
                 path: PathBuf::from("criu"),

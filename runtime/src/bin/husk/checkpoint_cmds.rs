@@ -11,7 +11,8 @@ use husk_runtime::checkpoint::{self, CheckpointOptions, CommonOptions, RestoreOp
 use crate::Cli;
 
 /// What `--help` adds: where CRIU comes from and what depends on this kernel.
-pub const HELP: &str = "CRIU: --criu PATH, else $HUSK_CRIU, else criu on PATH, else /opt/criu/sbin/criu \
+pub const HELP: &str =
+    "CRIU: --criu PATH, else $HUSK_CRIU, else criu on PATH, else /opt/criu/sbin/criu \
 (scripts/setup builds it); 4.1 or newer. Not supported: --lazy-pages, --page-server, --status-fd. \
 --pre-dump and --parent-path need the kernel's soft-dirty tracking and are refused without it. \
 `husk features` shows what this host has (annotations io.husk.checkpoint.*).";

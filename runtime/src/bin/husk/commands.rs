@@ -187,9 +187,8 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Delete { force, id } => match container::delete(root, id, *force) {
             // As runc: `delete --force` of a container that is gone succeeds (podman deletes
             // after a checkpoint, which already removed the container).
-            Err(container::ContainerError::State(
-                husk_runtime::state::StateError::NotFound(_),
-            )) if *force => {}
+            Err(container::ContainerError::State(husk_runtime::state::StateError::NotFound(_)))
+                if *force => {}
             r => r?,
         },
         Command::Exec(a) => return exec(cli, a),
