@@ -123,6 +123,24 @@ impl Output {
         }
     }
 
+    fn from_fd(fd: OwnedFd) -> Output {
+        let file = File::from(fd);
+        // SAFETY: plain fcntl on a descriptor we own.
+        unsafe {
+            let raw = std::os::fd::AsRawFd::as_raw_fd(&file);
+            libc::fcntl(
+                raw,
+                libc::F_SETFL,
+                libc::fcntl(raw, libc::F_GETFL) | libc::O_NONBLOCK,
+            );
+        }
+        Output {
+            file,
+            text: String::new(),
+            _stdin: None,
+        }
+    }
+
     fn pump(&mut self) {
         let mut buf = [0u8; 4096];
         while let Ok(n) = self.file.read(&mut buf) {
@@ -492,6 +510,108 @@ fn tcp_listener_in_its_own_network_namespace() {
             "{}: listener gone after restore (lo down: {reached_down}): {o2:?}",
             c.bin.display()
         );
+    }
+}
+
+#[test]
+fn restore_as_a_new_container_in_its_own_cgroup() {
+    let Some((criu, cases)) = both("ckpt-newcg") else {
+        return;
+    };
+    for mut c in cases {
+        counter(&mut c, "true");
+        let mut out = start(&c, &criu);
+        let img = c.path_str("image");
+        let last = number(out.lines().last().expect("output"));
+        checkpoint(&c, &criu, &img, &[]).check();
+        // Another id, bundle, state root and cgroupsPath: the restored tree must land in the
+        // new container's cgroup.
+        let mut d = Case::with(&format!("{}-new", c.id), &c.bin, &runc_bin());
+        counter(&mut d, "true");
+        let mut after = restore(&d, &criu, &img);
+        let first = number(&after.wait_lines(2, "restored counter")[0]);
+        assert!(
+            first > last,
+            "{}: restored at {first} after {last}",
+            c.bin.display()
+        );
+        let pid = d.pid();
+        let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        assert!(
+            cg.contains(&d.cgroups_path())
+                && !cg.contains(&format!("{}:", c.cgroups_path()))
+                && !cg.contains(&format!("{}\n", c.cgroups_path())),
+            "{}: restored into the wrong cgroup:\n{cg}",
+            c.bin.display()
+        );
+    }
+}
+
+#[test]
+fn terminal_comes_back_through_the_console_socket() {
+    let Some((criu, cases)) = both("ckpt-tty") else {
+        return;
+    };
+    for mut c in cases {
+        c.config["process"]["terminal"] = json!(true);
+        counter(&mut c, "true");
+        let sock = ConsoleSocket::bind(c.path("console.sock"));
+        let bundle = c.bundle_str();
+        let s = sock.path_str();
+        rt(
+            &c,
+            &criu,
+            &[
+                "run",
+                "-d",
+                "--console-socket",
+                &s,
+                "--bundle",
+                &bundle,
+                &c.id,
+            ],
+        )
+        .check();
+        let master = sock
+            .recv_master(Duration::from_secs(10))
+            .expect("the pty master");
+        let mut out = Output::from_fd(master);
+        let last = number(out.wait_lines(3, "counter on the terminal").last().unwrap());
+        let img = c.path_str("image");
+        checkpoint(&c, &criu, &img, &[]).check();
+        let sock2 = ConsoleSocket::bind(c.path("console2.sock"));
+        let s2 = sock2.path_str();
+        let o = rt(
+            &c,
+            &criu,
+            &[
+                "restore",
+                "-d",
+                "--console-socket",
+                &s2,
+                "--image-path",
+                &img,
+                "--bundle",
+                &bundle,
+                &c.id,
+            ],
+        );
+        assert!(
+            o.ok(),
+            "{}: restore with a terminal: {o:?}",
+            c.bin.display()
+        );
+        let master = sock2
+            .recv_master(Duration::from_secs(10))
+            .expect("the new pty master");
+        let mut after = Output::from_fd(master);
+        let l = after.wait_lines(3, "counter on the restored terminal");
+        assert!(
+            number(&l[0]) > last,
+            "{}: {l:?} after {last}",
+            c.bin.display()
+        );
+        assert_eq!(c.status(), "running");
     }
 }
 
