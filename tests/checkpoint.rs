@@ -615,6 +615,51 @@ fn terminal_comes_back_through_the_console_socket() {
     }
 }
 
+#[test]
+fn restore_in_the_foreground_exits_with_the_container() {
+    let Some((criu, cases)) = both("ckpt-fg") else {
+        return;
+    };
+    for mut c in cases {
+        c.sh("i=0; while [ $i -lt 25 ]; do echo $i; i=$((i+1)); sleep 0.1; done; exit 7");
+        c.write_config();
+        let mut out = start(&c, &criu);
+        let last = number(out.lines().last().expect("output"));
+        let img = c.path_str("image");
+        checkpoint(&c, &criu, &img, &[]).check();
+        // Without --detach the runtime waits for the restored container and exits with its
+        // status, then the container is gone.
+        let mut cmd = c.command(&[
+            "--criu",
+            &criu,
+            "restore",
+            "--image-path",
+            &img,
+            "--bundle",
+            &c.bundle_str(),
+            &c.id,
+        ]);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().expect("spawn restore");
+        let o = child.wait_with_output().expect("wait for restore");
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(7), "{}: {o:?}", c.bin.display());
+        let nums: Vec<u64> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        assert!(
+            nums.first().is_some_and(|n| *n > last) && nums.last() == Some(&24),
+            "{}: {nums:?} after {last}",
+            c.bin.display()
+        );
+        assert!(
+            c.state().is_none(),
+            "{}: state left after the foreground restore",
+            c.bin.display()
+        );
+    }
+}
+
 // --- bad input (husk's messages) ---
 
 fn husk_case(name: &str) -> Option<(String, Case)> {
