@@ -391,6 +391,23 @@ fn leave_running_keeps_counting_and_the_image_restores() {
 }
 
 #[test]
+fn a_paused_container_checkpoints_and_stays_paused() {
+    let Some((criu, cases)) = both("ckpt-paused") else {
+        return;
+    };
+    for mut c in cases {
+        counter(&mut c, "true");
+        let mut out = start(&c, &criu);
+        c.rt(&["pause", &c.id]).check();
+        checkpoint(&c, &criu, &c.path_str("image"), &["--leave-running"]).check();
+        assert_eq!(c.status(), "paused", "{}", c.bin.display());
+        c.rt(&["resume", &c.id]).check();
+        let n = out.lines().len();
+        out.wait_lines(n + 3, "counting after resume");
+    }
+}
+
+#[test]
 fn tmpfs_and_bind_mount_come_back() {
     let Some((criu, cases)) = both("ckpt-mounts") else {
         return;

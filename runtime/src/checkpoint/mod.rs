@@ -250,3 +250,55 @@ pub fn feature_summary(explicit: Option<&Path>) -> serde_json::Value {
         Err(e) => serde_json::json!({ "enabled": false, "reason": e.to_string() }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroups_modes_are_runcs() {
+        for (s, m) in [
+            ("", CgroupsMode::Default),
+            ("soft", CgroupsMode::Soft),
+            ("full", CgroupsMode::Full),
+            ("strict", CgroupsMode::Strict),
+            ("ignore", CgroupsMode::Ignore),
+        ] {
+            assert_eq!(s.parse::<CgroupsMode>(), Ok(m));
+        }
+        let e = "props".parse::<CgroupsMode>().unwrap_err();
+        assert!(
+            e.contains("--manage-cgroups-mode") && e.contains("soft"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn empty_ns_takes_network_only_and_always_has_it() {
+        let mut o = CommonOptions::default();
+        assert_eq!(o.empty_ns_mask().ok(), Some(libc::CLONE_NEWNET as u32));
+        o.empty_ns = vec!["network".into()];
+        assert_eq!(o.empty_ns_mask().ok(), Some(libc::CLONE_NEWNET as u32));
+        o.empty_ns = vec!["pid".into()];
+        let e = o.empty_ns_mask().unwrap_err().to_string();
+        assert!(e.contains("--empty-ns") && e.contains("pid"), "{e}");
+    }
+
+    #[test]
+    fn the_log_quote_skips_the_harmless_rlimit_line() {
+        let d = crate::testutil::TempDir::new("criu-log");
+        let log = d.0.join("dump.log");
+        std::fs::write(
+            &log,
+            "(00.1) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self\n\
+             (00.2) info\n(00.3) Error (criu/files-reg.c:1790): Can't lookup mount=24\n",
+        )
+        .unwrap();
+        let q = quote_log(&log);
+        assert!(
+            q.contains("Can't lookup mount") && !q.contains("RLIMIT"),
+            "{q}"
+        );
+        assert_eq!(quote_log(&d.0.join("missing.log")), "");
+    }
+}
