@@ -677,6 +677,75 @@ fn restore_in_the_foreground_exits_with_the_container() {
     }
 }
 
+#[test]
+fn hooks_run_at_restore_with_the_restored_pid() {
+    let Some((criu, cases)) = both("ckpt-hooks") else {
+        return;
+    };
+    for mut c in cases {
+        let out_file = c.path("hook.json");
+        // runc runs prestart and createRuntime hooks when CRIU has set up the namespaces.
+        c.config["hooks"] = json!({"createRuntime": [{
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("cat > {}", out_file.display())]
+        }]});
+        counter(&mut c, "true");
+        let mut out = start(&c, &criu);
+        std::fs::remove_file(&out_file).expect("the hook ran at create");
+        roundtrip(&c, &criu, &mut out, &c.path_str("image"));
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap_or_default())
+                .unwrap_or_else(|e| panic!("{}: no hook state at restore: {e}", c.bin.display()));
+        assert_eq!(
+            state["pid"].as_i64(),
+            Some(i64::from(c.pid())),
+            "{}: {state}",
+            c.bin.display()
+        );
+    }
+}
+
+/// A network namespace of the test's own (`ip netns add`), removed on drop.
+struct NetNs(String);
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn a_joined_network_namespace_is_external_and_rejoined() {
+    let Some((criu, cases)) = both("ckpt-netns") else {
+        return;
+    };
+    for mut c in cases {
+        let ns = NetNs(format!("ckpt-{}", c.id));
+        let ok = Command::new("ip").args(["netns", "add", &ns.0]).status();
+        assert!(ok.is_ok_and(|s| s.success()), "ip netns add {}", ns.0);
+        let path = format!("/run/netns/{}", ns.0);
+        for n in c.config["linux"]["namespaces"].as_array_mut().unwrap() {
+            if n["type"] == "network" {
+                n["path"] = json!(path);
+            }
+        }
+        counter(&mut c, "true");
+        let mut out = start(&c, &criu);
+        let want = std::fs::metadata(&path)
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .unwrap();
+        roundtrip(&c, &criu, &mut out, &c.path_str("image"));
+        let link = std::fs::read_link(format!("/proc/{}/ns/net", c.pid())).unwrap();
+        assert_eq!(
+            link.to_string_lossy(),
+            format!("net:[{want}]"),
+            "{}: not back in {path}",
+            c.bin.display()
+        );
+        c.rt(&["delete", "--force", &c.id]).check();
+    }
+}
+
 // --- bad input (husk's messages) ---
 
 fn husk_case(name: &str) -> Option<(String, Case)> {
