@@ -451,6 +451,37 @@ fn tmpfs_and_bind_mount_come_back() {
 }
 
 #[test]
+fn devices_come_back_usable() {
+    let Some((criu, cases)) = both("ckpt-dev") else {
+        return;
+    };
+    for mut c in cases {
+        c.config["linux"]["devices"] = json!([{"path": "/dev/myzero", "type": "c", "major": 1,
+                                               "minor": 5, "fileMode": 438, "uid": 0, "gid": 0}]);
+        c.config["linux"]["resources"]["devices"]
+            .as_array_mut()
+            .expect("runc spec has device rules")
+            .push(json!({"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rwm"}));
+        counter(&mut c, "head -c 3 /dev/myzero | wc -c");
+        let mut out = start(&c, &criu);
+        assert!(
+            out.lines()[0].ends_with(" 3"),
+            "{}: {:?}",
+            c.bin.display(),
+            out.lines()
+        );
+        let mut after = roundtrip(&c, &criu, &mut out, &c.path_str("image"));
+        for l in after.wait_lines(3, "restored counter") {
+            assert!(
+                l.ends_with(" 3"),
+                "{}: device unusable after restore: {l}",
+                c.bin.display()
+            );
+        }
+    }
+}
+
+#[test]
 fn seccomp_profile_survives() {
     let Some((criu, cases)) = both("ckpt-seccomp") else {
         return;
