@@ -777,6 +777,33 @@ fn a_joined_network_namespace_is_external_and_rejoined() {
     }
 }
 
+#[test]
+fn checkpoints_are_interchangeable_with_runc() {
+    let Some((criu, cases)) = both("ckpt-cross") else {
+        return;
+    };
+    let (husk, runc) = (&cases[0].bin, &cases[1].bin);
+    for (from, to) in [(husk, runc), (runc, husk)] {
+        let mut a = Case::with("ckpt-cross-a", from, runc);
+        counter(&mut a, "true");
+        let mut out = start(&a, &criu);
+        let last = number(out.lines().last().expect("output"));
+        let img = a.path_str("image");
+        checkpoint(&a, &criu, &img, &[]).check();
+        let mut b = Case::with("ckpt-cross-b", to, runc);
+        counter(&mut b, "true");
+        let mut after = restore(&b, &criu, &img);
+        let first = number(&after.wait_lines(2, "restored by the other runtime")[0]);
+        assert!(
+            first > last,
+            "{} → {}: {first} after {last}",
+            from.display(),
+            to.display()
+        );
+        assert_eq!(b.status(), "running");
+    }
+}
+
 // --- bad input (husk's messages) ---
 
 fn husk_case(name: &str) -> Option<(String, Case)> {
