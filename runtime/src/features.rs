@@ -152,7 +152,7 @@ pub fn features() -> Value {
         .filter(|(_, flag)| seccomp_flag_supported(*flag))
         .map(|(name, _)| *name)
         .collect();
-    json!({
+    let mut doc = json!({
         "ociVersionMin": OCI_VERSION_MIN,
         "ociVersionMax": crate::spec::default::OCI_VERSION,
         "hooks": HOOKS,
@@ -187,7 +187,25 @@ pub fn features() -> Value {
         "annotations": {
             "io.husk.version": env!("CARGO_PKG_VERSION")
         }
-    })
+    });
+    // Checkpoint/restore, as runc's "org.opencontainers.runc.checkpoint.enabled": what this
+    // host's CRIU (found as `husk checkpoint` finds it, without --criu) can do here.
+    let ck = crate::checkpoint::feature_summary(None);
+    let flag = |b: bool| if b { "true" } else { "false" };
+    let a = &mut doc["annotations"];
+    let enabled = ck["enabled"].as_bool().unwrap_or(false);
+    a["io.husk.checkpoint.enabled"] = json!(flag(enabled));
+    if enabled {
+        a["io.husk.checkpoint.criu"] = json!(format!(
+            "{} {}",
+            ck["criu"].as_str().unwrap_or(""),
+            ck["criuVersion"].as_str().unwrap_or("")
+        ));
+        a["io.husk.checkpoint.preDump"] = json!(flag(ck["preDump"].as_bool().unwrap_or(false)));
+    } else {
+        a["io.husk.checkpoint.reason"] = ck["reason"].clone();
+    }
+    doc
 }
 
 /// The capabilities this kernel has and husk can name, in kernel order.

@@ -9,6 +9,7 @@
 
 pub mod capabilities;
 pub mod cgroups;
+pub mod checkpoint;
 pub mod child;
 pub mod console;
 pub mod container;

@@ -4,6 +4,7 @@
 //! exits, on OOM events), and a single thread keeps its resident memory per container small.
 
 mod cgroup;
+mod checkpoint;
 mod events;
 mod io;
 mod memory;

@@ -95,7 +95,7 @@ impl Runtime {
             .unwrap_or_default()
     }
 
-    fn command(&self, log: Option<&Path>) -> Command {
+    pub(crate) fn command(&self, log: Option<&Path>) -> Command {
         let mut c = Command::new(&self.opts.binary);
         c.arg("--root").arg(&self.opts.root);
         if let Some(log) = log {
@@ -189,7 +189,11 @@ impl Runtime {
     }
 
     /// Runs a short command with piped output; its stdout on success, its stderr as the error.
-    async fn run(&self, command: &'static str, args: &[&str]) -> Result<Vec<u8>, RuntimeError> {
+    pub(crate) async fn run(
+        &self,
+        command: &'static str,
+        args: &[&str],
+    ) -> Result<Vec<u8>, RuntimeError> {
         let mut c = self.command(None);
         c.arg(command).args(args);
         c.stdin(Stdio::null())
@@ -217,7 +221,7 @@ impl Runtime {
         })
     }
 
-    async fn run_with_stdio(
+    pub(crate) async fn run_with_stdio(
         &self,
         mut c: Command,
         io: ChildStdio,
@@ -259,7 +263,7 @@ async fn read_all(fd: Option<OwnedFd>) -> Vec<u8> {
     buf
 }
 
-async fn read_pid(path: &Path) -> Result<i32, RuntimeError> {
+pub(crate) async fn read_pid(path: &Path) -> Result<i32, RuntimeError> {
     let err = |source| RuntimeError::PidFile {
         path: path.to_path_buf(),
         source,

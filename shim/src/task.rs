@@ -94,6 +94,8 @@ struct Container {
     cgroup: Option<Located>,
     oom: Option<JoinHandle<()>>,
     rootfs_mounted: bool,
+    /// Restored from a checkpoint at create: running already, `start` only reports it.
+    restored: bool,
 }
 
 impl Container {
@@ -231,10 +233,21 @@ impl TaskService {
             terminal: req.terminal,
         };
         let pid_file = bundle.join("init.pid");
-        let launch = Launch::Create {
-            id,
-            bundle: &bundle,
-            pid_file: &pid_file,
+        let image = PathBuf::from(&req.checkpoint);
+        let restored = !req.checkpoint.is_empty();
+        let launch = if restored {
+            Launch::Restore {
+                id,
+                bundle: &bundle,
+                pid_file: &pid_file,
+                image: &image,
+            }
+        } else {
+            Launch::Create {
+                id,
+                bundle: &bundle,
+                pid_file: &pid_file,
+            }
         };
         let started = start_process(&runtime, &paths, &launch).await;
         let (pid, held) = match started {
@@ -251,6 +264,9 @@ impl TaskService {
         let mut init = Process::new("", paths.clone());
         init.pid = u32::try_from(pid).unwrap_or(0);
         init.io = held;
+        if restored {
+            init.status = Status::Running;
+        }
         let cgroup = Located::of(pid).ok();
         let oom = cgroup.as_ref().and_then(|l| self.s.watch_oom(id, l, pid));
         self.s.lock().insert(
@@ -263,6 +279,7 @@ impl TaskService {
                 cgroup,
                 oom,
                 rootfs_mounted,
+                restored,
             },
         );
         self.s.watch_exit(id, "", pid);
@@ -342,6 +359,12 @@ enum Launch<'a> {
         pid_file: &'a Path,
         log: &'a Path,
     },
+    Restore {
+        id: &'a str,
+        bundle: &'a Path,
+        pid_file: &'a Path,
+        image: &'a Path,
+    },
 }
 
 async fn launch(
@@ -363,6 +386,21 @@ async fn launch(
                 console_socket,
             };
             runtime.create(a, stdio).await
+        }
+        Launch::Restore {
+            id,
+            bundle,
+            pid_file,
+            image,
+        } => {
+            let a = crate::checkpoint::RestoreArgs {
+                id,
+                bundle,
+                pid_file,
+                console_socket,
+                image,
+            };
+            runtime.restore(a, stdio).await
         }
         Launch::Exec {
             id,
@@ -497,12 +535,6 @@ impl Task for TaskService {
         req: CreateTaskRequest,
     ) -> TtrpcResult<CreateTaskResponse> {
         check_id("container id", &req.id)?;
-        if !req.checkpoint.is_empty() {
-            return Err(status(
-                Code::UNIMPLEMENTED,
-                "restore from a checkpoint is not supported by husk",
-            ));
-        }
         {
             let mut creating = self
                 .s
@@ -533,15 +565,20 @@ impl Task for TaskService {
         let id = req.id.as_str();
         let pid = if req.exec_id.is_empty() {
             let (runtime, pid) = self.s.with(id, |c| {
+                if c.restored && c.init.status == Status::Running {
+                    return Ok((None, c.init.pid));
+                }
                 if c.init.status != Status::Created {
                     return Err(status(
                         Code::FAILED_PRECONDITION,
                         format!("container {id:?} is not created (it was started or it exited)"),
                     ));
                 }
-                Ok((c.runtime.clone(), c.init.pid))
+                Ok((Some(c.runtime.clone()), c.init.pid))
             })?;
-            runtime.start(id).await.map_err(runtime_error)?;
+            if let Some(runtime) = runtime {
+                runtime.start(id).await.map_err(runtime_error)?;
+            }
             self.s.with(id, |c| {
                 if c.init.status == Status::Created {
                     c.init.status = Status::Running;
@@ -694,12 +731,15 @@ impl Task for TaskService {
     async fn checkpoint(
         &self,
         _ctx: &TtrpcContext,
-        _req: containerd_shim_protos::api::CheckpointTaskRequest,
+        req: containerd_shim_protos::api::CheckpointTaskRequest,
     ) -> TtrpcResult<Empty> {
-        Err(status(
-            Code::UNIMPLEMENTED,
-            "checkpoint is not supported by husk (no CRIU integration yet)",
-        ))
+        let (runtime, bundle) = self
+            .s
+            .with(&req.id, |c| Ok((c.runtime.clone(), c.bundle.clone())))?;
+        crate::checkpoint::task(&runtime, &bundle, &req)
+            .await
+            .map_err(|e| status(Code::UNKNOWN, e))?;
+        Ok(Empty::new())
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {

@@ -242,6 +242,11 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
             crate::rootfs::bind_console(&sys::fd_path(&pty.slave))?;
         }
         crate::console::make_controlling(&pty.slave)?;
+    } else {
+        // A session of its own, as runc's nsexec gives every init: CRIU refuses to dump a tree
+        // whose session leader is outside its pid namespace. (With a terminal,
+        // make_controlling already made one.)
+        let _ = nix::unistd::setsid();
     }
     // 6. Identity of the container: hostname, domainname, sysctls — before the read-only
     //    /proc/sys and the masks of `finish`, as runc orders them.

@@ -61,6 +61,12 @@ pub enum Command {
     Events(crate::cgroup_cmds::EventsArgs),
     /// Change the resources of a running container.
     Update(crate::cgroup_cmds::UpdateArgs),
+    /// Checkpoint a running container with CRIU (>= 4.1; --criu PATH).
+    #[command(after_help = crate::checkpoint_cmds::HELP)]
+    Checkpoint(crate::checkpoint_cmds::CheckpointArgs),
+    /// Restore a container from a CRIU checkpoint.
+    #[command(after_help = crate::checkpoint_cmds::HELP)]
+    Restore(crate::checkpoint_cmds::RestoreArgs),
     /// Run a program under limits in a throw-away sandbox and report a verdict (see --help).
     Sandbox(crate::sandbox::RawArgs),
     /// Images: unpack to a bundle, inspect, pack a directory (`husk image --help`).
@@ -178,7 +184,13 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
             let sig = container::parse_signal(signal)?;
             container::kill(root, id, sig, *all)?;
         }
-        Command::Delete { force, id } => container::delete(root, id, *force)?,
+        Command::Delete { force, id } => match container::delete(root, id, *force) {
+            // As runc: `delete --force` of a container that is gone succeeds (podman deletes
+            // after a checkpoint, which already removed the container).
+            Err(container::ContainerError::State(husk_runtime::state::StateError::NotFound(_)))
+                if *force => {}
+            r => r?,
+        },
         Command::Exec(a) => return exec(cli, a),
         Command::Image { args } => return image(args),
         Command::Spec { bundle, rootless } => {
@@ -189,6 +201,8 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Ps(a) => crate::cgroup_cmds::ps(root, a)?,
         Command::Events(a) => crate::cgroup_cmds::events(root, a)?,
         Command::Update(a) => crate::cgroup_cmds::update(root, a)?,
+        Command::Checkpoint(a) => return crate::checkpoint_cmds::checkpoint(cli, a),
+        Command::Restore(a) => return crate::checkpoint_cmds::restore(cli, a),
         Command::Sandbox(a) => return Ok(crate::sandbox::main(&a.args)),
         Command::Features => println!(
             "{}",

@@ -1,6 +1,7 @@
 //! `husk`: the runc-compatible command line over the husk-runtime library.
 
 mod cgroup_cmds;
+mod checkpoint_cmds;
 mod commands;
 mod sandbox;
 
@@ -48,8 +49,8 @@ pub struct Cli {
     /// Accepted for compatibility: rootless mode is detected from the caller's uid.
     #[arg(long, num_args = 0..=1, default_missing_value = "auto")]
     rootless: Option<String>,
-    /// Accepted for compatibility with runc (checkpointing is not part of husk).
-    #[arg(long, global = true, hide = true)]
+    /// CRIU binary for checkpoint/restore (else $HUSK_CRIU, criu on PATH, /opt/criu/sbin/criu).
+    #[arg(long, global = true)]
     criu: Option<PathBuf>,
     #[command(subcommand)]
     command: commands::Command,
@@ -94,7 +95,16 @@ enum LogFormat {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // go-runc (containerd's runc shim) passes `restore -no-subreaper`, Go flag style, which
+    // urfave/cli accepts and clap does not.
+    let args = std::env::args_os().map(|a| {
+        if a == "-no-subreaper" {
+            "--no-subreaper".into()
+        } else {
+            a
+        }
+    });
+    let cli = match Cli::try_parse_from(args) {
         Ok(mut c) => {
             c.root = state_root(c.root_arg.clone());
             c
