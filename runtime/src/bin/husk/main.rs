@@ -2,6 +2,8 @@
 
 mod cgroup_cmds;
 mod commands;
+#[cfg(feature = "gendoc")]
+mod gendoc;
 mod sandbox;
 
 use std::path::PathBuf;
