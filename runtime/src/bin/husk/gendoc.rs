@@ -39,7 +39,10 @@ pub fn write(dir: &Path) -> Result<()> {
         let name = format!("husk-{}", sub.get_name());
         page(&man, &name, sub.clone(), &source, "husk(8)")?;
     }
-    let mut sandbox = crate::sandbox::command().bin_name("husk sandbox");
+    // NAME says husk-sandbox (whatis needs one word); SYNOPSIS says `husk sandbox`.
+    let mut sandbox = crate::sandbox::command()
+        .display_name("husk-sandbox")
+        .bin_name("husk sandbox");
     sandbox.build();
     page(&man, "husk-sandbox", sandbox, &source, "husk(8)")?;
 
