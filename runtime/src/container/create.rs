@@ -68,7 +68,7 @@ pub struct Created {
 /// runs once [`start`](super::start) releases it, or at once without `start_barrier`.
 ///
 /// The caller must be single-threaded: the process is started with a plain `clone` and runs
-/// Rust code before its `execve` (see the crate docs, "Threading"). The returned [`Created`]
+/// Rust code before its `execve` (see the crate docs, "Threading"). The returned `Created`
 /// holds the state lock until it is dropped.
 pub fn create(mut opts: CreateOptions) -> Result<Created, ContainerError> {
     state::check_id(&opts.id)?;
