@@ -90,6 +90,10 @@ pub enum ImageCommand {
         #[arg(long)]
         user: Option<String>,
     },
+    /// Write the man pages into DIR (packaging only: feature `gendoc`, see scripts/package).
+    #[cfg(feature = "gendoc")]
+    #[command(name = "__gendoc", hide = true)]
+    Gendoc { dir: PathBuf },
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -171,6 +175,53 @@ pub fn dispatch(cmd: &ImageCommand) -> Result<i32> {
                 .with_context(|| format!("pack {} into {}", rootfs.display(), out.display()))?;
             println!("{}", serde_json::to_string(&desc)?);
         }
+        #[cfg(feature = "gendoc")]
+        ImageCommand::Gendoc { dir } => gendoc(dir)?,
     }
     Ok(0)
+}
+
+/// DIR/man8/husk-image.8 and husk-image-COMMAND.8, from the clap definitions above (so they
+/// cannot drift from the parser). husk's own pages come from `husk __gendoc`.
+#[cfg(feature = "gendoc")]
+fn gendoc(dir: &std::path::Path) -> Result<()> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let man = dir.join("man8");
+    std::fs::create_dir_all(&man).with_context(|| format!("create {}", man.display()))?;
+    let mut cmd = Cli::command()
+        .display_name("husk-image")
+        .bin_name("husk image")
+        .disable_help_subcommand(true);
+    cmd.build();
+    let source = format!("husk {}", env!("CARGO_PKG_VERSION"));
+    let pages = std::iter::once(cmd.clone()).chain(
+        cmd.get_subcommands()
+            .filter(|s| !s.is_hide_set())
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    for page in pages {
+        let name = page
+            .get_display_name()
+            .unwrap_or(page.get_name())
+            .to_string();
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page)
+            .title(name.to_uppercase())
+            .section("8")
+            .source(source.as_str())
+            .manual("husk manual")
+            .render(&mut out)
+            .with_context(|| format!("render {name}(8)"))?;
+        let see_also = if name == "husk-image" {
+            "husk(8)"
+        } else {
+            "husk-image(8)"
+        };
+        writeln!(out, ".SH \"SEE ALSO\"\n{}", see_also.replace('-', "\\-"))?;
+        let path = man.join(format!("{name}.8"));
+        std::fs::write(&path, out).with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(())
 }

@@ -7,7 +7,7 @@
 //! and each of those is a few lines here. It also keeps husk's create path free of a dependency that
 //! would sit on its ≤ 1 ms budget.
 //!
-//! Every function takes the hierarchy [`layout::Layout`] explicitly (the public methods read the
+//! Every function takes the hierarchy `layout::Layout` explicitly (the public methods read the
 //! host's), so unit tests run against a tempdir without root.
 
 mod devices;

@@ -66,6 +66,12 @@ pub struct Created {
     pub state: State,
 }
 
+/// Creates container `opts.id` from `opts.bundle` under the state root `opts.root`: its process
+/// runs once [`start`](super::start) releases it, or at once without `start_barrier`.
+///
+/// The caller must be single-threaded: the process is started with a plain `clone` and runs
+/// Rust code before its `execve` (see the crate docs, "Threading"). The returned `Created`
+/// holds the state lock until it is dropped.
 pub fn create(mut opts: CreateOptions) -> Result<Created, ContainerError> {
     state::check_id(&opts.id)?;
     let mut plan = spec::load(&opts.bundle)?;

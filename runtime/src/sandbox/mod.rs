@@ -1,5 +1,5 @@
 //! `husk sandbox`: run a program under limits in a throw-away container built from the host's
-//! own root, and say exactly what happened (DESIGN.md §6).
+//! own root, and say exactly what happened; see the README, `husk sandbox`.
 //!
 //! The flow of one run: [`limits::Options`] (parsed and checked: usage errors stop here) →
 //! [`plan::build`] (an OCI spec in memory, validated by the runtime's spec code) → a cgroup →

@@ -118,7 +118,7 @@ pub enum TopLevel {
     Link(String, PathBuf),
 }
 
-/// The host's top-level directories and symlinks, minus [`NOT_BOUND`] (files are left out:
+/// The host's top-level directories and symlinks, minus `NOT_BOUND` (files are left out:
 /// nothing a program needs lives directly in `/`).
 pub fn host_top_level() -> Result<Vec<TopLevel>, PlanError> {
     let err = |source| PlanError::Skeleton {

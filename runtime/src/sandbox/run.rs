@@ -1,4 +1,4 @@
-//! One run: create the cgroup, spawn the plan through [`process::spawn`] (no exec.fifo: the
+//! One run: create the cgroup, spawn the plan through [`process::spawn`](crate::process::spawn::spawn) (no exec.fifo: the
 //! init execs as soon as it is ready), watch CPU and wall time until the program ends, then
 //! measure and name the verdict.
 //!

@@ -12,8 +12,8 @@
 //! `SECCOMP_RET_USER_NOTIF`, no filter flags and no listener fd; and its rule semantics differ
 //! from libseccomp's (which runc users rely on). Linking libseccomp instead would cost a shared
 //! library load per `husk` run and the C dependency. A profile → BPF compiler is small: syscall
-//! tables ([`tables`], generated from the kernel headers by `gen_tables.py`), the translation with
-//! runc's semantics ([`translate`]), and a code generator ([`bpf`]).
+//! tables (`tables`, generated from the kernel headers by `gen_tables.py`), the translation with
+//! runc's semantics (`translate`), and a code generator (`bpf`).
 
 mod bpf;
 mod install;

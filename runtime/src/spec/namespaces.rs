@@ -10,7 +10,7 @@ use oci_spec::runtime::LinuxNamespaceType;
 pub struct Namespaces {
     /// Namespaces to create (`CLONE_NEW*`).
     pub new: CloneFlags,
-    /// Namespaces to join, user first, then in the order setns needs (see [`join_order`]).
+    /// Namespaces to join, user first, then in the order setns needs (see `join_order`).
     pub join: Vec<(CloneFlags, PathBuf)>,
 }
 

@@ -89,7 +89,7 @@ pub fn cloexec_from(first: u32) -> Result<(), Errno> {
 }
 
 /// `open_tree(2)`: a detached copy of the mount at `path` (with `OPEN_TREE_CLONE`), to be
-/// changed with [`mount_setattr`] and attached with [`move_mount`].
+/// changed with [`mount_setattr`] and attached with [`move_mount`](move_mount_fd).
 pub fn open_tree(dirfd: RawFd, path: &Path, flags: u32) -> Result<OwnedFd, Errno> {
     let c = cstr(path)?;
     // SAFETY: valid C string; the call returns a new descriptor or -1.

@@ -75,6 +75,10 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Write the man pages and shell completions into DIR (packaging only; see gendoc.rs).
+    #[cfg(feature = "gendoc")]
+    #[command(name = "__gendoc", hide = true)]
+    Gendoc { dir: PathBuf },
 }
 
 #[derive(Args, Debug)]
@@ -204,6 +208,8 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Checkpoint(a) => return crate::checkpoint_cmds::checkpoint(cli, a),
         Command::Restore(a) => return crate::checkpoint_cmds::restore(cli, a),
         Command::Sandbox(a) => return Ok(crate::sandbox::main(&a.args)),
+        #[cfg(feature = "gendoc")]
+        Command::Gendoc { dir } => crate::gendoc::write(dir)?,
         Command::Features => println!(
             "{}",
             serde_json::to_string_pretty(&husk_runtime::features::features())?
@@ -296,14 +302,49 @@ fn exec(cli: &Cli, a: &ExecArgs) -> Result<i32> {
     container::exec(&cli.root, &a.id, opts).with_context(|| format!("exec in container {}", a.id))
 }
 
-/// `husk image ...` is the `husk-image` binary next to this one (kept apart so the runtime
-/// binary stays small); exec it with the same arguments.
+/// `husk image ...` is the `husk-image` binary (kept apart so the runtime binary stays small):
+/// exec it with the same arguments, from husk's own directory, else from PATH.
 fn image(args: &[String]) -> Result<i32> {
     use std::os::unix::process::CommandExt;
-    let me = std::env::current_exe().context("find the husk binary")?;
-    let bin = me.with_file_name("husk-image");
+    let bin = find_image_helper()?;
     let err = std::process::Command::new(&bin).args(args).exec();
-    Err(anyhow::anyhow!("run {}: {err}", bin.display()))
+    Err(anyhow::anyhow!("husk image: run {}: {err}", bin.display()))
+}
+
+const IMAGE_HELPER: &str = "husk-image";
+
+/// The `husk-image` next to the running husk (`/proc/self/exe`, so a symlinked husk looks
+/// beside its target), else the first executable `husk-image` on PATH. The error names every
+/// place looked at.
+fn find_image_helper() -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let beside = std::env::current_exe()
+        .ok()
+        .map(|me| me.with_file_name(IMAGE_HELPER));
+    if let Some(b) = beside.as_deref().filter(|b| executable(b)) {
+        return Ok(b.to_path_buf());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if let Some(found) = std::env::split_paths(&path)
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join(IMAGE_HELPER))
+        .find(|p| executable(p))
+    {
+        return Ok(found);
+    }
+    let beside = beside.map_or_else(
+        || "(the husk binary's own path is unknown)".to_string(),
+        |b| b.display().to_string(),
+    );
+    anyhow::bail!(
+        "husk image needs the {IMAGE_HELPER} binary: not found at {beside} (beside husk) nor in \
+         PATH ({}); install it next to husk (the Debian package and `cargo install --path images` \
+         do) or on PATH",
+        path.to_string_lossy()
+    )
 }
 
 /// How many socket-activation descriptors the caller handed over: `LISTEN_FDS`, honoured only

@@ -3,6 +3,8 @@
 mod cgroup_cmds;
 mod checkpoint_cmds;
 mod commands;
+#[cfg(feature = "gendoc")]
+mod gendoc;
 mod sandbox;
 
 use std::path::PathBuf;

@@ -150,6 +150,12 @@ fn options(c: &SandboxCli) -> Result<Options, UsageError> {
     Ok(o)
 }
 
+/// `husk sandbox`'s own command line, for its man page and the completions (gendoc.rs).
+#[cfg(feature = "gendoc")]
+pub(crate) fn command() -> clap::Command {
+    <SandboxCli as clap::CommandFactory>::command()
+}
+
 /// Everything after `husk sandbox`, parsed by [`main`] (not by husk's parser, whose usage
 /// errors exit 1).
 #[derive(clap::Args, Debug)]
