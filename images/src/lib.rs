@@ -18,11 +18,13 @@ pub mod digest;
 pub mod layer;
 pub mod layout;
 pub mod pack;
+pub mod tarball;
 pub mod unpack;
 
 pub use layout::{open, Image, SourceError};
 pub use pack::{pack, PackOptions};
-pub use unpack::{unpack, UnpackError, UnpackOptions, Unpacked};
+pub use layer::Bounds;
+pub use unpack::{unpack, unpack_with, Event, UnpackError, UnpackOptions, Unpacked};
 
 use serde_json::{json, Value};
 

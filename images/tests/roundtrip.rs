@@ -72,7 +72,7 @@ fn opts(args: Option<Vec<String>>) -> UnpackOptions {
         args,
         terminal: false,
         chown: None,
-        max_bytes: None,
+        bounds: husk_images::Bounds::default(),
     }
 }
 

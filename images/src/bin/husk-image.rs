@@ -123,7 +123,7 @@ pub fn dispatch(cmd: &ImageCommand) -> Result<i32> {
                 args: (!args.is_empty()).then(|| args.clone()),
                 terminal: *tty,
                 chown: no_chown.then_some(false),
-                max_bytes: *max_size,
+                bounds: husk_images::Bounds::default(),
             };
             let done = husk_images::unpack(&image, bundle, &opts)
                 .with_context(|| format!("unpack {src} into {}", bundle.display()))?;
