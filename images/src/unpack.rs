@@ -262,7 +262,7 @@ fn fill(
         Ok(())
     })?;
     out.warnings = applier.finish()?;
-    let spec = config::runtime_spec(image, &root, opts)?;
+    let spec = config::runtime_spec(image, &root, opts, &mut out.warnings)?;
     config::write(bundle, &spec)?;
     Ok(out)
 }
