@@ -163,10 +163,16 @@ fn words(s: &str) -> Result<Vec<String>> {
     }
 }
 
+/// A [`LayerFailure`] in an error chain, boxed or not.
+fn failure<'a>(c: &'a (dyn std::error::Error + 'static)) -> Option<&'a LayerFailure> {
+    c.downcast_ref::<LayerFailure>()
+        .or_else(|| c.downcast_ref::<Box<LayerFailure>>().map(|b| &**b))
+}
+
 /// A bound that stopped the unpack: say which flag moves it.
 fn bound_hint(e: husk_images::UnpackError) -> anyhow::Error {
     let e = anyhow::Error::new(e);
-    let hint = e.chain().find_map(|c| match c.downcast_ref::<LayerFailure>() {
+    let hint = e.chain().find_map(|c| match failure(c) {
         Some(LayerFailure::Apply(LayerError::TooLarge { .. })) => {
             Some("raise the size bound with --max-size SIZE, or lift all bounds with --no-limit")
         }
