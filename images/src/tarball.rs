@@ -45,6 +45,12 @@ pub enum TarError {
     SparseVersion { major: String, minor: String },
     #[error("sparse file: bad sparse map: {why}")]
     SparseMap { why: String },
+    #[error("entry {name:?}")]
+    Named {
+        name: String,
+        #[source]
+        source: Box<TarError>,
+    },
 }
 
 /// What an entry is.
@@ -420,16 +426,26 @@ impl<R: Read> Reader<R> {
             }
         }
         self.begin_data(physical);
-        if let Some(version) = sparse_pax.version()? {
-            if let Some(n) = sparse_pax.name.take() {
+        self.sparse(&mut h, sparse_pax)
+            .map_err(|source| TarError::Named {
+                name: String::from_utf8_lossy(&h.name).into_owned(),
+                source: Box::new(source),
+            })?;
+        Ok(h)
+    }
+
+    /// Apply a PAX sparse map (read from the data for format 1.0) and check any sparse map.
+    fn sparse(&mut self, h: &mut Header, mut sp: SparsePax) -> Result<(), TarError> {
+        if let Some(version) = sp.version()? {
+            if let Some(n) = sp.name.take() {
                 h.name = n;
             }
-            if let Some(s) = sparse_pax.size {
+            if let Some(s) = sp.size {
                 h.size = s;
             }
             h.sparse = Some(match version {
                 Version::V1 => self.sparse_map_1x0()?,
-                Version::V0 => sparse_pax.map_0x()?,
+                Version::V0 => sp.map_0x()?,
             });
         }
         if let Some(map) = &h.sparse {
@@ -440,7 +456,7 @@ impl<R: Read> Reader<R> {
             }
             validate_sparse(map, h.size, self.remaining)?;
         }
-        Ok(h)
+        Ok(())
     }
 
     /// A PAX 1.0 sparse map, at the start of the data: decimal numbers, one a line, the count
