@@ -39,7 +39,7 @@ impl Bars {
             } => {
                 let bar = ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::stderr());
                 let style = ProgressStyle::with_template(
-                    "{prefix} [{bar:30}] {bytes}/{total_bytes} {msg}",
+                    "{prefix} [{bar:20}] {bytes}/{total_bytes} {msg}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> ");
@@ -86,9 +86,10 @@ impl Bars {
     pub fn summary(&self, done: &Unpacked, bundle: &Path) {
         let entries: u64 = done.layers.iter().map(|l| l.entries).sum();
         let bytes: u64 = done.layers.iter().map(|l| l.bytes).sum();
+        let n = done.layers.len();
         eprintln!(
-            "unpacked {} layers, {entries} entries, {} in {:.2} s into {}",
-            done.layers.len(),
+            "unpacked {n} layer{}, {entries} entries, {} in {:.2} s into {}",
+            if n == 1 { "" } else { "s" },
             human_bytes(bytes),
             self.started.elapsed().as_secs_f64(),
             bundle.display()
