@@ -272,9 +272,22 @@ fn unpacks_what_umoci_unpacks_identically() {
     umoci(&["init", "--layout", &layout_s]);
     umoci(&["new", "--image", &img]);
     umoci(&["insert", "--image", &img, src.to_str().unwrap(), "/"]);
-    umoci(&["insert", "--image", &img, d("more").to_str().unwrap(), "/srv/more"]);
+    umoci(&[
+        "insert",
+        "--image",
+        &img,
+        d("more").to_str().unwrap(),
+        "/srv/more",
+    ]);
     umoci(&["insert", "--image", &img, "--whiteout", "/motd"]);
-    umoci(&["insert", "--image", &img, "--opaque", d("newopt").to_str().unwrap(), "/opt"]);
+    umoci(&[
+        "insert",
+        "--image",
+        &img,
+        "--opaque",
+        d("newopt").to_str().unwrap(),
+        "/opt",
+    ]);
     let h = compare(&case, &img, "umoci-made");
     assert!(!h.join("rootfs/motd").exists());
     assert!(!h.join("rootfs/opt/old").exists());
@@ -324,7 +337,11 @@ fn unpacks_what_umoci_unpacks_identically() {
             .arg("-C")
             .arg(d("sparse-src"))
             .args(["-cf", &out, "sparse"]);
-        run(&case, c, &format!("tar --format={format} --sparse {version:?}"));
+        run(
+            &case,
+            c,
+            &format!("tar --format={format} --sparse {version:?}"),
+        );
         tars.push(out);
     }
     // The PAX sparse layers go with the odd ones; umoci refuses old-GNU sparse entries
@@ -342,7 +359,11 @@ fn unpacks_what_umoci_unpacks_identically() {
         py(&case, &args);
         format!("{}:latest", out.display())
     };
-    let odd = make("odd-layout", r#"{"User": "web", "Cmd": ["/bin/true"]}"#, &tars);
+    let odd = make(
+        "odd-layout",
+        r#"{"User": "web", "Cmd": ["/bin/true"]}"#,
+        &tars,
+    );
     let h = compare(&case, &odd, "odd");
     let r = h.join("rootfs");
     assert_eq!(fs::read(r.join("a/c")).unwrap(), b"inside dotdot\n");
@@ -361,12 +382,20 @@ fn unpacks_what_umoci_unpacks_identically() {
             md.blocks() * 512
         );
         // 5,010 bytes of data in 400,000: the holes stay holes (tmpfs, ext4, xfs, btrfs).
-        assert!(md.blocks() * 512 < 100_000, "{}: holes were filled", p.display());
+        assert!(
+            md.blocks() * 512 < 100_000,
+            "{}: holes were filled",
+            p.display()
+        );
     };
     for i in 1..4 {
         check_sparse(&r.join(format!("sparse{i}/sparse")));
     }
-    let gnu = make("gnu-sparse-layout", r#"{"Cmd": ["/bin/true"]}"#, &[gnu_sparse]);
+    let gnu = make(
+        "gnu-sparse-layout",
+        r#"{"Cmd": ["/bin/true"]}"#,
+        &[gnu_sparse],
+    );
     let hg = d("gnu-sparse-husk");
     let mut c = Command::new(&case.bin);
     c.args(["image", "unpack", "--quiet", &gnu]).arg(&hg);

@@ -57,12 +57,18 @@ fn progress_on_a_terminal_only() {
         );
         let mut c = Command::new("script");
         c.args(["-qec", &cmd, "/dev/null"]);
-        let out = case.spawn_cmd(c, "script -qc husk image unpack").wait(TIMEOUT).check();
+        let out = case
+            .spawn_cmd(c, "script -qc husk image unpack")
+            .wait(TIMEOUT)
+            .check();
         out.stdout + &out.stderr
     };
     let shown = on_tty("tty", "");
     println!("on a terminal:\n{shown}");
-    assert!(shown.contains("layer 1/1 sha256:"), "no layer progress: {shown:?}");
+    assert!(
+        shown.contains("layer 1/1 sha256:"),
+        "no layer progress: {shown:?}"
+    );
     assert!(shown.contains("51 entries"), "no entry count: {shown:?}");
     assert!(
         shown.contains("unpacked 1 layer, 51 entries, 488.3 KiB in "),
@@ -77,7 +83,10 @@ fn progress_on_a_terminal_only() {
     // Through a pipe: nothing.
     let mut c = Command::new(&case.bin);
     c.args(["image", "unpack", &image]).arg(d("pipe"));
-    let out = case.spawn_cmd(c, "husk image unpack | ...").wait(TIMEOUT).check();
+    let out = case
+        .spawn_cmd(c, "husk image unpack | ...")
+        .wait(TIMEOUT)
+        .check();
     assert!(out.stdout.is_empty(), "stdout: {:?}", out.stdout);
     assert!(out.stderr.is_empty(), "stderr: {:?}", out.stderr);
     assert!(d("pipe/rootfs/etc/f49").exists());

@@ -70,7 +70,11 @@ pub fn runtime_spec(
         let default: Vec<String> = process
             .get("args")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         let default = if default.is_empty() {
             vec!["sh".to_string()]

@@ -10,9 +10,9 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -245,8 +245,9 @@ impl<'r> Applier<'r> {
         let Some(name) = rel.file_name().map(OsStr::to_owned) else {
             // "/", "." or "./": the root directory itself (its metadata, as umoci applies it).
             if h.kind != Kind::Dir {
-                self.warnings
-                    .push(format!("skipped {raw:?}: names the root but is not a directory"));
+                self.warnings.push(format!(
+                    "skipped {raw:?}: names the root but is not a directory"
+                ));
                 return Ok(());
             }
             let meta = meta(h)?;
@@ -783,5 +784,4 @@ mod tests {
         };
         assert_eq!(&buf[..usize::try_from(n).unwrap()], b"yes");
     }
-
 }

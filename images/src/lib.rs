@@ -21,9 +21,9 @@ pub mod pack;
 pub mod tarball;
 pub mod unpack;
 
+pub use layer::Bounds;
 pub use layout::{open, Image, SourceError};
 pub use pack::{pack, PackOptions};
-pub use layer::Bounds;
 pub use unpack::{unpack, unpack_with, Event, UnpackError, UnpackOptions, Unpacked};
 
 use serde_json::{json, Value};

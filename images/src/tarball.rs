@@ -41,7 +41,9 @@ pub enum TarError {
     MetaTooLarge { what: &'static str, size: u64 },
     #[error("PAX record {record:?}: {why}")]
     BadPax { record: String, why: &'static str },
-    #[error("sparse file: unsupported GNU sparse format {major:?}.{minor:?} (known: 0.0, 0.1, 1.0)")]
+    #[error(
+        "sparse file: unsupported GNU sparse format {major:?}.{minor:?} (known: 0.0, 0.1, 1.0)"
+    )]
     SparseVersion { major: String, minor: String },
     #[error("sparse file: bad sparse map: {why}")]
     SparseMap { why: String },
@@ -133,7 +135,9 @@ impl<R: Read> Reader<R> {
         if self.remaining == 0 || buf.is_empty() {
             return Ok(0);
         }
-        let want = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         loop {
             match self.r.read(&mut buf[..want]) {
                 Ok(0) => {
@@ -321,7 +325,10 @@ impl<R: Read> Reader<R> {
             mode: (num("mode", 100..108)? & 0o7777) as u32,
             uid: num("uid", 108..116)?,
             gid: num("gid", 116..124)?,
-            mtime: (i64::try_from(num("mtime", 136..148)?).unwrap_or(i64::MAX), 0),
+            mtime: (
+                i64::try_from(num("mtime", 136..148)?).unwrap_or(i64::MAX),
+                0,
+            ),
             size,
             dev_major: 0,
             dev_minor: 0,
@@ -344,7 +351,10 @@ impl<R: Read> Reader<R> {
             other => Kind::Other(other),
         };
         if matches!(h.kind, Kind::Char | Kind::Block) && (ustar || gnu) {
-            let dev = |r| u32::try_from(num("device number", r)?).map_err(|_| bad("device number out of range".into()));
+            let dev = |r| {
+                u32::try_from(num("device number", r)?)
+                    .map_err(|_| bad("device number out of range".into()))
+            };
             h.dev_major = dev(329..337)?;
             h.dev_minor = dev(337..345)?;
         }
@@ -386,7 +396,11 @@ impl<R: Read> Reader<R> {
                         .ok()
                         .and_then(|s| s.parse().ok())
                         .ok_or_else(|| TarError::BadPax {
-                            record: format!("{}={}", String::from_utf8_lossy(&k), String::from_utf8_lossy(v)),
+                            record: format!(
+                                "{}={}",
+                                String::from_utf8_lossy(&k),
+                                String::from_utf8_lossy(v)
+                            ),
                             why: "not a decimal number",
                         })
                 };
@@ -525,7 +539,10 @@ enum Version {
 impl SparsePax {
     /// Which GNU sparse format the records describe, if any (as Go's reader decides).
     fn version(&self) -> Result<Option<Version>, TarError> {
-        let s = |v: &Option<Vec<u8>>| v.as_deref().map(|b| String::from_utf8_lossy(b).into_owned());
+        let s = |v: &Option<Vec<u8>>| {
+            v.as_deref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+        };
         match (s(&self.major).as_deref(), s(&self.minor).as_deref()) {
             (Some("0"), Some("0" | "1")) => Ok(Some(Version::V0)),
             (Some("1"), Some("0")) => Ok(Some(Version::V1)),
@@ -565,7 +582,9 @@ impl SparsePax {
                     b"GNU.sparse.numbytes"
                 };
                 if k != want {
-                    return Err(bad("GNU.sparse.offset and GNU.sparse.numbytes records do not alternate".into()));
+                    return Err(bad(
+                        "GNU.sparse.offset and GNU.sparse.numbytes records do not alternate".into(),
+                    ));
                 }
                 numbers.push(num(v)?);
             }
@@ -588,10 +607,14 @@ fn validate_sparse(map: &[(u64, u64)], size: u64, physical: u64) -> Result<(), T
             return bad(format!("fragment {off}+{len} overflows"));
         };
         if off < end {
-            return bad(format!("fragment at {off} overlaps or precedes the one before"));
+            return bad(format!(
+                "fragment at {off} overlaps or precedes the one before"
+            ));
         }
         if e > size {
-            return bad(format!("fragment {off}+{len} ends past the file's size {size}"));
+            return bad(format!(
+                "fragment {off}+{len} ends past the file's size {size}"
+            ));
         }
         end = e;
         data += len;
@@ -656,8 +679,14 @@ fn check_sum(b: &[u8; BLOCK], offset: u64) -> Result<(), TarError> {
 fn describe_start(b: &[u8]) -> String {
     let known: &[(&[u8], &str)] = &[
         (b"\x7fELF", "an ELF executable"),
-        (b"\x1f\x8b", "gzip (a compressed layer declared as uncompressed?)"),
-        (b"\x28\xb5\x2f\xfd", "zstd (a compressed layer declared as uncompressed?)"),
+        (
+            b"\x1f\x8b",
+            "gzip (a compressed layer declared as uncompressed?)",
+        ),
+        (
+            b"\x28\xb5\x2f\xfd",
+            "zstd (a compressed layer declared as uncompressed?)",
+        ),
         (b"PK\x03\x04", "a zip archive"),
         (b"BZh", "bzip2 (not an OCI layer compression)"),
         (b"\xfd7zXZ\0", "xz (not an OCI layer compression)"),

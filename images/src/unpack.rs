@@ -246,11 +246,12 @@ fn fill(
                     bytes: st.bytes,
                 })
             };
-            let stats = apply_one(&mut applier, rx, &mut report).map_err(|source| UnpackError::Layer {
-                index: i,
-                name: layer.name(),
-                source: Box::new(source),
-            })?;
+            let stats =
+                apply_one(&mut applier, rx, &mut report).map_err(|source| UnpackError::Layer {
+                    index: i,
+                    name: layer.name(),
+                    source: Box::new(source),
+                })?;
             progress(Event::LayerDone { index: i, stats });
             out.layers.push(LayerSummary {
                 name: layer.name(),

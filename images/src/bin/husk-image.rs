@@ -129,9 +129,7 @@ pub enum PackCompression {
 /// "100M", "2GiB", "4096": bytes, suffixes in powers of 1024.
 fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: u64 = num
         .parse()
@@ -143,7 +141,9 @@ fn parse_size(s: &str) -> Result<u64, String> {
         "G" | "GB" | "GIB" => 30,
         "T" | "TB" | "TIB" => 40,
         u if u.starts_with('.') => {
-            return Err(format!("{s:?}: a whole number please (e.g. 1536M for 1.5G)"))
+            return Err(format!(
+                "{s:?}: a whole number please (e.g. 1536M for 1.5G)"
+            ))
         }
         _ => {
             return Err(format!(

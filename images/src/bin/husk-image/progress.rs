@@ -38,11 +38,10 @@ impl Bars {
                 size,
             } => {
                 let bar = ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::stderr());
-                let style = ProgressStyle::with_template(
-                    "{prefix} [{bar:20}] {bytes}/{total_bytes} {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> ");
+                let style =
+                    ProgressStyle::with_template("{prefix} [{bar:20}] {bytes}/{total_bytes} {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> ");
                 bar.set_style(style);
                 bar.set_prefix(format!("layer {}/{count} {}", index + 1, short(name)));
                 bar.enable_steady_tick(Duration::from_millis(200));
