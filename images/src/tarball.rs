@@ -338,9 +338,7 @@ impl<R: Read> Reader<R> {
         };
         let flag = b[156];
         h.kind = match flag {
-            b'0' | b'7' => Kind::File,
-            0 if h.name.ends_with(b"/") => Kind::Dir,
-            0 => Kind::File,
+            b'0' | b'7' | 0 => Kind::File,
             b'1' => Kind::HardLink,
             b'2' => Kind::Symlink,
             b'3' => Kind::Char,
@@ -366,19 +364,22 @@ impl<R: Read> Reader<R> {
         }
         // The physical data that follows: none for types that carry none, whatever the size
         // field says (as Go's reader).
-        let mut physical = match h.kind {
-            Kind::HardLink | Kind::Symlink | Kind::Char | Kind::Block | Kind::Dir | Kind::Fifo => 0,
-            _ => size,
-        };
+        let header_only = matches!(
+            h.kind,
+            Kind::HardLink | Kind::Symlink | Kind::Char | Kind::Block | Kind::Dir | Kind::Fifo
+        );
+        let mut physical = if header_only { 0 } else { size };
         if flag == b'S' {
             let mut map = Vec::new();
-            let mut more = old_gnu_sparse(&b[386..482], &mut map, offset)? && b[482] != 0;
+            old_gnu_sparse(&b[386..482], &mut map, offset)?;
+            let mut more = b[482] != 0;
             while more {
                 let ext_offset = self.pos;
                 let Some(ext) = self.read_block()? else {
                     return Err(TarError::TruncatedHeader { offset: ext_offset });
                 };
-                more = old_gnu_sparse(&ext[..504], &mut map, ext_offset)? && ext[504] != 0;
+                old_gnu_sparse(&ext[..504], &mut map, ext_offset)?;
+                more = ext[504] != 0;
                 if map.len() > MAX_FRAGMENTS {
                     return Err(TarError::SparseMap {
                         why: format!("more than {MAX_FRAGMENTS} fragments"),
@@ -409,7 +410,7 @@ impl<R: Read> Reader<R> {
                     b"linkpath" => h.link = v,
                     b"size" => {
                         h.size = parse(&v)?;
-                        if physical != 0 || flag == b'0' || flag == 0 || flag == b'7' {
+                        if !header_only {
                             physical = h.size;
                         }
                     }
@@ -438,6 +439,12 @@ impl<R: Read> Reader<R> {
                     }
                 }
             }
+        }
+        // An old-style regular file named with a trailing slash is a directory (as Go's reader,
+        // after the PAX and GNU names are applied).
+        if flag == 0 && h.name.ends_with(b"/") {
+            h.kind = Kind::Dir;
+            physical = 0;
         }
         self.begin_data(physical);
         self.sparse(&mut h, sparse_pax)
@@ -510,7 +517,8 @@ impl<R: Read> Reader<R> {
                 why: format!("{count} fragments, more than {MAX_FRAGMENTS}"),
             });
         }
-        let mut map = Vec::with_capacity(count as usize);
+        // The count is the archive's word: grow as fragments arrive, not up front.
+        let mut map = Vec::with_capacity((count as usize).min(1024));
         for _ in 0..count {
             let off = next_number(self, &mut text)?;
             let len = next_number(self, &mut text)?;
@@ -627,12 +635,11 @@ fn validate_sparse(map: &[(u64, u64)], size: u64, physical: u64) -> Result<(), T
     Ok(())
 }
 
-/// Entries of an old GNU sparse map (24 bytes each: offset, length), up to the first empty one;
-/// true if the area was full (so an extension block may follow).
-fn old_gnu_sparse(area: &[u8], map: &mut Vec<(u64, u64)>, offset: u64) -> Result<bool, TarError> {
+/// Entries of an old GNU sparse map (24 bytes each: offset, length), up to the first empty one.
+fn old_gnu_sparse(area: &[u8], map: &mut Vec<(u64, u64)>, offset: u64) -> Result<(), TarError> {
     for e in area.chunks_exact(24) {
         if e[0] == 0 {
-            return Ok(false);
+            return Ok(());
         }
         let bad = |w: String| TarError::BadHeader {
             offset,
@@ -642,7 +649,7 @@ fn old_gnu_sparse(area: &[u8], map: &mut Vec<(u64, u64)>, offset: u64) -> Result
         let len = numeric(&e[12..]).map_err(bad)?;
         map.push((off, len));
     }
-    Ok(true)
+    Ok(())
 }
 
 /// Header checksum: unsigned or (as some old tars wrote) signed sum, with the field as spaces.
@@ -728,12 +735,11 @@ fn numeric(f: &[u8]) -> Result<u64, String> {
         }
         return Ok(v);
     }
-    let s = cstr(f);
-    let t = s.trim_ascii();
-    let t = match t.iter().position(|&c| c == 0 || c == b' ') {
-        Some(n) => &t[..n],
-        None => t,
-    };
+    // As Go's parseOctal: spaces and NULs around the digits, nothing else.
+    let pad = |c: &u8| *c == b' ' || *c == 0;
+    let start = f.iter().position(|c| !pad(c)).unwrap_or(f.len());
+    let end = f.iter().rposition(|c| !pad(c)).map_or(start, |e| e + 1);
+    let t = &f[start..end];
     if t.is_empty() {
         return Ok(0);
     }
@@ -755,13 +761,7 @@ fn parse_pax(mut data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TarError> {
         why,
     };
     // Trailing NULs pad some writers' records.
-    while let Some(end) = data.iter().rposition(|&c| c != 0) {
-        data = &data[..=end];
-        break;
-    }
-    if data.iter().all(|&c| c == 0) {
-        return Ok(out);
-    }
+    data = &data[..data.iter().rposition(|&c| c != 0).map_or(0, |e| e + 1)];
     while !data.is_empty() {
         let sp = data
             .iter()
