@@ -196,7 +196,7 @@ impl<'r> Applier<'r> {
         self.cache = None;
         let mut stats = LayerStats::default();
         let mut tar = Reader::new(layer);
-        while let Some(h) = tar.next().map_err(LayerError::Read)? {
+        while let Some(h) = tar.next_header().map_err(LayerError::Read)? {
             let raw = PathBuf::from(OsStr::from_bytes(&h.name));
             self.check_bounds(&h, &raw)?;
             self.entry(&mut tar, &h, &raw, &mut stats)

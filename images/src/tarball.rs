@@ -21,6 +21,9 @@ pub const MAX_FRAGMENTS: usize = 1 << 20;
 
 const BLOCK: usize = 512;
 
+/// PAX records (key, value), in order.
+type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TarError {
     #[error("read the stream")]
@@ -93,7 +96,7 @@ pub struct Header {
     pub offset: u64,
 }
 
-/// Reads members one by one: [`Reader::next`], then [`Reader::read_data`] for its data.
+/// Reads members one by one: [`Reader::next_header`], then [`Reader::read_data`] for its data.
 pub struct Reader<R> {
     r: R,
     /// Bytes consumed from `r`.
@@ -119,7 +122,7 @@ impl<R: Read> Reader<R> {
         }
     }
 
-    /// The underlying reader (positioned after the end of the archive once `next` gave None).
+    /// The underlying reader (after the end of the archive once `next_header` gave None).
     pub fn into_inner(self) -> R {
         self.r
     }
@@ -224,11 +227,11 @@ impl<R: Read> Reader<R> {
     }
 
     /// The next member, or None at the end of the archive.
-    pub fn next(&mut self) -> Result<Option<Header>, TarError> {
+    pub fn next_header(&mut self) -> Result<Option<Header>, TarError> {
         if self.done {
             return Ok(None);
         }
-        let mut pax: Option<Vec<(Vec<u8>, Vec<u8>)>> = None;
+        let mut pax: Option<Records> = None;
         let mut long_name: Option<Vec<u8>> = None;
         let mut long_link: Option<Vec<u8>> = None;
         loop {
@@ -289,7 +292,7 @@ impl<R: Read> Reader<R> {
         b: &[u8; BLOCK],
         offset: u64,
         size: u64,
-        pax: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+        pax: Option<Records>,
         long_name: Option<Vec<u8>>,
         long_link: Option<Vec<u8>>,
     ) -> Result<Header, TarError> {
@@ -754,7 +757,7 @@ fn numeric(f: &[u8]) -> Result<u64, String> {
 }
 
 /// PAX records: "LEN KEY=VALUE\n", LEN counting the whole record.
-fn parse_pax(mut data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TarError> {
+fn parse_pax(mut data: &[u8]) -> Result<Records, TarError> {
     let mut out = Vec::new();
     let bad = |r: &[u8], why| TarError::BadPax {
         record: String::from_utf8_lossy(&r[..r.len().min(64)]).into_owned(),
@@ -823,7 +826,7 @@ mod tests {
     fn all(data: &[u8]) -> Result<Vec<(Header, Vec<u8>)>, TarError> {
         let mut r = Reader::new(data);
         let mut out = Vec::new();
-        while let Some(h) = r.next()? {
+        while let Some(h) = r.next_header()? {
             let mut d = Vec::new();
             let mut buf = [0u8; 100];
             loop {
