@@ -102,7 +102,8 @@ pub fn check(data: &[u8], digest: &Digest, size: Option<u64>) -> Result<(), Dige
     compare(digest, h.finish())
 }
 
-fn compare(expected: &Digest, actual: String) -> Result<(), DigestError> {
+/// `actual` (as `algorithm:hex`) against `expected`.
+pub fn compare(expected: &Digest, actual: String) -> Result<(), DigestError> {
     if actual == expected.as_ref() {
         Ok(())
     } else {

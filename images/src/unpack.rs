@@ -14,11 +14,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
+use oci_spec::image::Digest;
 use serde_json::Value;
 
 use crate::config::{self, ConfigError};
 use crate::confine::{ConfineError, Root};
-use crate::digest::{self, DigestError};
+use crate::digest::{self, DigestError, Hasher};
 use crate::layer::{Applier, Bounds, LayerError, LayerStats};
 use crate::layout::{Compression, Image, Layer, SourceError, Store};
 
@@ -130,6 +131,10 @@ pub struct LayerSummary {
 }
 
 enum Msg {
+    /// Hash what follows against the config's diff_id (sent before any data when needed). The
+    /// applying thread hashes: it waits on the disk and has the time, while the reading thread's
+    /// decompression is what bounds the pipeline.
+    DiffId(Hasher, Digest),
     Data(Vec<u8>),
     Done(Result<(), BlobError>),
 }
@@ -279,6 +284,7 @@ fn apply_one(
         pos: 0,
         failure: None,
         done: false,
+        diff_id: None,
     };
     let applied = applier.apply_with(&mut pipe, report);
     // A stream that failed (digest, decompression) is the cause of whatever apply then saw.
@@ -303,6 +309,19 @@ struct Pipe {
     pos: usize,
     failure: Option<BlobError>,
     done: bool,
+    diff_id: Option<(Hasher, Digest)>,
+}
+
+impl Pipe {
+    /// At the end of the stream: the diff_id check, if one was asked for.
+    fn verify(&mut self) -> Result<(), BlobError> {
+        match self.diff_id.take() {
+            Some((hasher, expected)) => {
+                digest::compare(&expected, hasher.finish()).map_err(BlobError::DiffId)
+            }
+            None => Ok(()),
+        }
+    }
 }
 
 impl Read for Pipe {
@@ -312,11 +331,22 @@ impl Read for Pipe {
                 return Ok(0);
             }
             match self.rx.recv() {
+                Ok(Msg::DiffId(h, d)) => self.diff_id = Some((h, d)),
                 Ok(Msg::Data(v)) => {
+                    if let Some((h, _)) = &mut self.diff_id {
+                        h.update(&v);
+                    }
                     self.cur = v;
                     self.pos = 0;
                 }
-                Ok(Msg::Done(Ok(()))) => self.done = true,
+                Ok(Msg::Done(Ok(()))) => {
+                    self.done = true;
+                    if let Err(e) = self.verify() {
+                        let msg = e.to_string();
+                        self.failure = Some(e);
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, msg));
+                    }
+                }
                 Ok(Msg::Done(Err(e))) => {
                     self.done = true;
                     let msg = e.to_string();
@@ -402,14 +432,16 @@ fn stream(
         )?),
         Compression::None | Compression::Detect => Box::new(blob),
     };
-    // 3. The uncompressed stream against the diff_id, unless step 1 already hashed these bytes.
+    // 3. The uncompressed stream against the diff_id, unless step 1 already hashed these bytes
+    //    (the applying thread hashes, see Msg::DiffId).
     let already = compression == Compression::None && layer.digest == layer.diff_id;
-    let mut out: Box<dyn Read> = match (&layer.diff_id, already) {
-        (Some(d), false) => {
-            Box::new(digest::Verify::new(decoded, d, None).map_err(BlobError::DiffId)?)
+    if let (Some(d), false) = (&layer.diff_id, already) {
+        let hasher = Hasher::for_digest(d).map_err(BlobError::DiffId)?;
+        if tx.send(Msg::DiffId(hasher, d.clone())).is_err() {
+            return Ok(());
         }
-        _ => decoded,
-    };
+    }
+    let mut out = decoded;
     loop {
         let mut chunk = vec![0u8; CHUNK];
         let mut n = 0;
