@@ -65,10 +65,8 @@ fn progress_on_a_terminal_only() {
     };
     let shown = on_tty("tty", "");
     println!("on a terminal:\n{shown}");
-    assert!(
-        shown.contains("layer 1/1 sha256:"),
-        "no layer progress: {shown:?}"
-    );
+    assert!(shown.contains("layer 1/1 "), "no layer progress: {shown:?}");
+    assert!(shown.contains("100% "), "no progress bar: {shown:?}");
     assert!(shown.contains("51 entries"), "no entry count: {shown:?}");
     assert!(
         shown.contains("unpacked 1 layer, 51 entries, 488.3 KiB in "),

@@ -1,5 +1,6 @@
-//! Progress on a terminal: one bar per layer (blob bytes read, entries and bytes written), left
-//! on screen as a line when the layer is done, and a one-line summary at the end.
+//! Progress on a terminal: one bar per layer (the share of its blob read; entries and bytes
+//! written), replaced by a line when the layer is done, and a one-line summary at the end.
+//! Short enough for an 80-column terminal.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -38,10 +39,9 @@ impl Bars {
                 size,
             } => {
                 let bar = ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::stderr());
-                let style =
-                    ProgressStyle::with_template("{prefix} [{bar:20}] {bytes}/{total_bytes} {msg}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar())
-                        .progress_chars("=> ");
+                let style = ProgressStyle::with_template("{prefix} [{bar:16}] {percent:>3}% {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> ");
                 bar.set_style(style);
                 bar.set_prefix(format!("layer {}/{count} {}", index + 1, short(name)));
                 bar.enable_steady_tick(Duration::from_millis(200));
@@ -96,10 +96,10 @@ impl Bars {
     }
 }
 
-/// "sha256:0123456789ab…" for a digest, the name as is otherwise.
+/// The first 12 hex digits of a digest (as `docker images` shows IDs), the name as is otherwise.
 fn short(name: &str) -> String {
     match name.split_once(':') {
-        Some((alg, hex)) if hex.len() > 12 => format!("{alg}:{}", &hex[..12]),
+        Some((_, hex)) if hex.len() > 12 => hex[..12].to_string(),
         _ => name.to_string(),
     }
 }
