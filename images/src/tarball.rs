@@ -160,6 +160,25 @@ impl<R: Read> Reader<R> {
         }
     }
 
+    /// Skip the rest of the current member's data without reading it: `seek(r, n)` moves `r`
+    /// on by `n` bytes, or returns how many of them the stream lacks.
+    pub fn skip_data_by(
+        &mut self,
+        seek: impl FnOnce(&mut R, u64) -> Result<(), u64>,
+    ) -> Result<(), TarError> {
+        let n = self.remaining;
+        if n == 0 {
+            return Ok(());
+        }
+        seek(&mut self.r, n).map_err(|missing| TarError::TruncatedData {
+            declared: self.declared,
+            missing,
+        })?;
+        self.pos += n;
+        self.remaining = 0;
+        Ok(())
+    }
+
     /// Skip the rest of the current member's data (it must all be there).
     fn skip_data(&mut self) -> Result<(), TarError> {
         let mut buf = [0u8; 8192];

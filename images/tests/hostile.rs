@@ -739,3 +739,22 @@ fn control_a_layer_without_padding_or_end_blocks_unpacks() {
     s.unpack().unwrap();
     assert_eq!(fs::read(s.bundle().join("rootfs/last")).unwrap(), b"tail");
 }
+
+#[test]
+fn h32_an_image_that_is_not_an_archive_says_what_was_expected() {
+    let s = Scene::new();
+    let mut elf = b"\x7fELF\x02\x01\x01\0".to_vec();
+    elf.resize(4096, 0);
+    fs::write(s.image(), elf).unwrap();
+    let e = match husk_images::open(s.image().to_str().unwrap()) {
+        Ok(_) => panic!("an ELF file opened as an image"),
+        Err(e) => chain(&e),
+    };
+    for want in [
+        "oci-archive or a docker-archive",
+        "not a tar archive",
+        "ELF",
+    ] {
+        assert!(e.contains(want), "{e:?} does not mention {want:?}");
+    }
+}
