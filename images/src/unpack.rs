@@ -134,7 +134,7 @@ enum Msg {
     /// Hash what follows against the config's diff_id (sent before any data when needed). The
     /// applying thread hashes: it waits on the disk and has the time, while the reading thread's
     /// decompression is what bounds the pipeline.
-    DiffId(Hasher, Digest),
+    DiffId(Box<(Hasher, Digest)>),
     Data(Vec<u8>),
     Done(Result<(), BlobError>),
 }
@@ -331,7 +331,7 @@ impl Read for Pipe {
                 return Ok(0);
             }
             match self.rx.recv() {
-                Ok(Msg::DiffId(h, d)) => self.diff_id = Some((h, d)),
+                Ok(Msg::DiffId(check)) => self.diff_id = Some(*check),
                 Ok(Msg::Data(v)) => {
                     if let Some((h, _)) = &mut self.diff_id {
                         h.update(&v);
@@ -437,7 +437,7 @@ fn stream(
     let already = compression == Compression::None && layer.digest == layer.diff_id;
     if let (Some(d), false) = (&layer.diff_id, already) {
         let hasher = Hasher::for_digest(d).map_err(BlobError::DiffId)?;
-        if tx.send(Msg::DiffId(hasher, d.clone())).is_err() {
+        if tx.send(Msg::DiffId(Box::new((hasher, d.clone())))).is_err() {
             return Ok(());
         }
     }
