@@ -163,6 +163,7 @@ def layers(d):
         ("./rel", F, b"dot-slash\n", 0o600, 6, ""),
         ("a/b/../c", F, b"inside dotdot\n", 0o644, 0, ""),
         ("a/./d//e", F, b"doubled slashes\n", 0o644, 0, ""),
+        ("/../rooted", F, b"rooted dotdot\n", 0o644, 0, ""),
         ("hard", L, b"", 0o640, 5, "/abs/file"),
         ("sym", S, b"", 0o777, 0, "/abs/file"),
         (long, F, b"long pax name\n", 0o644, 7, ""),

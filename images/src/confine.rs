@@ -66,13 +66,16 @@ pub fn relative(name: &Path) -> Result<PathBuf, ConfineError> {
     if len > MAX_PATH {
         return Err(ConfineError::TooLong { len });
     }
+    // Rooted ("/..") a ".." at the root stays there, as in Go's path.Clean; relative ("..")
+    // it would climb out.
+    let rooted = name.has_root();
     let mut out: Vec<&OsStr> = Vec::new();
     for c in name.components() {
         match c {
             Component::Normal(n) => out.push(n),
             Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
             Component::ParentDir => {
-                if out.pop().is_none() {
+                if out.pop().is_none() && !rooted {
                     return Err(ConfineError::DotDot {
                         path: name.to_path_buf(),
                     });
@@ -394,6 +397,10 @@ mod tests {
         );
         assert_eq!(relative(Path::new("/")).unwrap(), PathBuf::new());
         assert_eq!(relative(Path::new("a/..")).unwrap(), PathBuf::new());
+        assert_eq!(
+            relative(Path::new("/../../etc")).unwrap(),
+            PathBuf::from("etc")
+        );
         assert!(matches!(
             relative(Path::new("a/../../b")),
             Err(ConfineError::DotDot { .. })

@@ -323,6 +323,20 @@ fn h03_absolute_path_is_rerooted() {
 }
 
 #[test]
+fn h03b_rooted_dotdot_stays_at_the_root() {
+    // "/../../x" is "/x" (Go's path.Clean, as containerd): inside the rootfs.
+    let s = Scene::new();
+    let tar = base().file("/../../outside/pwned", b"x").end();
+    layout(&s.image(), &[gz(tar)], |_, _| {});
+    s.unpack().unwrap();
+    assert!(!s.t.path().join("outside/pwned").exists());
+    assert_eq!(
+        fs::read(s.bundle().join("rootfs/outside/pwned")).unwrap(),
+        b"x"
+    );
+}
+
+#[test]
 fn h04_symlink_parent_escape() {
     let s = Scene::new();
     let tar = base()
