@@ -3,8 +3,9 @@
 //!
 //! [`layout::open`] finds the image (`PATH[:REF]`) and verifies its manifest and config;
 //! [`unpack::unpack`] streams the layers through [`digest`] checks and decompression into
-//! [`layer::Applier`], which writes only through [`confine`]d paths, then [`config`] writes
-//! `config.json`. [`pack::pack`] makes a one-layer image from a directory (for tests and
+//! [`layer::Applier`], which reads each tar stream with [`tarball::Reader`] (what Go's
+//! archive/tar reads, as umoci and containerd do), counts it against the [`Bounds`] and writes
+//! only through [`confine`]d paths, then [`config`] writes `config.json`. [`pack::pack`] makes a one-layer image from a directory (for tests and
 //! offline use).
 //!
 //! The runtime's default spec is a parameter ([`unpack::UnpackOptions::default_spec`]) rather
