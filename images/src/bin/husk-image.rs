@@ -19,7 +19,12 @@ use husk_images::{Bounds, PackOptions, UnpackOptions};
 mod progress;
 
 #[derive(Parser, Debug)]
-#[command(name = "husk image", version, about = "OCI images to bundles and back")]
+#[command(
+    name = "husk image",
+    bin_name = "husk image",
+    version,
+    about = "OCI images to bundles and back"
+)]
 struct Cli {
     #[command(subcommand)]
     command: ImageCommand,
