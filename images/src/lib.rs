@@ -16,6 +16,7 @@ pub mod archive;
 pub mod config;
 pub mod confine;
 pub mod digest;
+mod gzip;
 pub mod layer;
 pub mod layout;
 pub mod pack;

@@ -423,6 +423,8 @@ fn stream(
         c => c,
     };
     let decoded: Box<dyn Read> = match compression {
+        // With a diff_id to check, the gzip CRC is redundant (see crate::gzip).
+        Compression::Gzip if layer.diff_id.is_some() => Box::new(crate::gzip::MultiGz::new(blob)),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(blob)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(blob).map_err(
             |source| BlobError::Decode {
