@@ -14,6 +14,7 @@ use oci_spec::image::Digest;
 use serde::Deserialize;
 
 use crate::layout::{Compression, Image, Layer, SourceError, Store};
+use crate::tarball::{Kind, Reader};
 
 /// Symlinks between members followed before giving up (docker links duplicate layers).
 const MAX_MEMBER_LINKS: u32 = 8;
@@ -83,27 +84,40 @@ impl TarStore {
             path: path.to_path_buf(),
             source,
         };
+        let len = file.metadata().map_err(open_err)?.len();
         let mut members = HashMap::new();
-        let mut archive = tar::Archive::new(&file);
-        for entry in archive.entries_with_seek().map_err(read_err)? {
-            let entry = entry.map_err(read_err)?;
-            let name = key(&String::from_utf8_lossy(&entry.path_bytes()));
-            let link = || {
-                entry
-                    .link_name_bytes()
-                    .map(|l| String::from_utf8_lossy(&l).into_owned())
-                    .unwrap_or_default()
+        // The same reader as for layers, over the file in place; member data is skipped by
+        // moving the position, not read.
+        let mut tar = Reader::new(Slice {
+            file: &file,
+            pos: 0,
+            end: len,
+        });
+        while let Some(h) = tar.next_header().map_err(read_err)? {
+            let name = key(&String::from_utf8_lossy(&h.name));
+            let link = || String::from_utf8_lossy(&h.link).into_owned();
+            let member = match h.kind {
+                // A sparse member's data is not its content: never read in place.
+                Kind::File if h.sparse.is_none() => Some(Member::Data {
+                    offset: tar.position(),
+                    size: h.size,
+                }),
+                Kind::Symlink => Some(Member::Symlink(link())),
+                Kind::HardLink => Some(Member::HardLink(link())),
+                _ => None,
             };
-            let member = match entry.header().entry_type() {
-                tar::EntryType::Regular | tar::EntryType::Continuous => Member::Data {
-                    offset: entry.raw_file_position(),
-                    size: entry.size(),
-                },
-                tar::EntryType::Symlink => Member::Symlink(link()),
-                tar::EntryType::Link => Member::HardLink(link()),
-                _ => continue,
-            };
-            members.insert(name, member);
+            if let Some(m) = member {
+                members.insert(name, m);
+            }
+            tar.skip_data_by(|slice, n| {
+                let left = slice.end - slice.pos;
+                if n > left {
+                    return Err(n - left);
+                }
+                slice.pos += n;
+                Ok(())
+            })
+            .map_err(read_err)?;
         }
         Ok(TarStore {
             path: path.to_path_buf(),

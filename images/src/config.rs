@@ -17,8 +17,6 @@ use crate::unpack::UnpackOptions;
 pub enum ConfigError {
     #[error("the default spec has no \"process\" object")]
     DefaultSpec,
-    #[error("the image has no Entrypoint or Cmd: give the command to run after --")]
-    NoCommand,
     #[error("config.User {user:?}: no user {name:?} in the rootfs's /etc/passwd")]
     NoSuchUser { user: String, name: String },
     #[error("config.User {user:?}: no group {name:?} in the rootfs's /etc/group")]
@@ -43,11 +41,16 @@ pub enum ConfigError {
     },
 }
 
-/// The runtime spec for `image`, whose layers are already in `root`.
+/// The hostname when the image names none: neutral, unlike `husk spec`'s "runc".
+pub const DEFAULT_HOSTNAME: &str = "container";
+
+/// The runtime spec for `image`, whose layers are already in `root`; what it had to assume
+/// goes into `warnings`.
 pub fn runtime_spec(
     image: &Image,
     root: &Root,
     opts: &UnpackOptions,
+    warnings: &mut Vec<String>,
 ) -> Result<Value, ConfigError> {
     let mut spec = opts.default_spec.clone();
     let empty = oci_spec::image::Config::default();
@@ -58,19 +61,40 @@ pub fn runtime_spec(
         Some(a) => args.extend(a.iter().cloned()),
         None => args.extend(cfg.cmd().clone().unwrap_or_default()),
     }
-    if args.is_empty() {
-        return Err(ConfigError::NoCommand);
-    }
     let process = spec
         .get_mut("process")
         .and_then(Value::as_object_mut)
         .ok_or(ConfigError::DefaultSpec)?;
+    if args.is_empty() {
+        // As umoci: the default spec's process ("sh"), so `docker import` images unpack.
+        let default: Vec<String> = process
+            .get("args")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let default = if default.is_empty() {
+            vec!["sh".to_string()]
+        } else {
+            default
+        };
+        warnings.push(format!(
+            "the image has no Entrypoint or Cmd: config.json runs {default:?} (umoci's default); \
+             give the command after -- to choose another"
+        ));
+        args = default;
+    }
     let mut env: Vec<String> = process
         .get("env")
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
                 .filter_map(|v| v.as_str().map(str::to_string))
+                // TERM describes a terminal: only with one (the image may still set it).
+                .filter(|e| opts.terminal || !e.starts_with("TERM="))
                 .collect()
         })
         .unwrap_or_default();
@@ -83,6 +107,10 @@ pub fn runtime_spec(
         Some(w) => format!("/{w}"),
     };
     let user = resolve_user(root, cfg.user().as_deref().unwrap_or(""))?;
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        // As umoci and runc: the user's home from /etc/passwd, else "/".
+        env.push(format!("HOME={}", user.home.as_deref().unwrap_or("/")));
+    }
     process.insert("terminal".into(), json!(opts.terminal));
     process.insert("args".into(), json!(args));
     process.insert("env".into(), json!(env));
@@ -99,6 +127,13 @@ pub fn runtime_spec(
             "root".into(),
             json!({ "path": "rootfs", "readonly": false }),
         );
+        // Docker-format configs may carry a Hostname; OCI ones have none.
+        let hostname = serde_json::from_slice::<Value>(&image.config_raw)
+            .ok()
+            .and_then(|c| c["config"]["Hostname"].as_str().map(str::to_string))
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| DEFAULT_HOSTNAME.to_string());
+        obj.insert("hostname".into(), json!(hostname));
         let mut ann = Map::new();
         let mut labels: Vec<(&String, &String)> = cfg.labels().iter().flatten().collect();
         labels.sort();
@@ -163,6 +198,8 @@ pub struct User {
     pub uid: u32,
     pub gid: u32,
     pub additional: Vec<u32>,
+    /// The home directory of the user's /etc/passwd entry, if it has one.
+    pub home: Option<String>,
 }
 
 /// Read one of the rootfs's account files; a missing one is empty.
@@ -193,11 +230,8 @@ pub fn resolve_user(root: &Root, spec: &str) -> Result<User, ConfigError> {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let passwd = if u.is_empty() {
-        String::new()
-    } else {
-        read_db(root, "etc/passwd")?
-    };
+    // Read even for the default user (root): its entry gives HOME.
+    let passwd = read_db(root, "etc/passwd")?;
     let groups = if g.is_some_and(|g| !g.chars().all(|c| c.is_ascii_digit())) || g.is_none() {
         read_db(root, "etc/group")?
     } else {
@@ -225,7 +259,7 @@ fn resolve_in(
             .flatten()
     };
     let (uid, entry) = if u.is_empty() {
-        (0, None)
+        (0, pw.iter().find(|f| f[2] == "0"))
     } else if let Some(n) = numeric(u) {
         (n, pw.iter().find(|f| f[2].parse() == Ok(n)))
     } else {
@@ -259,7 +293,7 @@ fn resolve_in(
         None => entry.and_then(|e| e[3].parse().ok()).unwrap_or(0),
     };
     let mut additional = Vec::new();
-    if let (None, Some(e)) = (g, entry) {
+    if let (None, Some(e), false) = (g, entry, u.is_empty()) {
         for f in &gr {
             let members = f.get(3).copied().unwrap_or("");
             if members.split(',').any(|m| m == e[0]) {
@@ -271,10 +305,15 @@ fn resolve_in(
             }
         }
     }
+    let home = entry
+        .and_then(|e| e.get(5))
+        .filter(|h| !h.is_empty())
+        .map(|h| h.to_string());
     Ok(User {
         uid,
         gid,
         additional,
+        home,
     })
 }
 
@@ -299,12 +338,17 @@ mod tests {
             uid,
             gid,
             additional,
+            home: None,
         };
-        assert_eq!(r("").unwrap(), u(0, 0, vec![]));
-        assert_eq!(r("web").unwrap(), u(33, 33, vec![4, 7]));
-        assert_eq!(r("33").unwrap(), u(33, 33, vec![4, 7]));
+        let h = |mut u: User, home: &str| {
+            u.home = Some(home.into());
+            u
+        };
+        assert_eq!(r("").unwrap(), h(u(0, 0, vec![]), "/root"));
+        assert_eq!(r("web").unwrap(), h(u(33, 33, vec![4, 7]), "/var/www"));
+        assert_eq!(r("33").unwrap(), h(u(33, 33, vec![4, 7]), "/var/www"));
         assert_eq!(r("1000").unwrap(), u(1000, 0, vec![]));
-        assert_eq!(r("web:adm").unwrap(), u(33, 4, vec![]));
+        assert_eq!(r("web:adm").unwrap(), h(u(33, 4, vec![]), "/var/www"));
         assert_eq!(r("1000:1000").unwrap(), u(1000, 1000, vec![]));
         assert!(matches!(r("nobody"), Err(ConfigError::NoSuchUser { .. })));
         assert!(matches!(

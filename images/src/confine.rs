@@ -1,7 +1,8 @@
 //! No write escapes the rootfs.
 //!
 //! Every path from an image (a tar entry, a hard link target, a whiteout) goes through two
-//! checks. [`relative`] refuses absolute names and `..` components outright. [`Root::dir`] then
+//! checks. [`relative`] cleans the name as Go's archive/tar users do (a leading `/` is the root,
+//! `a/..` cancels) and refuses a `..` that climbs above the root. [`Root::dir`] then
 //! resolves the parent directory with `openat2(RESOLVE_BENEATH)`, which fails with `EXDEV` when a
 //! symlink on the way is absolute or climbs above the root; on that slow path [`Root::dir`] walks
 //! the symlinks itself and refuses the path if one of them climbs out ([`ConfineError::SymlinkEscape`]),
@@ -32,9 +33,7 @@ const MAX_LINKS: u32 = 40;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfineError {
-    #[error("absolute path {path:?} (names in an image are relative to its root)")]
-    Absolute { path: PathBuf },
-    #[error("path {path:?} has a \"..\" component")]
+    #[error("path {path:?} has a \"..\" component that climbs out of the rootfs")]
     DotDot { path: PathBuf },
     #[error("path of {len} bytes is longer than {MAX_PATH}")]
     TooLong { len: usize },
@@ -58,30 +57,33 @@ pub enum ConfineError {
     },
 }
 
-/// `name` as components below the root: `.` dropped, absolute names and `..` refused.
+/// `name` as components below the root, cleaned as Go's `path.Clean` does for archive/tar
+/// users (containerd, umoci): a leading `/` is relative to the root, `.` and empty components
+/// drop out, `a/..` cancels; a `..` that would climb above the root is refused. The result is
+/// empty for the root itself (`/`, `.`, `./`).
 pub fn relative(name: &Path) -> Result<PathBuf, ConfineError> {
     let len = name.as_os_str().len();
     if len > MAX_PATH {
         return Err(ConfineError::TooLong { len });
     }
-    let mut out = PathBuf::new();
+    // Rooted ("/..") a ".." at the root stays there, as in Go's path.Clean; relative ("..")
+    // it would climb out.
+    let rooted = name.has_root();
+    let mut out: Vec<&OsStr> = Vec::new();
     for c in name.components() {
         match c {
             Component::Normal(n) => out.push(n),
-            Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(ConfineError::Absolute {
-                    path: name.to_path_buf(),
-                })
-            }
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
             Component::ParentDir => {
-                return Err(ConfineError::DotDot {
-                    path: name.to_path_buf(),
-                })
+                if out.pop().is_none() && !rooted {
+                    return Err(ConfineError::DotDot {
+                        path: name.to_path_buf(),
+                    });
+                }
             }
         }
     }
-    Ok(out)
+    Ok(out.iter().collect())
 }
 
 /// `path` as an argument for the `*at` calls: "." for the root itself.
@@ -379,16 +381,26 @@ mod tests {
     }
 
     #[test]
-    fn relative_refuses_absolute_and_dotdot() {
+    fn relative_cleans_reroots_and_refuses_escaping_dotdot() {
         assert_eq!(
             relative(Path::new("./a/./b/")).unwrap(),
             PathBuf::from("a/b")
         );
         assert_eq!(relative(Path::new("./")).unwrap(), PathBuf::new());
-        assert!(matches!(
-            relative(Path::new("/etc/passwd")),
-            Err(ConfineError::Absolute { .. })
-        ));
+        assert_eq!(
+            relative(Path::new("/etc/passwd")).unwrap(),
+            PathBuf::from("etc/passwd")
+        );
+        assert_eq!(
+            relative(Path::new("a/b/../c")).unwrap(),
+            PathBuf::from("a/c")
+        );
+        assert_eq!(relative(Path::new("/")).unwrap(), PathBuf::new());
+        assert_eq!(relative(Path::new("a/..")).unwrap(), PathBuf::new());
+        assert_eq!(
+            relative(Path::new("/../../etc")).unwrap(),
+            PathBuf::from("etc")
+        );
         assert!(matches!(
             relative(Path::new("a/../../b")),
             Err(ConfineError::DotDot { .. })

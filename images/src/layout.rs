@@ -30,11 +30,11 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
-    #[error("read archive {path:?}")]
+    #[error("read {path:?} as an image archive (an oci-archive or a docker-archive: a tar file)")]
     ReadArchive {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: crate::tarball::TarError,
     },
     #[error("{path:?} is compressed: decompress it first (image archives are plain tar files)")]
     CompressedArchive { path: PathBuf },

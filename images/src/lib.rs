@@ -3,8 +3,9 @@
 //!
 //! [`layout::open`] finds the image (`PATH[:REF]`) and verifies its manifest and config;
 //! [`unpack::unpack`] streams the layers through [`digest`] checks and decompression into
-//! [`layer::Applier`], which writes only through [`confine`]d paths, then [`config`] writes
-//! `config.json`. [`pack::pack`] makes a one-layer image from a directory (for tests and
+//! [`layer::Applier`], which reads each tar stream with [`tarball::Reader`] (what Go's
+//! archive/tar reads, as umoci and containerd do), counts it against the [`Bounds`] and writes
+//! only through [`confine`]d paths, then [`config`] writes `config.json`. [`pack::pack`] makes a one-layer image from a directory (for tests and
 //! offline use).
 //!
 //! The runtime's default spec is a parameter ([`unpack::UnpackOptions::default_spec`]) rather
@@ -15,14 +16,17 @@ pub mod archive;
 pub mod config;
 pub mod confine;
 pub mod digest;
+mod gzip;
 pub mod layer;
 pub mod layout;
 pub mod pack;
+pub mod tarball;
 pub mod unpack;
 
+pub use layer::Bounds;
 pub use layout::{open, Image, SourceError};
 pub use pack::{pack, PackOptions};
-pub use unpack::{unpack, UnpackError, UnpackOptions, Unpacked};
+pub use unpack::{unpack, unpack_with, Event, UnpackError, UnpackOptions, Unpacked};
 
 use serde_json::{json, Value};
 

@@ -11,14 +11,16 @@ use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
+use oci_spec::image::Digest;
 use serde_json::Value;
 
 use crate::config::{self, ConfigError};
 use crate::confine::{ConfineError, Root};
-use crate::digest::{self, DigestError};
-use crate::layer::{Applier, LayerError, LayerStats};
+use crate::digest::{self, DigestError, Hasher};
+use crate::layer::{Applier, Bounds, LayerError, LayerStats};
 use crate::layout::{Compression, Image, Layer, SourceError, Store};
 
 const CHUNK: usize = 256 * 1024;
@@ -87,8 +89,31 @@ pub struct UnpackOptions {
     pub terminal: bool,
     /// Apply owners from the image (default: when running as root).
     pub chown: Option<bool>,
-    /// Refuse layers that unpack to more bytes than this.
-    pub max_bytes: Option<u64>,
+    /// Stop (and remove everything) when the layers unpack to more than these.
+    pub bounds: Bounds,
+}
+
+/// What [`unpack_with`] reports while it works.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// Layer `index` (of `count`) starts; `size` is its blob's size.
+    LayerStart {
+        index: usize,
+        count: usize,
+        name: &'a str,
+        size: u64,
+    },
+    /// After each entry: the blob bytes read so far, the entries and file bytes written.
+    Progress {
+        index: usize,
+        read: u64,
+        entries: u64,
+        bytes: u64,
+    },
+    LayerDone {
+        index: usize,
+        stats: LayerStats,
+    },
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -106,6 +131,10 @@ pub struct LayerSummary {
 }
 
 enum Msg {
+    /// Hash what follows against the config's diff_id (sent before any data when needed). The
+    /// applying thread hashes: it waits on the disk and has the time, while the reading thread's
+    /// decompression is what bounds the pipeline.
+    DiffId(Box<(Hasher, Digest)>),
     Data(Vec<u8>),
     Done(Result<(), BlobError>),
 }
@@ -113,6 +142,16 @@ enum Msg {
 /// Unpack `image` into `bundle` (`rootfs/` and `config.json`). The bundle must not exist or be
 /// an empty directory; on failure everything written is removed again.
 pub fn unpack(image: &Image, bundle: &Path, opts: &UnpackOptions) -> Result<Unpacked, UnpackError> {
+    unpack_with(image, bundle, opts, &mut |_| {})
+}
+
+/// [`unpack`], reporting progress to `progress`.
+pub fn unpack_with(
+    image: &Image,
+    bundle: &Path,
+    opts: &UnpackOptions,
+    progress: &mut dyn FnMut(Event<'_>),
+) -> Result<Unpacked, UnpackError> {
     let created = prepare_bundle(bundle)?;
     let rootfs = bundle.join("rootfs");
     let result = fs::DirBuilder::new()
@@ -122,7 +161,7 @@ pub fn unpack(image: &Image, bundle: &Path, opts: &UnpackOptions) -> Result<Unpa
             path: rootfs.clone(),
             source,
         })
-        .and_then(|()| fill(image, bundle, &rootfs, opts));
+        .and_then(|()| fill(image, bundle, &rootfs, opts, progress));
     if result.is_err() {
         // Leave nothing behind. remove_dir_all never follows symlinks out of the tree.
         let _ = fs::remove_dir_all(&rootfs);
@@ -163,23 +202,27 @@ fn fill(
     bundle: &Path,
     rootfs: &Path,
     opts: &UnpackOptions,
+    progress: &mut dyn FnMut(Event<'_>),
 ) -> Result<Unpacked, UnpackError> {
     let root = Root::open(rootfs)?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let chown = opts
         .chown
         .unwrap_or_else(|| unsafe { libc::geteuid() } == 0);
-    let mut applier = Applier::new(&root, chown, opts.max_bytes);
+    let mut applier = Applier::new(&root, chown, opts.bounds);
     let mut out = Unpacked::default();
     let store = image.store.as_ref();
     let in_flight = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
+    // Blob bytes read per layer, for progress.
+    let read: Vec<AtomicU64> = image.layers.iter().map(|_| AtomicU64::new(0)).collect();
+    let read = &read;
     std::thread::scope(|s| -> Result<(), UnpackError> {
         let mut pipes: Vec<Option<Receiver<Msg>>> = Vec::new();
         let spawn = |i: usize, pipes: &mut Vec<Option<Receiver<Msg>>>| {
             if i < image.layers.len() && pipes.len() == i {
                 let (tx, rx) = sync_channel(CHANNEL_DEPTH);
                 let layer = &image.layers[i];
-                s.spawn(move || produce(store, layer, tx));
+                s.spawn(move || produce(store, layer, &read[i], tx));
                 pipes.push(Some(rx));
             }
         };
@@ -193,11 +236,28 @@ fn fill(
                 name: layer.name(),
                 source: Box::new(BlobError::Stopped.into()),
             })?;
-            let stats = apply_one(&mut applier, rx).map_err(|source| UnpackError::Layer {
+            let name = layer.name();
+            progress(Event::LayerStart {
                 index: i,
-                name: layer.name(),
-                source: Box::new(source),
-            })?;
+                count: image.layers.len(),
+                name: &name,
+                size: layer.size,
+            });
+            let mut report = |st: &LayerStats| {
+                progress(Event::Progress {
+                    index: i,
+                    read: read[i].load(Ordering::Relaxed),
+                    entries: st.entries,
+                    bytes: st.bytes,
+                })
+            };
+            let stats =
+                apply_one(&mut applier, rx, &mut report).map_err(|source| UnpackError::Layer {
+                    index: i,
+                    name: layer.name(),
+                    source: Box::new(source),
+                })?;
+            progress(Event::LayerDone { index: i, stats });
             out.layers.push(LayerSummary {
                 name: layer.name(),
                 entries: stats.entries,
@@ -208,20 +268,25 @@ fn fill(
         Ok(())
     })?;
     out.warnings = applier.finish()?;
-    let spec = config::runtime_spec(image, &root, opts)?;
+    let spec = config::runtime_spec(image, &root, opts, &mut out.warnings)?;
     config::write(bundle, &spec)?;
     Ok(out)
 }
 
-fn apply_one(applier: &mut Applier<'_>, rx: Receiver<Msg>) -> Result<LayerStats, LayerFailure> {
+fn apply_one(
+    applier: &mut Applier<'_>,
+    rx: Receiver<Msg>,
+    report: &mut dyn FnMut(&LayerStats),
+) -> Result<LayerStats, LayerFailure> {
     let mut pipe = Pipe {
         rx,
         cur: Vec::new(),
         pos: 0,
         failure: None,
         done: false,
+        diff_id: None,
     };
-    let applied = applier.apply(&mut pipe);
+    let applied = applier.apply_with(&mut pipe, report);
     // A stream that failed (digest, decompression) is the cause of whatever apply then saw.
     if let Some(e) = pipe.failure.take() {
         return Err(e.into());
@@ -244,6 +309,19 @@ struct Pipe {
     pos: usize,
     failure: Option<BlobError>,
     done: bool,
+    diff_id: Option<(Hasher, Digest)>,
+}
+
+impl Pipe {
+    /// At the end of the stream: the diff_id check, if one was asked for.
+    fn verify(&mut self) -> Result<(), BlobError> {
+        match self.diff_id.take() {
+            Some((hasher, expected)) => {
+                digest::compare(&expected, hasher.finish()).map_err(BlobError::DiffId)
+            }
+            None => Ok(()),
+        }
+    }
 }
 
 impl Read for Pipe {
@@ -253,11 +331,22 @@ impl Read for Pipe {
                 return Ok(0);
             }
             match self.rx.recv() {
+                Ok(Msg::DiffId(check)) => self.diff_id = Some(*check),
                 Ok(Msg::Data(v)) => {
+                    if let Some((h, _)) = &mut self.diff_id {
+                        h.update(&v);
+                    }
                     self.cur = v;
                     self.pos = 0;
                 }
-                Ok(Msg::Done(Ok(()))) => self.done = true,
+                Ok(Msg::Done(Ok(()))) => {
+                    self.done = true;
+                    if let Err(e) = self.verify() {
+                        let msg = e.to_string();
+                        self.failure = Some(e);
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, msg));
+                    }
+                }
                 Ok(Msg::Done(Err(e))) => {
                     self.done = true;
                     let msg = e.to_string();
@@ -279,12 +368,17 @@ impl Read for Pipe {
 }
 
 /// The producing thread of one layer: verify, decompress, hash, send.
-fn produce(store: &dyn Store, layer: &Layer, tx: SyncSender<Msg>) {
-    let result = stream(store, layer, &tx);
+fn produce(store: &dyn Store, layer: &Layer, read: &AtomicU64, tx: SyncSender<Msg>) {
+    let result = stream(store, layer, read, &tx);
     let _ = tx.send(Msg::Done(result));
 }
 
-fn stream(store: &dyn Store, layer: &Layer, tx: &SyncSender<Msg>) -> Result<(), BlobError> {
+fn stream(
+    store: &dyn Store,
+    layer: &Layer,
+    read: &AtomicU64,
+    tx: &SyncSender<Msg>,
+) -> Result<(), BlobError> {
     let size_err = |actual| {
         BlobError::Verify(DigestError::Size {
             digest: layer.name(),
@@ -307,7 +401,13 @@ fn stream(store: &dyn Store, layer: &Layer, tx: &SyncSender<Msg>) -> Result<(), 
     } else {
         blob
     };
-    let mut blob = BufReader::with_capacity(CHUNK, blob.take(layer.size));
+    let mut blob = BufReader::with_capacity(
+        CHUNK,
+        Counting {
+            inner: blob.take(layer.size),
+            read,
+        },
+    );
     // 2. Decompress; a docker-archive does not declare compression, so look at the magic.
     let compression = match layer.compression {
         Compression::Detect => {
@@ -323,6 +423,8 @@ fn stream(store: &dyn Store, layer: &Layer, tx: &SyncSender<Msg>) -> Result<(), 
         c => c,
     };
     let decoded: Box<dyn Read> = match compression {
+        // With a diff_id to check, the gzip CRC is redundant (see crate::gzip).
+        Compression::Gzip if layer.diff_id.is_some() => Box::new(crate::gzip::MultiGz::new(blob)),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(blob)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(blob).map_err(
             |source| BlobError::Decode {
@@ -332,14 +434,16 @@ fn stream(store: &dyn Store, layer: &Layer, tx: &SyncSender<Msg>) -> Result<(), 
         )?),
         Compression::None | Compression::Detect => Box::new(blob),
     };
-    // 3. The uncompressed stream against the diff_id, unless step 1 already hashed these bytes.
+    // 3. The uncompressed stream against the diff_id, unless step 1 already hashed these bytes
+    //    (the applying thread hashes, see Msg::DiffId).
     let already = compression == Compression::None && layer.digest == layer.diff_id;
-    let mut out: Box<dyn Read> = match (&layer.diff_id, already) {
-        (Some(d), false) => {
-            Box::new(digest::Verify::new(decoded, d, None).map_err(BlobError::DiffId)?)
+    if let (Some(d), false) = (&layer.diff_id, already) {
+        let hasher = Hasher::for_digest(d).map_err(BlobError::DiffId)?;
+        if tx.send(Msg::DiffId(Box::new((hasher, d.clone())))).is_err() {
+            return Ok(());
         }
-        _ => decoded,
-    };
+    }
+    let mut out = decoded;
     loop {
         let mut chunk = vec![0u8; CHUNK];
         let mut n = 0;
@@ -367,5 +471,19 @@ fn stream(store: &dyn Store, layer: &Layer, tx: &SyncSender<Msg>) -> Result<(), 
         if tx.send(Msg::Data(chunk)).is_err() {
             return Ok(()); // the applier gave up; it reports why
         }
+    }
+}
+
+/// A reader that adds what it reads to a counter (progress of a layer's blob).
+struct Counting<'a, R> {
+    inner: R,
+    read: &'a AtomicU64,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
     }
 }

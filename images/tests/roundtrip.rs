@@ -47,7 +47,7 @@ fn sample_tree(r: &Path) {
     fs::set_permissions(r.join("bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
     fs::write(
         r.join("etc/passwd"),
-        "root:x:0:0::/root:/bin/sh\napp:x:100:101::/:/bin/sh\n",
+        "root:x:0:0::/root:/bin/sh\napp:x:100:101::/home/app:/bin/sh\n",
     )
     .unwrap();
     fs::write(
@@ -72,7 +72,7 @@ fn opts(args: Option<Vec<String>>) -> UnpackOptions {
         args,
         terminal: false,
         chown: None,
-        max_bytes: None,
+        bounds: husk_images::Bounds::default(),
     }
 }
 
@@ -119,7 +119,11 @@ fn pack_then_unpack_gives_the_same_tree() {
                 json!({ "uid": 100, "gid": 101, "additionalGids": [102] })
             );
             assert_eq!(pr["cwd"], json!("/etc"));
-            assert_eq!(pr["env"], json!(["PATH=/bin", "TERM=xterm", "MODE=test"]));
+            // No TERM without a terminal; HOME from the user's passwd entry.
+            assert_eq!(
+                pr["env"],
+                json!(["PATH=/bin", "MODE=test", "HOME=/home/app"])
+            );
             assert_eq!(cfg["root"], json!({ "path": "rootfs", "readonly": false }));
         }
     }
