@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use super::limits::Options;
+use super::limits::{usage, Options, UsageError};
 use super::stats::{self, Stats};
 use super::verdict::{Status, Verdict};
 use crate::cgroups::Cgroup;
@@ -239,13 +239,12 @@ pub fn verdict(o: &Options, w: &mut Watch, killed: Option<Kill>, r: &Report) -> 
         signal,
         cpu_time_s: cpu,
         wall_time_s: wall,
-        max_rss_kb: cg_peak_kb.unwrap_or(r.maxrss_kb.max(0) as u64),
+        max_rss_kb: r.maxrss_kb.max(0) as u64,
+        cg_mem_kb: cg_peak_kb,
         oom_killed: oom,
         csw_voluntary: r.nvcsw.max(0) as u64,
         csw_forced: r.nivcsw.max(0) as u64,
         message: message.into(),
-        rusage_max_rss_kb: r.maxrss_kb.max(0) as u64,
-        cg_mem_kb: cg_peak_kb,
         killed: killed.is_some() || oom,
     }
 }
@@ -437,17 +436,51 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
     Ok(verdict(o, &mut w, killed, &report))
 }
 
-/// Options → plan → cgroup → run → cleanup: one complete sandboxed run.
-pub fn run(o: &Options, seccomp: &serde_json::Value, seq: u64) -> Verdict {
+/// Options → plan → cgroup → run → cleanup: one complete sandboxed run. A directory the
+/// program can't be given (the caller's, a `--dir`) is a usage error; anything else that
+/// fails is an XX verdict.
+pub fn run(o: &Options, seccomp: &serde_json::Value, seq: u64) -> Result<Verdict, UsageError> {
+    let cwd = std::env::current_dir().map_err(|e| {
+        usage(
+            "the current directory",
+            format!("{e}: cd to a directory that exists"),
+        )
+    })?;
+    let rootless = !nix::unistd::geteuid().is_root();
+    if !rootless {
+        super::cleanup::stale_cgroups();
+    }
+    let view = super::view::prepare(&super::plan::writable_dirs(o, &cwd), o.uid, o.gid)?;
+    Ok(run_in(o, seccomp, seq, &cwd, &view, rootless))
+}
+
+fn run_in(
+    o: &Options,
+    seccomp: &serde_json::Value,
+    seq: u64,
+    cwd: &Path,
+    view: &super::view::View,
+    rootless: bool,
+) -> Verdict {
     let name = format!(
         "{}-{}-{seq}",
         super::plan::CGROUP_PARENT,
         std::process::id()
     );
-    let rootless = !nix::unistd::geteuid().is_root();
     let mut mode = super::plan::Mode {
         userns: rootless,
         cgroup: true,
+    };
+    let mut plan = match super::plan::build(o, cwd, &name, seccomp, mode, view) {
+        Ok(b) => {
+            // The program is checked before anything is made for it.
+            let check = super::exec_check::check(o, &b.cwd, &|p: &Path| host_path(&b.plan, p));
+            if let Some(v) = check {
+                return v;
+            }
+            b.plan
+        }
+        Err(e) => return Verdict::internal(crate::init::chain(&e)),
     };
     let mut cgroup = match Cgroup::resolve(Some(Path::new(&name)), "sandbox", false) {
         Ok(c) => c,
@@ -472,14 +505,11 @@ pub fn run(o: &Options, seccomp: &serde_json::Value, seq: u64) -> Verdict {
         ));
         mode.cgroup = false;
         cgroup = Cgroup::none();
+        plan = match super::plan::build(o, cwd, &name, seccomp, mode, view) {
+            Ok(b) => b.plan,
+            Err(e) => return Verdict::internal(crate::init::chain(&e)),
+        };
     }
-    let plan = match super::plan::build(o, &name, seccomp, mode) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = cgroup.destroy();
-            return Verdict::internal(crate::init::chain(&e));
-        }
-    };
     let mut v = run_plan(o, &plan, &cgroup);
     if !mode.cgroup && v.status != Status::XX {
         if let Some(note) = super::plan::without_cgroup(o) {
@@ -498,4 +528,21 @@ pub fn run(o: &Options, seccomp: &serde_json::Value, seq: u64) -> Verdict {
         }
     }
     v
+}
+
+/// Where the runtime can look at a path inside the sandbox: through the deepest mount that
+/// covers it when that is a bind; None otherwise (a tmpfs: can't tell from here).
+pub fn host_path(plan: &Plan, inside: &Path) -> Option<std::path::PathBuf> {
+    let m = plan
+        .spec
+        .mounts()
+        .iter()
+        .flatten()
+        .filter(|m| inside.starts_with(m.destination()))
+        .max_by_key(|m| m.destination().components().count())?;
+    if m.typ().as_deref() != Some("bind") {
+        return None;
+    }
+    let rest = inside.strip_prefix(m.destination()).ok()?;
+    Some(m.source().as_ref()?.join(rest))
 }

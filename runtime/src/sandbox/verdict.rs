@@ -1,11 +1,11 @@
 //! The verdict of one run and its three renderings: one JSON object (`--meta`, batch lines),
 //! isolate's `key:value` meta file (`--meta-format isolate`), and one human line on stderr.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What happened, most specific first: a limit that was hit names the verdict even when the
 /// program died of the kill that enforced it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Status {
     /// Exited with status 0.
     OK,
@@ -41,7 +41,7 @@ impl Status {
 }
 
 /// Facts measured about one run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     /// Position in a batch (absent for a single run).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -51,21 +51,17 @@ pub struct Verdict {
     pub signal: Option<i32>,
     pub cpu_time_s: f64,
     pub wall_time_s: f64,
-    /// Peak memory: the cgroup's peak where there is one (what `--memory` limits), else the
-    /// rusage peak.
+    /// The program's peak resident set (rusage; isolate's `max-rss`).
     pub max_rss_kb: u64,
+    /// The cgroup's peak (what `--memory` limits: it counts page cache and tmpfs too;
+    /// isolate's `cg-mem`), when measured.
+    pub cg_mem_kb: Option<u64>,
     pub oom_killed: bool,
     pub csw_voluntary: u64,
     pub csw_forced: u64,
     pub message: String,
-    /// The rusage peak resident set of the program (isolate's `max-rss`).
-    #[serde(skip)]
-    pub rusage_max_rss_kb: u64,
-    /// The cgroup's peak, when measured (isolate's `cg-mem`).
-    #[serde(skip)]
-    pub cg_mem_kb: Option<u64>,
     /// The run was killed by the sandbox (a limit).
-    #[serde(skip)]
+    #[serde(default)]
     pub killed: bool,
 }
 
@@ -84,7 +80,6 @@ impl Verdict {
             csw_voluntary: 0,
             csw_forced: 0,
             message: message.into(),
-            rusage_max_rss_kb: 0,
             cg_mem_kb: None,
             killed: false,
         }
@@ -129,7 +124,7 @@ impl Verdict {
         if self.killed {
             kv("killed", "1".into());
         }
-        kv("max-rss", self.rusage_max_rss_kb.to_string());
+        kv("max-rss", self.max_rss_kb.to_string());
         let status = match self.status {
             Status::OK => None,
             Status::RE => Some("RE"),
@@ -191,8 +186,7 @@ mod tests {
         v.signal = Some(9);
         v.cpu_time_s = 1.0123456;
         v.wall_time_s = 1.1;
-        v.max_rss_kb = 2048;
-        v.rusage_max_rss_kb = 1900;
+        v.max_rss_kb = 1900;
         v.cg_mem_kb = Some(2048);
         v.killed = true;
         v
@@ -205,9 +199,9 @@ mod tests {
         assert_eq!(v["signal"], 9);
         assert_eq!(v["exit_code"], serde_json::Value::Null);
         assert_eq!(v["cpu_time_s"], 1.012);
-        assert_eq!(v["max_rss_kb"], 2048);
+        assert_eq!(v["max_rss_kb"], 1900);
+        assert_eq!(v["cg_mem_kb"], 2048);
         assert!(v.get("index").is_none());
-        assert!(v.get("killed").is_none());
     }
 
     #[test]
