@@ -343,6 +343,64 @@ impl Observer for Joiner<'_> {
     }
 }
 
+/// A fork of husk that outlives it only to kill the sandbox when husk dies (a judge's own
+/// `timeout -s KILL`): it blocks reading a pipe whose only writer is husk; end of file means
+/// husk is gone, and it kills the sandbox's init through a pidfd (its pid namespace, and so
+/// every process of the program, dies with it). A run that ends normally kills the watchdog.
+/// The cgroup that husk left is removed by the next run ([`super::cleanup`]).
+pub struct Watchdog {
+    pid: i32,
+    _husk_alive: OwnedFd,
+}
+
+impl Watchdog {
+    pub fn start(target: i32) -> Option<Watchdog> {
+        let pidfd = pidfd_open(target).ok()?;
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
+        match crate::sys::fork() {
+            Ok(0) => {
+                drop(w);
+                use nix::sys::signal::{signal, SigHandler, Signal as S};
+                for s in [S::SIGINT, S::SIGTERM, S::SIGHUP, S::SIGQUIT, S::SIGPIPE] {
+                    // SAFETY: SIG_IGN installs no handler code.
+                    let _ = unsafe { signal(s, SigHandler::SigIgn) };
+                }
+                let mut b = [0u8; 1];
+                loop {
+                    match nix::unistd::read(r.as_raw_fd(), &mut b) {
+                        Err(nix::errno::Errno::EINTR) => continue,
+                        _ => break,
+                    }
+                }
+                // SAFETY: pidfd_send_signal with a pidfd we own, no siginfo, no flags.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_pidfd_send_signal,
+                        pidfd.as_raw_fd(),
+                        libc::SIGKILL,
+                        std::ptr::null::<libc::siginfo_t>(),
+                        0,
+                    )
+                };
+                crate::sys::exit_now(0)
+            }
+            Ok(pid) => Some(Watchdog {
+                pid,
+                _husk_alive: w,
+            }),
+            Err(_) => None,
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.pid);
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+    }
+}
+
 /// Is an init failure the program's own (it doesn't exist) rather than the sandbox's?
 fn missing_program(message: &str) -> bool {
     message.contains("executable file not found") || message.contains("no such executable")
@@ -415,6 +473,7 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
         Err(e) => return Err(internal(&e)),
     };
     let started = Instant::now();
+    let _watchdog = Watchdog::start(pid);
     stats.reset_peak();
     let cpu_base = stats.cpu_ns().unwrap_or(0);
     let mut w = Watch {

@@ -96,9 +96,11 @@ impl Verdict {
         v.to_string()
     }
 
-    /// isolate's meta file: the same facts under isolate's names, its status codes (TO for
-    /// both time limits, SG for limits enforced by a signal) and `message` wording, so a judge
-    /// that parses isolate's output reads husk's unchanged.
+    /// isolate's meta file: the same facts under isolate's names and wording, as isolate 1.10
+    /// writes them, so a judge that parses isolate's output reads husk's unchanged. A time
+    /// limit is `TO` with `killed:1` and no exit facts (isolate checks its timers first); a
+    /// memory or output limit is what isolate sees of it, the signal: `SG` with `exitsig:9`
+    /// (and `cg-oom-killed:1`) or `exitsig:25` (SIGXFSZ).
     pub fn to_isolate(&self) -> String {
         let mut out = String::new();
         let mut kv = |k: &str, v: String| {
@@ -107,6 +109,7 @@ impl Verdict {
             out.push_str(&v);
             out.push('\n');
         };
+        let timed_out = matches!(self.status, Status::TLE | Status::WLE);
         if let Some(m) = self.cg_mem_kb {
             kv("cg-mem", m.to_string());
         }
@@ -115,35 +118,30 @@ impl Verdict {
         }
         kv("csw-forced", self.csw_forced.to_string());
         kv("csw-voluntary", self.csw_voluntary.to_string());
-        if let Some(c) = self.exit_code {
-            kv("exitcode", c.to_string());
-        }
-        if let Some(s) = self.signal {
-            kv("exitsig", s.to_string());
-        }
-        if self.killed {
+        if !timed_out {
+            if let Some(c) = self.exit_code {
+                kv("exitcode", c.to_string());
+            }
+            if let Some(s) = self.signal {
+                kv("exitsig", s.to_string());
+            }
+        } else {
             kv("killed", "1".into());
         }
         kv("max-rss", self.max_rss_kb.to_string());
-        let status = match self.status {
-            Status::OK => None,
-            Status::RE => Some("RE"),
-            Status::SG | Status::MLE | Status::OLE => Some("SG"),
-            Status::TLE | Status::WLE => Some("TO"),
-            Status::XX => Some("XX"),
-        };
-        let message = match self.status {
-            Status::TLE => Some("Time limit exceeded".to_string()),
-            Status::WLE => Some("Time limit exceeded (wall clock)".to_string()),
-            Status::MLE => Some("Memory limit exceeded".to_string()),
-            Status::OLE => Some("Output limit exceeded".to_string()),
-            Status::RE => Some(format!(
-                "Exited with error status {}",
-                self.exit_code.unwrap_or(0)
-            )),
-            Status::SG => Some(format!("Caught fatal signal {}", self.signal.unwrap_or(0))),
-            Status::XX => Some(self.message.clone()),
-            Status::OK => None,
+        let (status, message) = match (self.status, self.signal, self.exit_code) {
+            (Status::TLE, _, _) => (Some("TO"), Some("Time limit exceeded".to_string())),
+            (Status::WLE, _, _) => (
+                Some("TO"),
+                Some("Time limit exceeded (wall clock)".to_string()),
+            ),
+            (Status::XX, _, _) => (Some("XX"), Some(self.message.clone())),
+            (Status::OK, _, _) => (None, None),
+            (_, Some(sig), _) => (Some("SG"), Some(format!("Caught fatal signal {sig}"))),
+            (_, None, Some(c)) if c != 0 => {
+                (Some("RE"), Some(format!("Exited with error status {c}")))
+            }
+            _ => (None, None),
         };
         if let Some(m) = message {
             kv("message", m.replace('\n', " "));
@@ -213,7 +211,7 @@ mod tests {
         assert_eq!(kv["time"], "1.012");
         assert_eq!(kv["time-wall"], "1.100");
         assert_eq!(kv["killed"], "1");
-        assert_eq!(kv["exitsig"], "9");
+        assert!(!kv.contains_key("exitsig"));
         assert_eq!(kv["max-rss"], "1900");
         assert_eq!(kv["cg-mem"], "2048");
         assert!(!kv.contains_key("exitcode"));
