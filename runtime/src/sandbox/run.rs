@@ -344,52 +344,62 @@ impl Observer for Joiner<'_> {
 }
 
 /// A fork of husk that outlives it only to kill the sandbox when husk dies (a judge's own
-/// `timeout -s KILL`): it blocks reading a pipe whose only writer is husk; end of file means
-/// husk is gone, and it kills the sandbox's init through a pidfd (its pid namespace, and so
-/// every process of the program, dies with it). A run that ends normally kills the watchdog.
-/// The cgroup that husk left is removed by the next run ([`super::cleanup`]).
+/// `timeout -s KILL`): it blocks reading a pipe whose only writer is husk, which sends it the
+/// init's pid once spawned; end of file means husk is gone, and it kills the init (its pid
+/// namespace, and so every process of the program, dies with it) and removes the cgroup with
+/// whatever still runs in it (which also covers husk dying before it sent the pid: the init
+/// is in the cgroup before it runs anything of the user's). A run that ends normally kills the
+/// watchdog first. The next run sweeps what a watchdog couldn't ([`super::cleanup`]).
 pub struct Watchdog {
     pid: i32,
-    _husk_alive: OwnedFd,
+    husk_alive: OwnedFd,
 }
 
 impl Watchdog {
-    pub fn start(target: i32) -> Option<Watchdog> {
-        let pidfd = pidfd_open(target).ok()?;
+    pub fn start(cgroup: &Cgroup) -> Option<Watchdog> {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
         match crate::sys::fork() {
             Ok(0) => {
                 drop(w);
+                // Nothing of husk's but the pipe: a copy of the status pipe's write end (or
+                // the caller's stdout) held here would keep their readers waiting.
+                if nix::unistd::dup2(r.as_raw_fd(), 3).is_err() {
+                    crate::sys::exit_now(1);
+                }
+                // SAFETY: close_range only closes descriptors; none is used below but fd 3.
+                unsafe {
+                    libc::close_range(0, 2, 0);
+                    libc::close_range(4, u32::MAX, 0);
+                }
                 use nix::sys::signal::{signal, SigHandler, Signal as S};
                 for s in [S::SIGINT, S::SIGTERM, S::SIGHUP, S::SIGQUIT, S::SIGPIPE] {
                     // SAFETY: SIG_IGN installs no handler code.
                     let _ = unsafe { signal(s, SigHandler::SigIgn) };
                 }
-                let mut b = [0u8; 1];
+                let mut buf = [0u8; 4];
+                let mut got = 0;
                 loop {
-                    match nix::unistd::read(r.as_raw_fd(), &mut b) {
+                    match nix::unistd::read(3, &mut buf[got.min(3)..]) {
                         Err(nix::errno::Errno::EINTR) => continue,
+                        Ok(n) if n > 0 && got < 4 => got += n,
+                        Ok(n) if n > 0 => {}
                         _ => break,
                     }
                 }
-                // SAFETY: pidfd_send_signal with a pidfd we own, no siginfo, no flags.
-                unsafe {
-                    libc::syscall(
-                        libc::SYS_pidfd_send_signal,
-                        pidfd.as_raw_fd(),
-                        libc::SIGKILL,
-                        std::ptr::null::<libc::siginfo_t>(),
-                        0,
-                    )
-                };
+                if got >= 4 {
+                    kill(i32::from_ne_bytes(buf));
+                }
+                let _ = cgroup.destroy();
                 crate::sys::exit_now(0)
             }
-            Ok(pid) => Some(Watchdog {
-                pid,
-                _husk_alive: w,
-            }),
+            Ok(pid) => Some(Watchdog { pid, husk_alive: w }),
             Err(_) => None,
         }
+    }
+
+    /// The init to kill should husk die.
+    pub fn watch(&self, init: i32) {
+        let _ = nix::unistd::write(&self.husk_alive, &init.to_ne_bytes());
     }
 }
 
@@ -464,6 +474,7 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
             .new
             .contains(nix::sched::CloneFlags::CLONE_NEWUSER),
     };
+    let watchdog = Watchdog::start(cgroup);
     let spawned = spawn::spawn(plan, opts, &mut joiner);
     drop(stdio);
     drop(report_w);
@@ -473,7 +484,9 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
         Err(e) => return Err(internal(&e)),
     };
     let started = Instant::now();
-    let _watchdog = Watchdog::start(pid);
+    if let Some(w) = &watchdog {
+        w.watch(pid);
+    }
     stats.reset_peak();
     let cpu_base = stats.cpu_ns().unwrap_or(0);
     let mut w = Watch {
@@ -590,18 +603,34 @@ fn run_in(
 }
 
 /// Where the runtime can look at a path inside the sandbox: through the deepest mount that
-/// covers it when that is a bind; None otherwise (a tmpfs: can't tell from here).
+/// covers it when that is a bind, in the skeleton root when none does (following the
+/// skeleton's top-level symlinks, `/bin -> usr/bin`); None under a fresh file system (a tmpfs:
+/// can't tell from here).
 pub fn host_path(plan: &Plan, inside: &Path) -> Option<std::path::PathBuf> {
-    let m = plan
-        .spec
-        .mounts()
-        .iter()
-        .flatten()
-        .filter(|m| inside.starts_with(m.destination()))
-        .max_by_key(|m| m.destination().components().count())?;
-    if m.typ().as_deref() != Some("bind") {
-        return None;
+    let mut inside = inside.to_path_buf();
+    for _ in 0..8 {
+        let m = plan
+            .spec
+            .mounts()
+            .iter()
+            .flatten()
+            .filter(|m| inside.starts_with(m.destination()))
+            .max_by_key(|m| m.destination().components().count());
+        if let Some(m) = m {
+            if m.typ().as_deref() != Some("bind") {
+                return None;
+            }
+            let rest = inside.strip_prefix(m.destination()).ok()?;
+            return Some(m.source().as_ref()?.join(rest));
+        }
+        let rel = inside.strip_prefix("/").ok()?;
+        let mut parts = rel.components();
+        let first = parts.next()?;
+        let top = plan.rootfs.join(first);
+        match std::fs::read_link(&top) {
+            Ok(target) => inside = Path::new("/").join(target).join(parts.as_path()),
+            Err(_) => return Some(plan.rootfs.join(rel)),
+        }
     }
-    let rest = inside.strip_prefix(m.destination()).ok()?;
-    Some(m.source().as_ref()?.join(rest))
+    None
 }
