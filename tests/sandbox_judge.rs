@@ -57,7 +57,11 @@ impl Out {
 fn cgroups_of(pid: u32) -> Vec<PathBuf> {
     let prefix = format!("husk-sandbox-{pid}-");
     let mut out = Vec::new();
-    for h in fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+    for h in fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let mut dirs = vec![h.path()];
         if h.file_name() == "unified" || !h.path().join("cgroup.procs").exists() {
             dirs = vec![h.path()];
@@ -178,7 +182,10 @@ fn a_planted_secret_outside_the_box_is_unreadable() {
     let secret = plant.join("answer.txt");
     fs::write(&secret, "42-the-answer\n").unwrap();
     fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).unwrap();
-    let cat = format!("cat {} /etc/shadow /root/.bashrc 2>&1; true", secret.display());
+    let cat = format!(
+        "cat {} /etc/shadow /root/.bashrc 2>&1; true",
+        secret.display()
+    );
     let (v, o) = verdict(&d.0, &["--", "sh", "-c", &cat]);
     // --host-root is the weaker view: the same secret is readable there.
     let (_, weak) = verdict(&d.0, &["--host-root", "--", "sh", "-c", &cat]);
@@ -207,7 +214,11 @@ fn the_view_is_minimal() {
         assert!(!etc.contains(&never), "{etc:?}");
     }
     // The reaper (pid 1, the caller's command line) is hidden; 64 open files.
-    assert!(o.stdout.contains("/proc/1/cmdline: No such file"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("/proc/1/cmdline: No such file"),
+        "{}",
+        o.stdout
+    );
     assert!(o.stdout.lines().any(|l| l == "64"), "{}", o.stdout);
 }
 
@@ -220,7 +231,12 @@ fn a_0700_mktemp_cwd_is_the_box_and_files_come_back_owned_by_the_caller() {
     fs::write(d.path("input.txt"), "in\n").unwrap();
     let (v, o) = verdict(
         &d.0,
-        &["--", "sh", "-c", "pwd; id -u; cat input.txt; echo out > made.txt"],
+        &[
+            "--",
+            "sh",
+            "-c",
+            "pwd; id -u; cat input.txt; echo out > made.txt",
+        ],
     );
     assert_eq!(v["status"], "OK", "{v} {}", o.stderr);
     assert_eq!(o.stdout, "/box\n65534\nin\n");
@@ -262,7 +278,11 @@ fn exec_failures_are_re_127_each_with_its_reason() {
         fs::write(d.path(name), body).unwrap();
         fs::set_permissions(d.path(name), fs::Permissions::from_mode(mode)).unwrap();
     };
-    put("garbage", b"\x7fELF\x02\x01\x01garbage-garbage-garbage", 0o755);
+    put(
+        "garbage",
+        b"\x7fELF\x02\x01\x01garbage-garbage-garbage",
+        0o755,
+    );
     let mut elf = fs::read("/bin/true").unwrap();
     let at = elf
         .windows(10)
@@ -283,7 +303,11 @@ fn exec_failures_are_re_127_each_with_its_reason() {
     let mut jobs = String::new();
     for (prog, why) in cases {
         let (v, _) = verdict(&d.0, &["--", prog]);
-        assert_eq!((v["status"].as_str(), v["exit_code"].as_i64()), (Some("RE"), Some(127)), "{prog}: {v}");
+        assert_eq!(
+            (v["status"].as_str(), v["exit_code"].as_i64()),
+            (Some("RE"), Some(127)),
+            "{prog}: {v}"
+        );
         assert!(v["message"].as_str().unwrap().contains(why), "{prog}: {v}");
         jobs.push_str(&format!("{{\"args\": [\"{prog}\"]}}\n"));
     }
@@ -357,7 +381,11 @@ fn kill_9_of_husk_kills_the_program_and_the_next_run_removes_its_cgroup() {
     // The next run sweeps the dead husk's cgroup.
     let o = husk(&d.0, &["--", "true"]);
     assert_eq!(o.code, Some(0), "{}", o.stderr);
-    assert!(cgroups_of(husk_pid).is_empty(), "{:?}", cgroups_of(husk_pid));
+    assert!(
+        cgroups_of(husk_pid).is_empty(),
+        "{:?}",
+        cgroups_of(husk_pid)
+    );
 }
 
 #[test]
@@ -373,16 +401,33 @@ fn tmp_and_the_box_are_bounded() {
     let size: u64 = o.stdout.trim().parse().unwrap();
     assert!(size <= 64 << 20 && size > 32 << 20, "{size}");
     let (_, o) = verdict(&d.0, &["--tmp-size", "8M", "--", "sh", "-c", fill]);
-    assert!(o.stdout.trim().parse::<u64>().unwrap() <= 8 << 20, "{}", o.stdout);
+    assert!(
+        o.stdout.trim().parse::<u64>().unwrap() <= 8 << 20,
+        "{}",
+        o.stdout
+    );
     // A fresh box (with --dir rules) of --box-size.
     let fill_box = "dd if=/dev/zero of=x bs=1M count=2048 2>/dev/null; pwd; stat -c %s x";
     let (_, o) = verdict(
         &d.0,
-        &["--dir", "/scratch:tmpfs", "--box-size", "4M", "--", "sh", "-c", fill_box],
+        &[
+            "--dir",
+            "/scratch:tmpfs",
+            "--box-size",
+            "4M",
+            "--",
+            "sh",
+            "-c",
+            fill_box,
+        ],
     );
     let mut l = o.stdout.lines();
     assert_eq!(l.next(), Some("/box"), "{}", o.stdout);
-    assert!(l.next().unwrap().parse::<u64>().unwrap() <= 4 << 20, "{}", o.stdout);
+    assert!(
+        l.next().unwrap().parse::<u64>().unwrap() <= 4 << 20,
+        "{}",
+        o.stdout
+    );
 }
 
 #[test]
@@ -394,7 +439,12 @@ fn max_rss_is_the_program_and_cg_mem_the_cgroup() {
     // 40 MiB in /tmp (page cache of the cgroup), a small process.
     let (v, _) = verdict(
         &d.0,
-        &["--", "sh", "-c", "dd if=/dev/zero of=/tmp/x bs=1M count=40 2>/dev/null"],
+        &[
+            "--",
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/tmp/x bs=1M count=40 2>/dev/null",
+        ],
     );
     let rss = v["max_rss_kb"].as_u64().unwrap();
     let cg = v["cg_mem_kb"].as_u64().unwrap();
@@ -409,8 +459,14 @@ fn exit_status_isolate_and_bad_stdout() {
     }
     let d = Tmp::new("rc");
     assert_eq!(husk(&d.0, &["--", "false"]).code, Some(0));
-    assert_eq!(husk(&d.0, &["--exit-status", "isolate", "--", "false"]).code, Some(1));
-    assert_eq!(husk(&d.0, &["--exit-status", "isolate", "--", "true"]).code, Some(0));
+    assert_eq!(
+        husk(&d.0, &["--exit-status", "isolate", "--", "false"]).code,
+        Some(1)
+    );
+    assert_eq!(
+        husk(&d.0, &["--exit-status", "isolate", "--", "true"]).code,
+        Some(0)
+    );
     let o = husk(&d.0, &["--stdout", "/nonexistent/dir/out", "--", "true"]);
     assert_eq!(o.code, Some(2), "{}", o.stderr);
     assert!(o.stderr.contains("--stdout"), "{}", o.stderr);
@@ -438,14 +494,24 @@ fn isolate_meta_for_to_mle_ole() {
     // isolate 1.10: a time limit is status TO with "Time limit exceeded" and killed:1, no
     // exitsig; a memory limit is status SG, exitsig 9, cg-oom-killed:1 and "Caught fatal
     // signal 9"; an output limit is SG with exitsig 25 (SIGXFSZ).
-    let to = isolate_meta(&d.0, &["--time", "0.2", "--", "sh", "-c", "while :; do :; done"]);
+    let to = isolate_meta(
+        &d.0,
+        &["--time", "0.2", "--", "sh", "-c", "while :; do :; done"],
+    );
     assert_eq!(to["status"], "TO");
     assert_eq!(to["message"], "Time limit exceeded");
     assert_eq!(to["killed"], "1");
     assert!(!to.contains_key("exitsig"), "{to:?}");
     let mle = isolate_meta(
         &d.0,
-        &["--memory", "32M", "--", "sh", "-c", "dd if=/dev/zero of=/tmp/x bs=1M count=100"],
+        &[
+            "--memory",
+            "32M",
+            "--",
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/tmp/x bs=1M count=100",
+        ],
     );
     assert_eq!(mle["status"], "SG", "{mle:?}");
     assert_eq!(mle["exitsig"], "9");
@@ -454,7 +520,14 @@ fn isolate_meta_for_to_mle_ole() {
     assert!(!mle.contains_key("killed"), "{mle:?}");
     let ole = isolate_meta(
         &d.0,
-        &["--output", "1M", "--", "sh", "-c", "exec head -c 5000000 /dev/zero > big"],
+        &[
+            "--output",
+            "1M",
+            "--",
+            "sh",
+            "-c",
+            "exec head -c 5000000 /dev/zero > big",
+        ],
     );
     assert_eq!(ole["status"], "SG", "{ole:?}");
     assert_eq!(ole["exitsig"], "25");

@@ -107,7 +107,10 @@ fn file_problem(host: &Path, resolve: &Resolver) -> Option<String> {
             _ => None,
         };
     }
-    Some("not an executable format (ENOEXEC): neither an ELF binary nor a script with a #! line".into())
+    Some(
+        "not an executable format (ENOEXEC): neither an ELF binary nor a script with a #! line"
+            .into(),
+    )
 }
 
 /// The `PT_INTERP` of a 64-bit little-endian ELF file (None: static, or not one this reads).

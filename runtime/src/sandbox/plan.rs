@@ -297,7 +297,12 @@ pub fn mounts(o: &Options, top: &[TopLevel], cwd: &Path, view: &super::view::Vie
     if !o.host_root {
         for (name, _) in etc_entries() {
             let p = format!("/etc/{name}");
-            m.push(mount(&p, "bind", &p, &["rbind", "rro", "rnosuid", "rnodev"]));
+            m.push(mount(
+                &p,
+                "bind",
+                &p,
+                &["rbind", "rro", "rnosuid", "rnodev"],
+            ));
         }
     }
     let proc_opts = ["nosuid", "noexec", "nodev", PROC_OPTIONS];
@@ -361,7 +366,11 @@ pub fn mounts(o: &Options, top: &[TopLevel], cwd: &Path, view: &super::view::Vie
             Some(out) => {
                 opts.push("rbind");
                 opts.push(if d.writable { "rw" } else { "rro" });
-                let src = if d.writable { view.source(out) } else { out.as_path() };
+                let src = if d.writable {
+                    view.source(out)
+                } else {
+                    out.as_path()
+                };
                 m.push(mount(&inside, "bind", &src.to_string_lossy(), &opts));
             }
         }
@@ -428,6 +437,8 @@ pub fn resources(o: &Options) -> Value {
 }
 
 /// The whole spec of one run, as JSON.
+// Each argument is an independent input of this pure builder (tests vary each one).
+#[allow(clippy::too_many_arguments)]
 pub fn spec_json(
     o: &Options,
     top: &[TopLevel],
@@ -604,9 +615,15 @@ mod tests {
         assert!(m.iter().any(|m| m["destination"] == "/etc/passwd"));
         assert!(!m.iter().any(|m| m["destination"] == "/home"));
         assert!(m.iter().any(|m| m["destination"] == "/tmp"
-            && m["options"].as_array().unwrap().contains(&json!("size=67108864"))));
+            && m["options"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("size=67108864"))));
         let last = m.last().unwrap();
-        assert_eq!((&last["destination"], &last["source"]), (&json!("/box"), &json!("/work/x")));
+        assert_eq!(
+            (&last["destination"], &last["source"]),
+            (&json!("/box"), &json!("/work/x"))
+        );
         assert_eq!(v["process"]["cwd"], "/box");
 
         o.dirs = vec![DirRule::parse("/box=/srv:rw").unwrap()];

@@ -50,7 +50,7 @@ impl Ordered {
 pub struct SlotIds(u64);
 
 impl SlotIds {
-    pub fn next(&mut self) -> (u64, PathBuf) {
+    pub fn allocate(&mut self) -> (u64, PathBuf) {
         let id = self.0;
         self.0 += 1;
         (id, slot_cgroup(std::process::id(), id))
@@ -221,7 +221,7 @@ impl Pool {
     }
 
     fn spawn_slot(&mut self) -> Result<Slot, String> {
-        let (id, name) = self.ids.next();
+        let (id, name) = self.ids.allocate();
         let chain = |e: &dyn std::error::Error| crate::init::chain(e);
         let cgroup = Cgroup::resolve(Some(&name), "sandbox", false).map_err(|e| chain(&e))?;
         let mut resources = super::plan::resources(&self.base);
@@ -270,7 +270,11 @@ impl Pool {
             .cgroup
             .add_pid(pid)
             .map_err(|e| chain(&e))
-            .and_then(|()| slot.chan.send(&ToZygote::Go, &[]).map_err(|e| e.to_string()))
+            .and_then(|()| {
+                slot.chan
+                    .send(&ToZygote::Go, &[])
+                    .map_err(|e| e.to_string())
+            })
             .and_then(|()| match slot.chan.recv::<FromZygote>() {
                 Ok((FromZygote::Ready, _)) => Ok(()),
                 Ok((FromZygote::Failed { message }, _)) => Err(message),
@@ -316,9 +320,7 @@ fn set_limits(slot: &mut Slot, o: &Options) -> Result<(), String> {
         return Ok(());
     }
     let r = slot_resources(o, slot.stats.usage_bytes().unwrap_or(0))?;
-    slot.cgroup
-        .update(&r)
-        .map_err(|e| crate::init::chain(&e))?;
+    slot.cgroup.update(&r).map_err(|e| crate::init::chain(&e))?;
     slot.limits = Some(want);
     Ok(())
 }
@@ -388,7 +390,7 @@ mod tests {
     fn slot_identities_are_never_reused() {
         let mut ids = SlotIds::default();
         let names: std::collections::HashSet<PathBuf> =
-            (0..1000).map(|_| ids.next().1).collect();
+            (0..1000).map(|_| ids.allocate().1).collect();
         assert_eq!(names.len(), 1000);
         let me = std::process::id();
         assert_eq!(
@@ -406,7 +408,11 @@ mod tests {
         let e = ours.recv::<FromZygote>().unwrap_err();
         let v = slot_failed(4, &format!("the zygote running the job died ({e})"));
         assert_eq!(v.status, Status::XX);
-        assert!(v.message.starts_with("pool slot s4: the zygote"), "{}", v.message);
+        assert!(
+            v.message.starts_with("pool slot s4: the zygote"),
+            "{}",
+            v.message
+        );
     }
 
     #[test]
@@ -419,7 +425,14 @@ mod tests {
         let r = slot_resources(&o, 1 << 20).unwrap();
         assert_eq!(r.memory().unwrap().limit(), Some((65 << 20) as i64));
         assert_eq!(r.pids().unwrap().limit(), 17);
-        let r = slot_resources(&Options { pids: None, ..Options::default() }, 0).unwrap();
+        let r = slot_resources(
+            &Options {
+                pids: None,
+                ..Options::default()
+            },
+            0,
+        )
+        .unwrap();
         assert_eq!(r.memory().unwrap().limit(), Some(-1));
         assert_eq!(r.pids().unwrap().limit(), -1);
     }

@@ -184,4 +184,3 @@ fn attach_idmapped(dir: &Path, userns: &OwnedFd, at: &Path) -> Result<(), nix::E
     )?;
     crate::sys::move_mount_fd(&tree, &target)
 }
-
