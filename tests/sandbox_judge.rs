@@ -576,3 +576,21 @@ fn readme_sandbox_examples_run_from_a_0700_temp_dir() {
         );
     }
 }
+
+#[test]
+fn output_bounds_a_piped_stdout() {
+    if common::skip() {
+        return;
+    }
+    let d = Tmp::new("pipe");
+    // husk's stdout is the test's pipe: RLIMIT_FSIZE can't bound it, the relay does.
+    let (v, o) = verdict(
+        &d.0,
+        &["--output", "1M", "--", "sh", "-c", "yes | head -c 5000000"],
+    );
+    assert_eq!(v["status"], "OLE", "{v}");
+    assert_eq!(o.stdout.len(), 1 << 20);
+    let (v, o) = verdict(&d.0, &["--output", "1M", "--", "sh", "-c", "echo small"]);
+    assert_eq!(v["status"], "OK", "{v}");
+    assert_eq!(o.stdout, "small\n");
+}

@@ -16,6 +16,7 @@ pub mod exec_check;
 pub mod job_child;
 pub mod limits;
 pub mod net;
+pub mod output;
 pub mod plan;
 pub mod pool;
 pub mod profile;

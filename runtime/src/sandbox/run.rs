@@ -57,6 +57,8 @@ pub struct Watch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kill {
     Time,
+    /// `--output` passed on a relayed stream ([`super::output`]).
+    Output,
     Wall,
 }
 
@@ -86,6 +88,15 @@ pub fn pidfd_open(pid: i32) -> Result<OwnedFd, nix::Error> {
 
 /// Wait for the program, killing it at the CPU or wall limit. Returns why it was killed.
 pub fn watch(w: &Watch, o: &Options) -> Result<Option<Kill>, RunError> {
+    watch_relaying(w, o, None)
+}
+
+/// [`watch`], relaying the program's output meanwhile (and killing it past `--output`).
+pub fn watch_relaying(
+    w: &Watch,
+    o: &Options,
+    mut fwd: Option<&mut super::output::Forward>,
+) -> Result<Option<Kill>, RunError> {
     let pidfd = pidfd_open(w.pid).map_err(|source| RunError::Step {
         step: "watch the program (pidfd_open)",
         source,
@@ -116,15 +127,25 @@ pub fn watch(w: &Watch, o: &Options) -> Result<Option<Kill>, RunError> {
             let left = wall - elapsed;
             timeout = Some(timeout.map_or(left, |t| t.min(left)));
         }
-        if exited(&pidfd, timeout)? {
+        if exited(&pidfd, timeout, fwd.as_deref_mut())? {
             return Ok(None);
+        }
+        if fwd.as_ref().is_some_and(|f| f.exceeded) {
+            kill(w.pid);
+            return Ok(Some(Kill::Output));
         }
     }
 }
 
-fn exited(pidfd: &OwnedFd, timeout: Option<Duration>) -> Result<bool, RunError> {
+fn exited(
+    pidfd: &OwnedFd,
+    timeout: Option<Duration>,
+    fwd: Option<&mut super::output::Forward>,
+) -> Result<bool, RunError> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    let mut fds = vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    let relays = fwd.as_ref().map(|f| f.fds()).unwrap_or_default();
+    fds.extend(relays.iter().map(|f| PollFd::new(*f, PollFlags::POLLIN)));
     let ms = match timeout {
         // Round up: a zero timeout would spin.
         Some(t) => PollTimeout::try_from(t.as_micros().div_ceil(1000).max(1) as i32)
@@ -132,7 +153,24 @@ fn exited(pidfd: &OwnedFd, timeout: Option<Duration>) -> Result<bool, RunError> 
         None => PollTimeout::NONE,
     };
     match poll(&mut fds, ms) {
-        Ok(n) => Ok(n > 0),
+        Ok(n) => {
+            let ready: Vec<usize> = fds[1..]
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.revents().is_some_and(|r| !r.is_empty()))
+                .map(|(i, _)| i)
+                .collect();
+            let done = fds[0].revents().is_some_and(|r| !r.is_empty());
+            drop(fds);
+            drop(relays);
+            if let Some(f) = fwd {
+                // Highest first: a relay that closes shifts the ones after it.
+                for i in ready.into_iter().rev() {
+                    f.pump(i);
+                }
+            }
+            Ok(n > 0 && done)
+        }
         Err(nix::errno::Errno::EINTR) => Ok(false),
         Err(source) => Err(RunError::Step {
             step: "poll the program",
@@ -220,6 +258,7 @@ pub fn verdict(o: &Options, w: &mut Watch, killed: Option<Kill>, r: &Report) -> 
     let (st, message) = match (killed, signal) {
         (Some(Kill::Time), _) => (Status::TLE, "CPU time limit exceeded"),
         (Some(Kill::Wall), _) => (Status::WLE, "wall time limit exceeded"),
+        (Some(Kill::Output), _) => (Status::OLE, "output limit exceeded"),
         _ if oom => (Status::MLE, "memory limit exceeded"),
         (_, Some(libc::SIGXFSZ)) => (Status::OLE, "output limit exceeded"),
         (_, Some(libc::SIGXCPU)) => (Status::TLE, "CPU time limit exceeded"),
@@ -272,8 +311,9 @@ fn open_file(what: &'static str, path: &Path, write: bool) -> Result<OwnedFd, Ru
 }
 
 impl Stdio {
-    pub fn redirect(o: &Options) -> Result<Stdio, RunError> {
-        let mut files = Vec::new();
+    /// Redirect to the files of `o`, and `extra` (relay pipes) onto their fd numbers.
+    pub fn redirect(o: &Options, extra: Vec<(RawFd, OwnedFd)>) -> Result<Stdio, RunError> {
+        let mut files = extra;
         for (fd, what, path, write) in [
             (0, "--stdin", &o.stdin, false),
             (1, "--stdout", &o.stdout, true),
@@ -443,7 +483,17 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
     } else {
         Stats::open(stats::host(), cgroup.path())
     };
-    let stdio = Stdio::redirect(o).map_err(|e| internal(&e))?;
+    let (mut relay, ends) = match super::output::Forward::setup(o) {
+        Ok(Some((f, ends))) => (Some(f), ends),
+        Ok(None) => (None, Vec::new()),
+        Err(source) => {
+            return Err(internal(&RunError::Step {
+                step: "create the output relay",
+                source,
+            }))
+        }
+    };
+    let stdio = Stdio::redirect(o, ends).map_err(|e| internal(&e))?;
     let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
         internal(&RunError::Step {
             step: "create the status pipe",
@@ -496,7 +546,7 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
         oom_base: 0,
         stats,
     };
-    let killed = match watch(&w, o) {
+    let killed = match watch_relaying(&w, o, relay.as_mut()) {
         Ok(k) => k,
         Err(e) => {
             kill(pid);
@@ -505,6 +555,13 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
         }
     };
     let report = ended(pid, Some(&report_r)).map_err(|e| internal(&e))?;
+    if let Some(r) = relay.as_mut() {
+        r.drain();
+    }
+    let killed = match (killed, relay.as_ref().is_some_and(|r| r.exceeded)) {
+        (None, true) => Some(Kill::Output),
+        (k, _) => k,
+    };
     Ok(verdict(o, &mut w, killed, &report))
 }
 
