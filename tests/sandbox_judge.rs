@@ -594,3 +594,53 @@ fn output_bounds_a_piped_stdout() {
     assert_eq!(v["status"], "OK", "{v}");
     assert_eq!(o.stdout, "small\n");
 }
+
+#[test]
+fn a_dead_zygote_fails_its_job_alone_and_the_slot_comes_back_under_a_new_name() {
+    if common::skip() {
+        return;
+    }
+    let d = Tmp::new("zygote");
+    let jobs = "{\"args\": [\"sleep\", \"2\"]}\n{\"args\": [\"true\"]}\n{\"args\": [\"true\"]}\n";
+    fs::write(d.path("jobs.jsonl"), jobs).unwrap();
+    let child = Command::new(common::bin_under_test())
+        .args(["sandbox", "--batch", "jobs.jsonl", "--jobs", "1"])
+        .current_dir(&d.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let husk_pid = child.id();
+    // The zygote: husk's child in the first slot's cgroup, once the job runs beside it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let zygote = loop {
+        let pids = sandbox_pids(husk_pid);
+        let z = pids.iter().copied().find(|p| {
+            fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, r)| r.split_whitespace().nth(1).map(String::from))
+                    == Some(husk_pid.to_string())
+            })
+        });
+        if let (Some(z), true) = (z, pids.len() >= 3) {
+            break z;
+        }
+        assert!(Instant::now() < deadline, "no zygote with a job: {pids:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    nix_kill(zygote);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(v.len(), 3, "{stdout}");
+    assert_eq!(v[0]["status"], "XX", "{}", v[0]);
+    assert!(v[0]["message"].as_str().unwrap().starts_with("pool slot s0:"), "{}", v[0]);
+    assert_eq!(v[1]["status"], "OK", "{}", v[1]);
+    assert_eq!(v[2]["status"], "OK", "{}", v[2]);
+    assert!(cgroups_of(husk_pid).is_empty(), "{:?}", cgroups_of(husk_pid));
+}
+
+fn nix_kill(pid: i32) {
+    // SAFETY: kill(2) with a pid this test found in the sandbox's cgroup.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}

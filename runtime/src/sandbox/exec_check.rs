@@ -129,21 +129,29 @@ fn elf_interpreter(host: &Path, head: &[u8]) -> Result<Option<String>, String> {
         u64::from_le_bytes(x)
     };
     let (phoff, phentsize, phnum) = (u64_at(head, 0x20), u16_at(head, 0x36), u16_at(head, 0x38));
-    let data = std::fs::read(host).map_err(|e| e.to_string())?;
-    let len = data.len() as u64;
-    if phentsize < 56 || phoff.saturating_add(phentsize * phnum) > len {
+    // Only the program headers and the interpreter's name are read, never the whole file.
+    let file = std::fs::File::open(host).map_err(|e| e.to_string())?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    if phentsize < 56 || phnum > 256 || phoff.saturating_add(phentsize * phnum) > len {
         return Err("its program headers lie outside the file".into());
     }
-    for i in 0..phnum {
-        let ph = (phoff + i * phentsize) as usize;
-        if u32::from_le_bytes([data[ph], data[ph + 1], data[ph + 2], data[ph + 3]]) != 3 {
+    let read = |off: u64, n: usize| -> Result<Vec<u8>, String> {
+        use std::os::unix::fs::FileExt;
+        let mut b = vec![0u8; n];
+        file.read_exact_at(&mut b, off).map_err(|e| e.to_string())?;
+        Ok(b)
+    };
+    let phdrs = read(phoff, (phentsize * phnum) as usize)?;
+    for i in 0..phnum as usize {
+        let ph = &phdrs[i * phentsize as usize..];
+        if u32::from_le_bytes([ph[0], ph[1], ph[2], ph[3]]) != 3 {
             continue;
         }
-        let (off, size) = (u64_at(&data, ph + 8), u64_at(&data, ph + 32));
+        let (off, size) = (u64_at(ph, 8), u64_at(ph, 32));
         if off.saturating_add(size) > len || size == 0 || size > 4096 {
             return Err("its interpreter entry lies outside the file".into());
         }
-        let raw = &data[off as usize..(off + size) as usize];
+        let raw = read(off, size as usize)?;
         let s = raw.split(|b| *b == 0).next().unwrap_or_default();
         return Ok(Some(String::from_utf8_lossy(s).into_owned()));
     }
