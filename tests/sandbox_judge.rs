@@ -631,13 +631,27 @@ fn a_dead_zygote_fails_its_job_alone_and_the_slot_comes_back_under_a_new_name() 
     nix_kill(zygote);
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let v: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(v.len(), 3, "{stdout}");
     assert_eq!(v[0]["status"], "XX", "{}", v[0]);
-    assert!(v[0]["message"].as_str().unwrap().starts_with("pool slot s0:"), "{}", v[0]);
+    assert!(
+        v[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("pool slot s0:"),
+        "{}",
+        v[0]
+    );
     assert_eq!(v[1]["status"], "OK", "{}", v[1]);
     assert_eq!(v[2]["status"], "OK", "{}", v[2]);
-    assert!(cgroups_of(husk_pid).is_empty(), "{:?}", cgroups_of(husk_pid));
+    assert!(
+        cgroups_of(husk_pid).is_empty(),
+        "{:?}",
+        cgroups_of(husk_pid)
+    );
 }
 
 fn nix_kill(pid: i32) {

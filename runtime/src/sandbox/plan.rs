@@ -132,8 +132,13 @@ pub const ETC: &[&str] = &[
 /// whose command line is the caller's husk command line).
 pub const PROC_OPTIONS: &str = "hidepid=2";
 
-/// The [`ETC`] entries (and `java*`) the host has: (name, is a directory).
-pub fn etc_entries() -> Vec<(String, bool)> {
+/// The [`ETC`] entries (and `java*`) the host has: (name, is a directory). Looked up once.
+pub fn etc_entries() -> &'static [(String, bool)] {
+    static E: std::sync::OnceLock<Vec<(String, bool)>> = std::sync::OnceLock::new();
+    E.get_or_init(etc_lookup)
+}
+
+fn etc_lookup() -> Vec<(String, bool)> {
     let mut names: Vec<String> = ETC.iter().map(|s| s.to_string()).collect();
     if let Ok(d) = std::fs::read_dir("/etc") {
         names.extend(
@@ -234,11 +239,11 @@ pub fn ensure_skeleton(root: &Path, top: &[TopLevel]) -> Result<(), PlanError> {
     // Mount points for the minimal view's /etc entries (the host-root view's /etc bind
     // covers them).
     for (name, dir) in etc_entries() {
-        let p = root.join("etc").join(&name);
+        let p = root.join("etc").join(name);
         if std::fs::symlink_metadata(&p).is_ok() {
             continue;
         }
-        let made = if dir {
+        let made = if *dir {
             std::fs::DirBuilder::new().mode(0o755).create(&p)
         } else {
             std::fs::OpenOptions::new()

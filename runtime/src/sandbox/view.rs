@@ -108,30 +108,19 @@ fn private_mount_ns() -> Result<(), nix::Error> {
 
 /// A user namespace whose uid `inside.0` is `outside.0` (and the same for gids): on an idmapped
 /// mount, files owned by `inside` show as `outside`, and `outside`'s writes are stored as
-/// `inside`'s.
+/// `inside`'s. Made by a child cloned straight into a new user namespace: its maps are written
+/// and its namespace taken before it need ever run, then it is killed.
 fn mapping_userns(inside: (u32, u32), outside: (u32, u32)) -> Result<OwnedFd, String> {
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
-    let pid = match crate::sys::fork() {
-        Ok(0) => {
-            drop(r);
-            let ok = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).is_ok();
-            let _ = nix::unistd::write(&w, if ok { b"1" } else { b"0" });
-            // Wait for the parent to be done with the namespace (it closes nothing of ours:
-            // it kills us).
+    // SAFETY: husk is single-threaded; the child only waits to be killed, then _exits.
+    let pid = match unsafe { crate::sys::clone_fork(libc::CLONE_NEWUSER) } {
+        Ok(0) => loop {
             nix::unistd::pause();
-            crate::sys::exit_now(0)
-        }
+        },
         Ok(pid) => pid,
-        Err(e) => return Err(format!("fork: {e}")),
+        Err(e) => return Err(format!("clone(CLONE_NEWUSER): {e}")),
     };
-    drop(w);
     let child = nix::unistd::Pid::from_raw(pid);
     let result = (|| {
-        let mut b = [0u8; 1];
-        match nix::unistd::read(r.as_raw_fd(), &mut b) {
-            Ok(1) if b[0] == b'1' => {}
-            _ => return Err("unshare(CLONE_NEWUSER) failed".to_string()),
-        }
         let write = |f: &str, v: String| {
             std::fs::write(format!("/proc/{pid}/{f}"), v).map_err(|e| format!("{f}: {e}"))
         };
