@@ -371,11 +371,7 @@ pub fn mounts(o: &Options, top: &[TopLevel], cwd: &Path, view: &super::view::Vie
             Some(out) => {
                 opts.push("rbind");
                 opts.push(if d.writable { "rw" } else { "rro" });
-                let src = if d.writable {
-                    view.source(out)
-                } else {
-                    out.as_path()
-                };
+                let src = view.source(out);
                 m.push(mount(&inside, "bind", &src.to_string_lossy(), &opts));
             }
         }
@@ -383,15 +379,24 @@ pub fn mounts(o: &Options, top: &[TopLevel], cwd: &Path, view: &super::view::Vie
     m
 }
 
-/// The caller's directories a run binds writable (the box, `:rw` rules): the ones to idmap.
-pub fn writable_dirs(o: &Options, cwd: &Path) -> Vec<(&'static str, PathBuf)> {
+/// The caller's directories a run binds (the box, `--dir` rules): the ones to idmap, each with
+/// whether the program must be able to write it.
+pub fn bound_dirs(o: &Options, cwd: &Path) -> Vec<super::view::Bound> {
     let mut v = Vec::new();
     if o.dirs.is_empty() && !(o.host_root && cwd == Path::new("/")) {
-        v.push(("the current directory (the box)", cwd.to_path_buf()));
+        v.push(super::view::Bound {
+            what: "the current directory (the box)",
+            dir: cwd.to_path_buf(),
+            writable: true,
+        });
     }
     for d in &o.dirs {
-        if let (true, Some(out)) = (d.writable, &d.outside) {
-            v.push(("--dir", out.clone()));
+        if let Some(out) = &d.outside {
+            v.push(super::view::Bound {
+                what: "--dir",
+                dir: out.clone(),
+                writable: d.writable,
+            });
         }
     }
     v

@@ -111,7 +111,7 @@ impl Pool {
         let chain = |e: &dyn std::error::Error| crate::init::chain(e);
         let cwd = std::env::current_dir()
             .map_err(|e| format!("the current directory: {e}: cd to one that exists"))?;
-        let dirs = super::plan::writable_dirs(base, &cwd);
+        let dirs = super::plan::bound_dirs(base, &cwd);
         // Made here, inherited by every zygote: the pool's idmapped directories.
         let view = super::view::prepare(&dirs, base.uid, base.gid).map_err(|e| e.to_string())?;
         let built = super::plan::build(

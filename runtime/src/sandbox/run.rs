@@ -579,7 +579,7 @@ pub fn run(o: &Options, seccomp: &serde_json::Value, seq: u64) -> Result<Verdict
     if !rootless {
         super::cleanup::stale_cgroups();
     }
-    let view = super::view::prepare(&super::plan::writable_dirs(o, &cwd), o.uid, o.gid)?;
+    let view = super::view::prepare(&super::plan::bound_dirs(o, &cwd), o.uid, o.gid)?;
     Ok(run_in(o, seccomp, seq, &cwd, &view, rootless))
 }
 

@@ -20,6 +20,17 @@ use super::limits::{usage, UsageError};
 /// Where the idmapped copies are attached (in husk's private mount namespace only).
 pub const ATTACH: &str = "/run/husk-sandbox/idmap";
 
+/// A caller's directory the sandbox binds.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    /// How the caller named it (for errors).
+    pub what: &'static str,
+    pub dir: PathBuf,
+    /// The program must be able to write it (the box, a `:rw` rule); a read-only one that
+    /// can't be idmapped is bound as it is.
+    pub writable: bool,
+}
+
 /// The host paths to bind in place of the caller's directories.
 #[derive(Debug, Default)]
 pub struct View {
@@ -33,18 +44,19 @@ impl View {
     }
 }
 
-/// Make each of `dirs` writable by `uid`/`gid` through an idmapped copy. A directory the
-/// program could not use otherwise, on a file system that can't be idmapped, is a usage error
-/// naming the fix.
-pub fn prepare(dirs: &[(&str, PathBuf)], uid: u32, gid: u32) -> Result<View, UsageError> {
+/// Make each of `dirs` the program's (`uid`/`gid`) through an idmapped copy. A writable one
+/// the program could not use otherwise, on a file system that can't be idmapped, is a usage
+/// error naming the fix.
+pub fn prepare(dirs: &[Bound], uid: u32, gid: u32) -> Result<View, UsageError> {
     let mut view = View::default();
     if dirs.is_empty() || !nix::unistd::geteuid().is_root() {
         return Ok(view);
     }
     private_mount_ns().map_err(|e| usage("--dir", format!("a private mount namespace: {e}")))?;
     let mut userns: HashMap<(u32, u32), OwnedFd> = HashMap::new();
-    for (n, (flag, dir)) in dirs.iter().enumerate() {
-        let meta = std::fs::metadata(dir).map_err(|e| usage(*flag, format!("{dir:?}: {e}")))?;
+    for (n, b) in dirs.iter().enumerate() {
+        let (flag, dir) = (b.what, &b.dir);
+        let meta = std::fs::metadata(dir).map_err(|e| usage(flag, format!("{dir:?}: {e}")))?;
         let owner = (meta.uid(), meta.gid());
         if owner == (uid, gid) {
             continue;
@@ -53,7 +65,7 @@ pub fn prepare(dirs: &[(&str, PathBuf)], uid: u32, gid: u32) -> Result<View, Usa
             Some(ns) => ns,
             None => {
                 let ns = mapping_userns(owner, (uid, gid))
-                    .map_err(|e| usage(*flag, format!("a user namespace for the idmap: {e}")))?;
+                    .map_err(|e| usage(flag, format!("a user namespace for the idmap: {e}")))?;
                 userns.entry(owner).or_insert(ns)
             }
         };
@@ -62,22 +74,21 @@ pub fn prepare(dirs: &[(&str, PathBuf)], uid: u32, gid: u32) -> Result<View, Usa
             Ok(()) => {
                 view.sources.insert(dir.clone(), at);
             }
-            Err(e) if writable_anyway(&meta, uid, gid) => {
+            Err(e) if !b.writable || writable_anyway(&meta, uid, gid) => {
                 crate::logging::debug(&format!("idmap {dir:?}: {e}; bound as it is"));
             }
             Err(e) => {
                 return Err(usage(
-                    *flag,
+                    flag,
                     format!(
                         "{dir:?} (owner {}:{}, mode {:o}) is not writable by the program \
                          (uid {uid}) and its file system can't be idmapped ({e}): run from a \
-                         directory on ext4, xfs, btrfs or tmpfs, make it writable (chmod \
-                         1777), or give --uid {} --gid {}",
+                         directory on ext4, xfs or btrfs (tmpfs from Linux 6.3), make it \
+                         writable by the program (chmod 1777), or give --dir rules (the box is \
+                         then a fresh tmpfs)",
                         owner.0,
                         owner.1,
                         meta.mode() & 0o7777,
-                        owner.0,
-                        owner.1
                     ),
                 ));
             }
