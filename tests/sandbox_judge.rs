@@ -369,9 +369,9 @@ fn exec_failures_are_re_127_each_with_its_reason() {
     assert_eq!(o.stdout.lines().count(), cases.len());
 }
 
-/// The pids in the (v1 memory or v2) cgroup of husk `pid`'s run.
+/// The pids in the cgroup of husk `pid`'s run (each once, from every hierarchy).
 fn sandbox_pids(husk_pid: u32) -> Vec<i32> {
-    cgroups_of(husk_pid)
+    let mut v: Vec<i32> = cgroups_of(husk_pid)
         .iter()
         .filter_map(|c| fs::read_to_string(c.join("cgroup.procs")).ok())
         .flat_map(|t| {
@@ -379,7 +379,10 @@ fn sandbox_pids(husk_pid: u32) -> Vec<i32> {
                 .filter_map(|l| l.trim().parse().ok())
                 .collect::<Vec<i32>>()
         })
-        .collect()
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 fn alive(pid: i32) -> bool {
@@ -728,7 +731,9 @@ fn dir_rules_from_0700_dirs_read_only_and_rw() {
     assert_eq!(v["status"], "OK", "{v} {}", o.stderr);
     assert_eq!(o.stdout, "data\n/box\n");
     let m = fs::metadata(output.path("res")).unwrap();
-    assert_eq!((m.uid(), m.gid()), (0, 0));
+    if idmap_works() {
+        assert_eq!((m.uid(), m.gid()), (0, 0));
+    }
     assert!(!input.path("x").exists());
     // The box was a fresh tmpfs: nothing came back to the current directory.
     assert!(!d.path("boxfile").exists());

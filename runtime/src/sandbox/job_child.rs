@@ -23,6 +23,9 @@ pub struct Job<'a> {
     pub stdio: &'a [OwnedFd],
     /// Where the reaper writes the program's [`crate::init::reaper::Report`].
     pub report_fd: RawFd,
+    /// Written to once the job's mounts are made: its CPU and wall time count from there, as a
+    /// single run's do from the end of the init's set-up.
+    pub ready_fd: RawFd,
     /// The program's working directory (inside).
     pub cwd: PathBuf,
     /// The caller's environment (for `--full-env` and `--env NAME`).
@@ -66,6 +69,8 @@ fn setup(job: &Job) -> Result<std::convert::Infallible, String> {
     for (i, f) in job.stdio.iter().enumerate() {
         nix::unistd::dup2(f.as_raw_fd(), i as RawFd).map_err(|e| m("redirect stdio", e))?;
     }
+    // SAFETY: a one-byte write from a live buffer to a pipe the zygote made for this job.
+    unsafe { libc::write(job.ready_fd, b"R".as_ptr().cast(), 1) };
     become_job(job)
 }
 

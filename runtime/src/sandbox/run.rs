@@ -418,11 +418,12 @@ impl Watchdog {
                 }
                 let mut buf = [0u8; 4];
                 let mut got = 0;
+                let mut rest = [0u8; 16];
                 loop {
-                    match nix::unistd::read(3, &mut buf[got.min(3)..]) {
+                    let into: &mut [u8] = if got < 4 { &mut buf[got..] } else { &mut rest };
+                    match nix::unistd::read(3, into) {
                         Err(nix::errno::Errno::EINTR) => continue,
-                        Ok(n) if n > 0 && got < 4 => got += n,
-                        Ok(n) if n > 0 => {}
+                        Ok(n) if n > 0 => got += n,
                         _ => break,
                     }
                 }
@@ -435,6 +436,11 @@ impl Watchdog {
             Ok(pid) => Some(Watchdog { pid, husk_alive: w }),
             Err(_) => None,
         }
+    }
+
+    /// husk's end of the pipe: the init must close its copy, or it would keep the pipe open.
+    pub fn fd(&self) -> RawFd {
+        self.husk_alive.as_raw_fd()
     }
 
     /// The init to kill should husk die.
@@ -513,6 +519,11 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
         seccomp_listener: None,
         close_in_child: Vec::new(),
     };
+    let watchdog = Watchdog::start(cgroup);
+    let opts = spawn::Options {
+        close_in_child: watchdog.iter().map(Watchdog::fd).collect(),
+        ..opts
+    };
     let mut joiner = Joiner {
         cgroup,
         netns: plan
@@ -524,7 +535,6 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
             .new
             .contains(nix::sched::CloneFlags::CLONE_NEWUSER),
     };
-    let watchdog = Watchdog::start(cgroup);
     let spawned = spawn::spawn(plan, opts, &mut joiner);
     drop(stdio);
     drop(report_w);

@@ -140,13 +140,14 @@ fn run_job(seed: &Seed, o: &Options, stdio: &[OwnedFd], stats: &mut Stats) -> Ve
         return v;
     }
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC);
-    let ((report_r, report_w), (err_r, err_w)) = match (pipe(), pipe()) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => return Verdict::internal(format!("create a pipe: {e}")),
+    let ((report_r, report_w), (err_r, err_w), (ready_r, ready_w)) = match (pipe(), pipe(), pipe())
+    {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            return Verdict::internal(format!("create a pipe: {e}"))
+        }
     };
     let baseline = stats.usage_bytes().unwrap_or(0);
-    stats.reset_peak();
-    let cpu_base = stats.cpu_ns().unwrap_or(0);
     let oom_base = stats.oom_kills().unwrap_or(0);
     let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC;
     // SAFETY: the zygote is single-threaded (a fork of the single-threaded runtime); the child
@@ -155,11 +156,13 @@ fn run_job(seed: &Seed, o: &Options, stdio: &[OwnedFd], stats: &mut Stats) -> Ve
         Ok(0) => {
             drop(report_r);
             drop(err_r);
+            drop(ready_r);
             let job = super::job_child::Job {
                 plan: seed.plan,
                 options: o,
                 stdio,
                 report_fd: report_w.as_raw_fd(),
+                ready_fd: ready_w.as_raw_fd(),
                 cwd,
                 caller_env: seed.caller_env,
             };
@@ -170,9 +173,16 @@ fn run_job(seed: &Seed, o: &Options, stdio: &[OwnedFd], stats: &mut Stats) -> Ve
         Ok(pid) => pid,
         Err(e) => return Verdict::internal(format!("clone the job: {e}")),
     };
-    let started = Instant::now();
     drop(report_w);
     drop(err_w);
+    drop(ready_w);
+    // The job's own set-up (mounts) is not the program's time: count from its ready byte (or
+    // from its failure, which closes the pipe).
+    let mut b = [0u8; 1];
+    while let Err(nix::errno::Errno::EINTR) = nix::unistd::read(ready_r.as_raw_fd(), &mut b) {}
+    let started = Instant::now();
+    stats.reset_peak();
+    let cpu_base = stats.cpu_ns().unwrap_or(0);
     let taken = std::mem::replace(stats, Stats::empty());
     let mut w = Watch {
         pid,
