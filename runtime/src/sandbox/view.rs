@@ -144,8 +144,9 @@ fn mapping_userns(inside: (u32, u32), outside: (u32, u32)) -> Result<OwnedFd, St
         )
         .map_err(|e| format!("open its ns: {e}"))
     })();
+    // Not waited for: on a busy host its exit can take a scheduling round, and nothing here
+    // needs it gone (husk's exit reaps it).
     let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-    let _ = nix::sys::wait::waitpid(child, None);
     result
 }
 
