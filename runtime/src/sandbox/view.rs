@@ -49,6 +49,13 @@ impl View {
 /// error naming the fix.
 pub fn prepare(dirs: &[Bound], uid: u32, gid: u32) -> Result<View, UsageError> {
     let mut view = View::default();
+    if let Some(b) = dirs.iter().find(|b| b.writable && b.dir == Path::new("/")) {
+        return Err(usage(
+            b.what,
+            "is / (the whole host): cd to the directory with the program's files, or give \
+             --dir rules (the box is then a fresh tmpfs)",
+        ));
+    }
     if dirs.is_empty() || !nix::unistd::geteuid().is_root() {
         return Ok(view);
     }
