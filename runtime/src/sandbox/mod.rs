@@ -13,6 +13,7 @@ pub mod batch;
 pub mod channel;
 pub mod cleanup;
 pub mod exec_check;
+pub mod fill;
 pub mod job_child;
 pub mod limits;
 pub mod net;

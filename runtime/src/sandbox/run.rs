@@ -549,6 +549,7 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
     if let Some(w) = &watchdog {
         w.watch(pid);
     }
+    let fill = super::fill::Fill::open(pid, o);
     stats.reset_peak();
     let cpu_base = stats.cpu_ns().unwrap_or(0);
     let mut w = Watch {
@@ -574,7 +575,9 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
         (None, true) => Some(Kill::Output),
         (k, _) => k,
     };
-    Ok(verdict(o, &mut w, killed, &report))
+    let mut v = verdict(o, &mut w, killed, &report);
+    fill.judge(&mut v);
+    Ok(v)
 }
 
 /// Options → plan → cgroup → run → cleanup: one complete sandboxed run. A directory the

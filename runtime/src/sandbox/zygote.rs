@@ -183,6 +183,7 @@ fn run_job(seed: &Seed, o: &Options, stdio: &[OwnedFd], stats: &mut Stats) -> Ve
     let started = Instant::now();
     stats.reset_peak();
     let cpu_base = stats.cpu_ns().unwrap_or(0);
+    let fill = super::fill::Fill::open(pid, o);
     let taken = std::mem::replace(stats, Stats::empty());
     let mut w = Watch {
         pid,
@@ -208,6 +209,7 @@ fn run_job(seed: &Seed, o: &Options, stdio: &[OwnedFd], stats: &mut Stats) -> Ve
             Verdict::internal(m)
         };
     }
+    fill.judge(&mut v);
     // The zygote's own memory was in the cgroup before the job.
     v.cg_mem_kb = v.cg_mem_kb.map(|c| c.saturating_sub(baseline / 1024));
     v

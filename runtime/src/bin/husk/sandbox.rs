@@ -47,8 +47,8 @@ enum MetaFormat {
         ptrace, mount and namespace calls, AF_VSOCK and non-native ABIs blocked), 64 open \
         files, and a clean environment (PATH, HOME=/tmp, LANG=C.UTF-8). It dies with husk.\n\n\
         Verdicts: OK, RE (non-zero exit; 127 with the reason when the program can't be \
-        executed), SG (signal), TLE (CPU time), WLE (wall time), MLE (memory), OLE (output), \
-        XX (internal error).",
+        executed), SG (signal), TLE (CPU time), WLE (wall time), MLE (memory), OLE (output: \
+        --output, or a program that failed on a full /tmp or tmpfs box), XX (internal error).",
     after_help = "Exit status: 0 when a verdict was computed (whatever it is; with --exit-status \
         isolate, 1 for a verdict other than OK), 2 on bad usage, 3 on an internal error \
         (verdict XX).\n\nSizes: 65536, 64K, 64M, 1.5G. Times: seconds, fractional (0.5).\n\n\
