@@ -383,6 +383,31 @@ impl Observer for Joiner<'_> {
     }
 }
 
+/// Helpers (watchdogs, idmap namespace holders) killed but not waited for.
+static UNREAPED: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Kill a helper process of husk's own; it is reaped later ([`reap_helpers`]), as its exit
+/// may take a scheduling round on a busy host.
+pub fn kill_helper(pid: i32) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    if let Ok(mut v) = UNREAPED.lock() {
+        v.push(pid);
+    }
+}
+
+/// Reap the helpers that have died, so a batch of many single runs piles up no zombies.
+pub fn reap_helpers() {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    if let Ok(mut v) = UNREAPED.lock() {
+        v.retain(|p| {
+            matches!(
+                waitpid(nix::unistd::Pid::from_raw(*p), Some(WaitPidFlag::WNOHANG)),
+                Ok(WaitStatus::StillAlive)
+            )
+        });
+    }
+}
+
 /// A fork of husk that outlives it only to kill the sandbox when husk dies (a judge's own
 /// `timeout -s KILL`): it blocks reading a pipe whose only writer is husk, which sends it the
 /// init's pid once spawned; end of file means husk is gone, and it kills the init (its pid
@@ -397,6 +422,7 @@ pub struct Watchdog {
 
 impl Watchdog {
     pub fn start(cgroup: &Cgroup) -> Option<Watchdog> {
+        reap_helpers();
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
         match crate::sys::fork() {
             Ok(0) => {
@@ -453,9 +479,7 @@ impl Drop for Watchdog {
     fn drop(&mut self) {
         // Killed before husk's end of the pipe closes, so it never mistakes the normal end
         // for husk's death. Reaped without waiting: it may take a scheduling round to die.
-        let pid = nix::unistd::Pid::from_raw(self.pid);
-        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        kill_helper(self.pid);
     }
 }
 

@@ -153,7 +153,7 @@ fn mapping_userns(inside: (u32, u32), outside: (u32, u32)) -> Result<OwnedFd, St
     })();
     // Not waited for: on a busy host its exit can take a scheduling round, and nothing here
     // needs it gone (husk's exit reaps it).
-    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+    super::run::kill_helper(child.as_raw());
     result
 }
 
