@@ -9,6 +9,25 @@ use super::limits::Options;
 use super::pool::{Ordered, Pool};
 use super::verdict::Verdict;
 
+/// Why a batch could not run (a job that fails is a verdict, not this).
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error(
+        "--batch needs root (its warm pool keeps a cgroup per slot); as a user, run one \
+         `husk sandbox` per job"
+    )]
+    NotRoot,
+    #[error("{what} --batch {path:?}: {source}")]
+    File {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Pool(#[from] super::pool::PoolError),
+}
+
 /// What a batch did.
 pub struct Summary {
     pub jobs: usize,
@@ -24,11 +43,18 @@ enum Line {
 }
 
 /// The lines of `path` (blank ones skipped), each parsed over `base`.
-fn read(path: &Path, base: &Options) -> Result<Vec<Line>, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("open --batch {path:?}: {e}"))?;
+fn read(path: &Path, base: &Options) -> Result<Vec<Line>, BatchError> {
+    let err = |what| {
+        move |source| BatchError::File {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
+    let file = std::fs::File::open(path).map_err(err("open"))?;
     let mut lines = Vec::new();
     for (i, l) in std::io::BufReader::new(file).lines().enumerate() {
-        let l = l.map_err(|e| format!("read --batch {path:?}: {e}"))?;
+        let l = l.map_err(err("read"))?;
         if l.trim().is_empty() {
             continue;
         }
@@ -42,13 +68,9 @@ fn read(path: &Path, base: &Options) -> Result<Vec<Line>, String> {
 }
 
 /// Read the jobs, run them `n` at a time, print verdicts in input order.
-pub fn run_file(path: &Path, base: &Options, n: usize) -> Result<Summary, String> {
+pub fn run_file(path: &Path, base: &Options, n: usize) -> Result<Summary, BatchError> {
     if !nix::unistd::geteuid().is_root() {
-        return Err(
-            "--batch needs root (its warm pool keeps a cgroup per slot); as a user, run \
-             one `husk sandbox` per job"
-                .into(),
-        );
+        return Err(BatchError::NotRoot);
     }
     super::cleanup::stale_cgroups();
     let lines = read(path, base)?;

@@ -21,6 +21,17 @@ use crate::cgroups::Cgroup;
 use crate::spec::Plan;
 use crate::sys;
 
+/// Why a pool could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("the current directory: {0}: cd to a directory that exists")]
+    Cwd(#[source] std::io::Error),
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    #[error(transparent)]
+    Plan(#[from] super::plan::PlanError),
+}
+
 /// Verdicts held until every earlier one is out.
 #[derive(Default)]
 pub struct Ordered {
@@ -68,7 +79,7 @@ pub fn slot_failed(slot: u64, what: &str) -> Verdict {
 }
 
 /// The limits of the slot's cgroup for a job: the job's own plus what the zygote holds.
-pub fn slot_resources(o: &Options, zygote_bytes: u64) -> Result<LinuxResources, String> {
+pub fn slot_resources(o: &Options, zygote_bytes: u64) -> Result<LinuxResources, serde_json::Error> {
     let mem = match o.memory {
         Some(m) => (m + zygote_bytes) as i64,
         None => -1,
@@ -78,7 +89,7 @@ pub fn slot_resources(o: &Options, zygote_bytes: u64) -> Result<LinuxResources, 
         "memory": {"limit": mem, "swap": mem},
         "pids": {"limit": pids},
     });
-    serde_json::from_value(v).map_err(|e| format!("a slot's cgroup resources: {e}"))
+    serde_json::from_value(v)
 }
 
 struct Slot {
@@ -104,16 +115,14 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(base: &Options, size: usize) -> Result<Pool, String> {
+    pub fn new(base: &Options, size: usize) -> Result<Pool, PoolError> {
         let seccomp = super::profile::judge_profile();
         let mut probe = base.clone();
         probe.args = vec!["/bin/true".into()];
-        let chain = |e: &dyn std::error::Error| crate::init::chain(e);
-        let cwd = std::env::current_dir()
-            .map_err(|e| format!("the current directory: {e}: cd to one that exists"))?;
+        let cwd = std::env::current_dir().map_err(PoolError::Cwd)?;
         let dirs = super::plan::bound_dirs(base, &cwd);
         // Made here, inherited by every zygote: the pool's idmapped directories.
-        let view = super::view::prepare(&dirs, base.uid, base.gid).map_err(|e| e.to_string())?;
+        let view = super::view::prepare(&dirs, base.uid, base.gid)?;
         let built = super::plan::build(
             &probe,
             &cwd,
@@ -121,8 +130,7 @@ impl Pool {
             &seccomp,
             super::plan::Mode::root(),
             &view,
-        )
-        .map_err(|e| chain(&e))?;
+        )?;
         Ok(Pool {
             cwd: built.cwd,
             plan: built.plan,
@@ -319,7 +327,8 @@ fn set_limits(slot: &mut Slot, o: &Options) -> Result<(), String> {
     if slot.limits == Some(want) {
         return Ok(());
     }
-    let r = slot_resources(o, slot.stats.usage_bytes().unwrap_or(0))?;
+    let r = slot_resources(o, slot.stats.usage_bytes().unwrap_or(0))
+        .map_err(|e| format!("the slot's cgroup resources: {e}"))?;
     slot.cgroup.update(&r).map_err(|e| crate::init::chain(&e))?;
     slot.limits = Some(want);
     Ok(())
