@@ -208,7 +208,9 @@ fn memory_limit_is_mle() {
         eprintln!("skip: no C compiler");
         return;
     };
-    let o = sandbox(&d, &["--memory", "64M", "--", bin.to_str().unwrap()]);
+    assert!(bin.exists());
+    // The box is the test's directory, at /box.
+    let o = sandbox(&d, &["--memory", "64M", "--", "./eat"]);
     let v = o.verdict();
     assert_eq!(v["status"], "MLE", "{v}");
     assert_eq!(v["oom_killed"], true);
@@ -311,7 +313,7 @@ fn cpu_and_memory_accuracy() {
         eprintln!("skip: no C compiler");
         return;
     };
-    let spin_s = spin.to_str().unwrap();
+    let spin_s = "./spin";
     // Interference (the other tests on the two cores, the VM's neighbours) only ever adds CPU
     // time, so the least of several runs on each side is the job's own cost. Runs alternate
     // sides until the two least values agree or eight pairs are spent: a sandbox that
@@ -339,7 +341,8 @@ fn cpu_and_memory_accuracy() {
     ) else {
         return;
     };
-    let o = sandbox(&d, &["--", touch.to_str().unwrap()]);
+    assert!(touch.exists());
+    let o = sandbox(&d, &["--", "./touch100"]);
     let kb = o.verdict()["max_rss_kb"].as_f64().unwrap();
     let want = 100.0 * 1024.0;
     assert!((kb - want).abs() <= 0.05 * want, "max_rss_kb {kb}");

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// A usage error: names the option and says what was expected.
@@ -23,7 +24,7 @@ pub(crate) fn usage(option: impl Into<String>, message: impl Into<String>) -> Us
 }
 
 /// How a `--dir` rule mounts its directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirRule {
     /// The path inside the sandbox (absolute).
     pub inside: PathBuf,
@@ -103,7 +104,7 @@ impl DirRule {
 }
 
 /// Everything one run needs. Limits are `None` when not set.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Options {
     pub args: Vec<String>,
     /// CPU time limit, seconds.
@@ -119,8 +120,14 @@ pub struct Options {
     pub stack: Option<u64>,
     pub open_files: Option<u64>,
     pub cpus: Option<String>,
-    /// `--dir` rules; none means "the current directory, read-write, at the same path".
+    /// `--dir` rules; none means "the current directory is the box".
     pub dirs: Vec<DirRule>,
+    /// Size of the box when it is a fresh tmpfs (with `--dir` rules), bytes.
+    pub box_size: u64,
+    /// Size of /tmp, bytes.
+    pub tmp_size: u64,
+    /// The whole host root read-only (the weaker view of husk before the minimal one).
+    pub host_root: bool,
     pub uid: u32,
     pub gid: u32,
     /// `NAME=VALUE`, or `NAME` to pass the caller's value on.
@@ -138,6 +145,13 @@ pub const DEFAULT_ID: u32 = 65534;
 /// Processes and threads per run unless `--pids` says otherwise: enough for compilers and test
 /// runners, few enough that a fork bomb stays small.
 pub const DEFAULT_PIDS: i64 = 256;
+/// Open files per process unless `--open-files` says otherwise (isolate's default).
+pub const DEFAULT_OPEN_FILES: u64 = 64;
+/// The size of a fresh box and of /tmp unless `--box-size`/`--tmp-size` say otherwise.
+pub const DEFAULT_BOX_SIZE: u64 = 64 << 20;
+pub const DEFAULT_TMP_SIZE: u64 = 64 << 20;
+/// The box's path inside the sandbox (isolate's).
+pub const BOX: &str = "/box";
 
 impl Default for Options {
     fn default() -> Self {
@@ -150,9 +164,12 @@ impl Default for Options {
             pids: Some(DEFAULT_PIDS),
             output: None,
             stack: None,
-            open_files: None,
+            open_files: Some(DEFAULT_OPEN_FILES),
             cpus: None,
             dirs: Vec::new(),
+            box_size: DEFAULT_BOX_SIZE,
+            tmp_size: DEFAULT_TMP_SIZE,
+            host_root: false,
             uid: DEFAULT_ID,
             gid: DEFAULT_ID,
             env: Vec::new(),
@@ -182,6 +199,16 @@ impl Options {
     pub fn check_common(&self) -> Result<(), UsageError> {
         if let Some(p) = &self.stdin {
             std::fs::File::open(p).map_err(|e| usage("--stdin", format!("{p:?}: {e}")))?;
+        }
+        for (flag, p) in [("--stdout", &self.stdout), ("--stderr", &self.stderr)] {
+            if let Some(p) = p {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(p)
+                    .map_err(|e| usage(flag, format!("{p:?}: {e}")))?;
+            }
         }
         for d in &self.dirs {
             d.check()?;
@@ -213,6 +240,8 @@ impl Options {
             "open-files" => self.open_files = Some(count(f, value)?),
             "cpus" => self.cpus = Some(value.to_string()),
             "dir" => self.dirs.push(DirRule::parse(value)?),
+            "box-size" => self.box_size = size(f, value)?,
+            "tmp-size" => self.tmp_size = size(f, value)?,
             "uid" => self.uid = id(f, value)?,
             "gid" => self.gid = id(f, value)?,
             "env" => self.env.push(env_entry(value)?),
@@ -247,13 +276,9 @@ impl Options {
                         .collect::<Result<_, _>>()?;
                 }
                 ("args", _) => return Err(usage("args", "expected an array of strings")),
-                ("full-env" | "share-net", Value::Bool(b)) => {
-                    if key == "full-env" {
-                        o.full_env = *b
-                    } else {
-                        o.share_net = *b
-                    }
-                }
+                ("full-env", Value::Bool(b)) => o.full_env = *b,
+                ("share-net", Value::Bool(b)) => o.share_net = *b,
+                ("host-root", Value::Bool(b)) => o.host_root = *b,
                 ("env" | "dir", Value::Array(a)) => {
                     for x in a {
                         let s = x
@@ -273,7 +298,12 @@ impl Options {
     /// Whether the job needs a sandbox made for it (its mounts or network differ from the
     /// pool's), rather than a pre-made one.
     pub fn same_layout(&self, other: &Options) -> bool {
-        self.dirs == other.dirs && self.share_net == other.share_net
+        self.dirs == other.dirs
+            && self.share_net == other.share_net
+            && self.host_root == other.host_root
+            && self.box_size == other.box_size
+            && self.uid == other.uid
+            && self.gid == other.gid
     }
 }
 
@@ -381,11 +411,12 @@ pub fn environment(o: &Options, caller: &[(String, String)]) -> Vec<String> {
     env.into_iter().map(|(n, v)| format!("{n}={v}")).collect()
 }
 
-/// The working directory inside: `--chdir`, else the current directory when it is bound (no
-/// `--dir` rules), else `/`.
+/// The working directory inside: `--chdir`, else the box. With `--host-root`: the current
+/// directory when it is bound (no `--dir` rules), else `/`.
 pub fn workdir(o: &Options, cwd: &Path) -> PathBuf {
     match &o.chdir {
         Some(c) => c.clone(),
+        None if !o.host_root => PathBuf::from(BOX),
         None if o.dirs.is_empty() => cwd.to_path_buf(),
         None => PathBuf::from("/"),
     }

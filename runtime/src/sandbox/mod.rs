@@ -1,24 +1,37 @@
-//! `husk sandbox`: run a program under limits in a throw-away container built from the host's
-//! own root, and say exactly what happened; see the README, `husk sandbox`.
+//! `husk sandbox`: run a program under limits in a throw-away container with a minimal view of
+//! the host, and say exactly what happened (DESIGN.md §6).
 //!
 //! The flow of one run: [`limits::Options`] (parsed and checked: usage errors stop here) →
-//! [`plan::build`] (an OCI spec in memory, validated by the runtime's spec code) → a cgroup →
+//! [`view`] (the caller's directories the program may write, idmapped) → [`plan::build`] (an
+//! OCI spec in memory, validated by the runtime's spec code) → [`exec_check`] → a cgroup →
 //! [`crate::process::spawn`] → [`run::watch`] (CPU and wall limits) → [`verdict::Verdict`].
-//! [`batch`] runs many jobs from a warm pool of pre-made sandboxes.
+//! [`batch`] runs many jobs through a [`pool`] of [`zygote`]s that speak a typed
+//! [`channel`]; each job's process is made by [`job_child`]. [`cleanup`] removes what a killed
+//! husk left.
 
 pub mod batch;
+pub mod channel;
+pub mod cleanup;
+pub mod exec_check;
+pub mod fill;
+pub mod job_child;
 pub mod limits;
 pub mod net;
+pub mod output;
 pub mod plan;
+pub mod pool;
 pub mod profile;
 pub mod run;
 pub mod stats;
 pub mod verdict;
+pub mod view;
+pub mod zygote;
 
 pub use limits::{Options, UsageError};
 pub use verdict::{Status, Verdict};
 
-/// Run one program under `o` and return its verdict (XX on an internal failure).
-pub fn run_one(o: &Options) -> Verdict {
+/// Run one program under `o` and return its verdict (XX on an internal failure); a directory
+/// that can't be given to the program is a usage error.
+pub fn run_one(o: &Options) -> Result<Verdict, UsageError> {
     run::run(o, &profile::judge_profile(), 0)
 }

@@ -1,6 +1,15 @@
 //! Limits → a runtime [`Plan`]: an OCI spec built in memory and validated by the same code as
 //! `config.json` ([`crate::spec::inmemory::plan_from_spec`]).
 //!
+//! The view (the default, minimal one): the host's `/bin`, `/sbin`, `/lib*` and `/usr`
+//! read-only, the [`ETC`] entries of the host's `/etc` read-only, a fresh bounded `/tmp`,
+//! `/proc` of the program's own pid namespace with `hidepid=2` (the program sees its own
+//! processes only), a minimal `/dev` (null, zero, full, random, urandom, tty, shm, pts), a
+//! small `/run`, and the box at `/box`. Everything else of the host (homes, `/root`, `/srv`,
+//! `/var`, `/opt`, the rest of `/etc`) is not there: it comes in only through `--dir`.
+//! `--host-root` binds every top-level directory of the host read-only instead (weaker: the
+//! program can read every world-readable file of the host).
+//!
 //! The root: a skeleton directory (`/run/husk-sandbox/root`, made once) holding one empty
 //! mount point per top-level directory of the host and the host's top-level symlinks
 //! (`/bin -> usr/bin`). Each host directory is bound read-only (recursively, nosuid, nodev)
@@ -95,7 +104,58 @@ pub fn without_cgroup(o: &Options) -> Option<String> {
 pub const CGROUP_PARENT: &str = "/husk-sandbox";
 
 /// Top-level host entries the sandbox gets fresh (or not at all) instead of bound.
-const NOT_BOUND: &[&str] = &["proc", "sys", "dev", "tmp", "run", "lost+found"];
+const NOT_BOUND: &[&str] = &["proc", "sys", "dev", "tmp", "run", "lost+found", "box"];
+
+/// Top-level host directories of the minimal view.
+pub const MINIMAL: &[&str] = &["bin", "lib", "lib32", "lib64", "libx32", "sbin", "usr"];
+
+/// Entries of the host's `/etc` in the minimal view: users and groups by name, the dynamic
+/// linker's cache and configuration, the time zone, name service and protocol tables, and the
+/// alternatives that `/usr/bin` symlinks point through; plus `java*` (the JDK's configuration
+/// its `lib/` links to). No secrets: no shadow, no ssh, no machine-id.
+pub const ETC: &[&str] = &[
+    "alternatives",
+    "group",
+    "host.conf",
+    "hosts",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "nsswitch.conf",
+    "passwd",
+    "protocols",
+    "services",
+];
+
+/// `/proc` mount options: the program sees only its own processes (not the sandbox's pid 1,
+/// whose command line is the caller's husk command line).
+pub const PROC_OPTIONS: &str = "hidepid=2";
+
+/// The [`ETC`] entries (and `java*`) the host has: (name, is a directory). Looked up once.
+pub fn etc_entries() -> &'static [(String, bool)] {
+    static E: std::sync::OnceLock<Vec<(String, bool)>> = std::sync::OnceLock::new();
+    E.get_or_init(etc_lookup)
+}
+
+fn etc_lookup() -> Vec<(String, bool)> {
+    let mut names: Vec<String> = ETC.iter().map(|s| s.to_string()).collect();
+    if let Ok(d) = std::fs::read_dir("/etc") {
+        names.extend(
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str().map(String::from))
+                .filter(|n| n.starts_with("java")),
+        );
+    }
+    names.sort();
+    names
+        .into_iter()
+        .filter_map(|n| {
+            let m = std::fs::metadata(Path::new("/etc").join(&n)).ok()?;
+            (m.is_dir() || m.is_file()).then(|| (n, m.is_dir()))
+        })
+        .collect()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -170,10 +230,32 @@ pub fn ensure_skeleton(root: &Path, top: &[TopLevel]) -> Result<(), PlanError> {
             Err(e) => Err(err(p)(e)),
         }
     };
-    if !root.join("proc").is_dir() {
+    if !root.join("box").is_dir() {
         mkdir(root)?;
-        for d in ["proc", "dev", "tmp", "run"] {
+        for d in ["proc", "dev", "tmp", "run", "box", "etc"] {
             mkdir(&root.join(d))?;
+        }
+    }
+    // Mount points for the minimal view's /etc entries (the host-root view's /etc bind
+    // covers them).
+    for (name, dir) in etc_entries() {
+        let p = root.join("etc").join(name);
+        if std::fs::symlink_metadata(&p).is_ok() {
+            continue;
+        }
+        let made = if *dir {
+            std::fs::DirBuilder::new().mode(0o755).create(&p)
+        } else {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&p)
+                .map(drop)
+        };
+        match made {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(err(&p)(e)),
         }
     }
     for t in top {
@@ -203,13 +285,23 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Value {
     json!({"destination": dest, "type": typ, "source": source, "options": options})
 }
 
-/// The mounts of a sandbox, in order: the host read-only, fresh /proc /dev /tmp /run, then the
-/// `--dir` rules (or the current directory read-write).
-pub fn mounts(o: &Options, top: &[TopLevel], cwd: &Path) -> Vec<Value> {
+/// The mounts of a sandbox, in order: the host's directories read-only (the minimal view, or
+/// every one with `--host-root`), fresh /proc /dev /tmp /run, the box, then the `--dir` rules.
+/// `view` maps a caller's directory to its idmapped copy.
+pub fn mounts(o: &Options, top: &[TopLevel], cwd: &Path, view: &super::view::View) -> Vec<Value> {
     let mut m = Vec::new();
+    let ro = ["rbind", "rro", "rnosuid", "rnodev"];
     for t in top {
         if let TopLevel::Dir(n) = t {
-            let p = format!("/{n}");
+            if o.host_root || MINIMAL.contains(&n.as_str()) {
+                let p = format!("/{n}");
+                m.push(mount(&p, "bind", &p, &ro));
+            }
+        }
+    }
+    if !o.host_root {
+        for (name, _) in etc_entries() {
+            let p = format!("/etc/{name}");
             m.push(mount(
                 &p,
                 "bind",
@@ -218,12 +310,8 @@ pub fn mounts(o: &Options, top: &[TopLevel], cwd: &Path) -> Vec<Value> {
             ));
         }
     }
-    m.push(mount(
-        "/proc",
-        "proc",
-        "proc",
-        &["nosuid", "noexec", "nodev"],
-    ));
+    let proc_opts = ["nosuid", "noexec", "nodev", PROC_OPTIONS];
+    m.push(mount("/proc", "proc", "proc", &proc_opts));
     m.push(mount(
         "/dev",
         "tmpfs",
@@ -236,11 +324,12 @@ pub fn mounts(o: &Options, top: &[TopLevel], cwd: &Path) -> Vec<Value> {
         "shm",
         &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
     ));
+    let tmp_size = format!("size={}", o.tmp_size);
     m.push(mount(
         "/tmp",
         "tmpfs",
         "tmpfs",
-        &["nosuid", "nodev", "mode=1777"],
+        &["nosuid", "nodev", "mode=1777", &tmp_size],
     ));
     m.push(mount(
         "/run",
@@ -248,32 +337,69 @@ pub fn mounts(o: &Options, top: &[TopLevel], cwd: &Path) -> Vec<Value> {
         "tmpfs",
         &["nosuid", "nodev", "noexec", "mode=755", "size=1m"],
     ));
-    if o.dirs.is_empty() {
-        if cwd != Path::new("/") {
-            let p = cwd.to_string_lossy();
-            m.push(mount(&p, "bind", &p, &["rbind", "rw", "nosuid", "nodev"]));
+    let rw_bind = |inside: &str, outside: &Path| {
+        let src = view.source(outside).to_string_lossy().into_owned();
+        mount(inside, "bind", &src, &["rbind", "rw", "nosuid", "nodev"])
+    };
+    if o.host_root {
+        if o.dirs.is_empty() && cwd != Path::new("/") {
+            m.push(rw_bind(&cwd.to_string_lossy(), cwd));
         }
+    } else if o.dirs.is_empty() {
+        m.push(rw_bind(super::limits::BOX, cwd));
     } else {
-        for d in &o.dirs {
-            let inside = d.inside.to_string_lossy();
-            let mut opts = vec!["nosuid", "nodev"];
-            if d.noexec {
-                opts.push("noexec");
+        let size = format!("size={}", o.box_size);
+        let owner = format!("uid={},gid={}", o.uid, o.gid);
+        m.push(mount(
+            super::limits::BOX,
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "nodev", "mode=755", &size, &owner],
+        ));
+    }
+    for d in &o.dirs {
+        let inside = d.inside.to_string_lossy();
+        let mut opts = vec!["nosuid", "nodev"];
+        if d.noexec {
+            opts.push("noexec");
+        }
+        match &d.outside {
+            None => {
+                opts.push("mode=1777");
+                m.push(mount(&inside, "tmpfs", "tmpfs", &opts));
             }
-            match &d.outside {
-                None => {
-                    opts.push("mode=1777");
-                    m.push(mount(&inside, "tmpfs", "tmpfs", &opts));
-                }
-                Some(out) => {
-                    opts.push("rbind");
-                    opts.push(if d.writable { "rw" } else { "rro" });
-                    m.push(mount(&inside, "bind", &out.to_string_lossy(), &opts));
-                }
+            Some(out) => {
+                opts.push("rbind");
+                opts.push(if d.writable { "rw" } else { "rro" });
+                let src = view.source(out);
+                m.push(mount(&inside, "bind", &src.to_string_lossy(), &opts));
             }
         }
     }
     m
+}
+
+/// The caller's directories a run binds (the box, `--dir` rules): the ones to idmap, each with
+/// whether the program must be able to write it.
+pub fn bound_dirs(o: &Options, cwd: &Path) -> Vec<super::view::Bound> {
+    let mut v = Vec::new();
+    if o.dirs.is_empty() && !(o.host_root && cwd == Path::new("/")) {
+        v.push(super::view::Bound {
+            what: "the current directory (the box)",
+            dir: cwd.to_path_buf(),
+            writable: true,
+        });
+    }
+    for d in &o.dirs {
+        if let Some(out) = &d.outside {
+            v.push(super::view::Bound {
+                what: "--dir",
+                dir: out.clone(),
+                writable: d.writable,
+            });
+        }
+    }
+    v
 }
 
 /// The rlimits of a run: the CPU backstop one second past the kill time (the poller kills
@@ -321,6 +447,8 @@ pub fn resources(o: &Options) -> Value {
 }
 
 /// The whole spec of one run, as JSON.
+// Each argument is an independent input of this pure builder (tests vary each one).
+#[allow(clippy::too_many_arguments)]
 pub fn spec_json(
     o: &Options,
     top: &[TopLevel],
@@ -329,6 +457,7 @@ pub fn spec_json(
     cgroup: &str,
     seccomp: &Value,
     mode: Mode,
+    view: &super::view::View,
 ) -> Value {
     let mut namespaces = vec![
         json!({"type": "pid"}),
@@ -358,7 +487,7 @@ pub fn spec_json(
             "rlimits": rlimits(o, mode.cgroup),
             "noNewPrivileges": true,
         },
-        "mounts": mounts(o, top, cwd),
+        "mounts": mounts(o, top, cwd, view),
         "linux": {
             "namespaces": namespaces,
             "cgroupsPath": cgroup,
@@ -397,21 +526,33 @@ pub fn spec_json(
     v
 }
 
-/// Build and validate the plan of one run.
-pub fn build(o: &Options, cgroup: &str, seccomp: &Value, mode: Mode) -> Result<Plan, PlanError> {
+/// A plan and the program's working directory inside.
+pub struct Built {
+    pub plan: Plan,
+    pub cwd: PathBuf,
+}
+
+/// Build and validate the plan of one run started in `cwd` (the caller's directory).
+pub fn build(
+    o: &Options,
+    cwd: &Path,
+    cgroup: &str,
+    seccomp: &Value,
+    mode: Mode,
+    view: &super::view::View,
+) -> Result<Built, PlanError> {
     let top = host_top_level()?;
     let root = skeleton()?;
     ensure_skeleton(&root, &top)?;
-    let cwd = std::env::current_dir().map_err(|source| PlanError::Skeleton {
-        path: PathBuf::from("."),
-        source,
-    })?;
     let caller: Vec<(String, String)> = std::env::vars().collect();
-    let mut v = spec_json(o, &top, &cwd, &caller, cgroup, seccomp, mode);
+    let mut v = spec_json(o, &top, cwd, &caller, cgroup, seccomp, mode, view);
     v["root"]["path"] = json!(root);
     let spec: Spec = serde_json::from_value(v).map_err(|e| PlanError::Spec(e.to_string()))?;
     let bundle = root.parent().unwrap_or(Path::new("/"));
-    Ok(crate::spec::inmemory::plan_from_spec(spec, bundle)?)
+    Ok(Built {
+        plan: crate::spec::inmemory::plan_from_spec(spec, bundle)?,
+        cwd: workdir(o, cwd),
+    })
 }
 
 #[cfg(test)]
@@ -426,6 +567,7 @@ mod tests {
             time: Some(1.5),
             memory: Some(64 << 20),
             output: Some(1 << 20),
+            host_root: true,
             ..Options::default()
         };
         let top = vec![
@@ -440,6 +582,7 @@ mod tests {
             "/husk-sandbox/t",
             &super::super::profile::judge_profile(),
             Mode::root(),
+            &Default::default(),
         );
         let spec: Spec = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(spec.process().as_ref().unwrap().cwd(), Path::new("/work/x"));
@@ -461,6 +604,38 @@ mod tests {
             .any(|r| r["type"] == "RLIMIT_CPU" && r["soft"] == 3));
         assert_eq!(v["linux"]["resources"]["memory"]["swap"], 64 << 20);
 
+        // The minimal view: /usr but no other host directory, the box at /box.
+        o.host_root = false;
+        let top = vec![
+            TopLevel::Dir("usr".into()),
+            TopLevel::Dir("home".into()),
+            TopLevel::Link("bin".into(), "usr/bin".into()),
+        ];
+        let v = spec_json(
+            &o,
+            &top,
+            Path::new("/work/x"),
+            &[],
+            "/t",
+            &json!(null),
+            Mode::root(),
+            &Default::default(),
+        );
+        let m = v["mounts"].as_array().unwrap();
+        assert!(m.iter().any(|m| m["destination"] == "/etc/passwd"));
+        assert!(!m.iter().any(|m| m["destination"] == "/home"));
+        assert!(m.iter().any(|m| m["destination"] == "/tmp"
+            && m["options"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("size=67108864"))));
+        let last = m.last().unwrap();
+        assert_eq!(
+            (&last["destination"], &last["source"]),
+            (&json!("/box"), &json!("/work/x"))
+        );
+        assert_eq!(v["process"]["cwd"], "/box");
+
         o.dirs = vec![DirRule::parse("/box=/srv:rw").unwrap()];
         o.share_net = true;
         let v = spec_json(
@@ -471,11 +646,12 @@ mod tests {
             "/t",
             &json!(null),
             Mode::root(),
+            &Default::default(),
         );
         let last = v["mounts"].as_array().unwrap().last().unwrap().clone();
         assert_eq!(last["destination"], "/box");
         assert_eq!(last["source"], "/srv");
-        assert_eq!(v["process"]["cwd"], "/");
+        assert_eq!(v["process"]["cwd"], "/box");
         assert!(!v["linux"]["namespaces"]
             .as_array()
             .unwrap()

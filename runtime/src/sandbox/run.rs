@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use super::limits::Options;
+use super::limits::{usage, Options, UsageError};
 use super::stats::{self, Stats};
 use super::verdict::{Status, Verdict};
 use crate::cgroups::Cgroup;
@@ -57,6 +57,8 @@ pub struct Watch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kill {
     Time,
+    /// `--output` passed on a relayed stream ([`super::output`]).
+    Output,
     Wall,
 }
 
@@ -86,6 +88,15 @@ pub fn pidfd_open(pid: i32) -> Result<OwnedFd, nix::Error> {
 
 /// Wait for the program, killing it at the CPU or wall limit. Returns why it was killed.
 pub fn watch(w: &Watch, o: &Options) -> Result<Option<Kill>, RunError> {
+    watch_relaying(w, o, None)
+}
+
+/// [`watch`], relaying the program's output meanwhile (and killing it past `--output`).
+pub fn watch_relaying(
+    w: &Watch,
+    o: &Options,
+    mut fwd: Option<&mut super::output::Forward>,
+) -> Result<Option<Kill>, RunError> {
     let pidfd = pidfd_open(w.pid).map_err(|source| RunError::Step {
         step: "watch the program (pidfd_open)",
         source,
@@ -116,15 +127,25 @@ pub fn watch(w: &Watch, o: &Options) -> Result<Option<Kill>, RunError> {
             let left = wall - elapsed;
             timeout = Some(timeout.map_or(left, |t| t.min(left)));
         }
-        if exited(&pidfd, timeout)? {
+        if exited(&pidfd, timeout, fwd.as_deref_mut())? {
             return Ok(None);
+        }
+        if fwd.as_ref().is_some_and(|f| f.exceeded) {
+            kill(w.pid);
+            return Ok(Some(Kill::Output));
         }
     }
 }
 
-fn exited(pidfd: &OwnedFd, timeout: Option<Duration>) -> Result<bool, RunError> {
+fn exited(
+    pidfd: &OwnedFd,
+    timeout: Option<Duration>,
+    fwd: Option<&mut super::output::Forward>,
+) -> Result<bool, RunError> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    let mut fds = vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    let relays = fwd.as_ref().map(|f| f.fds()).unwrap_or_default();
+    fds.extend(relays.iter().map(|f| PollFd::new(*f, PollFlags::POLLIN)));
     let ms = match timeout {
         // Round up: a zero timeout would spin.
         Some(t) => PollTimeout::try_from(t.as_micros().div_ceil(1000).max(1) as i32)
@@ -132,7 +153,24 @@ fn exited(pidfd: &OwnedFd, timeout: Option<Duration>) -> Result<bool, RunError> 
         None => PollTimeout::NONE,
     };
     match poll(&mut fds, ms) {
-        Ok(n) => Ok(n > 0),
+        Ok(n) => {
+            let ready: Vec<usize> = fds[1..]
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.revents().is_some_and(|r| !r.is_empty()))
+                .map(|(i, _)| i)
+                .collect();
+            let done = fds[0].revents().is_some_and(|r| !r.is_empty());
+            drop(fds);
+            drop(relays);
+            if let Some(f) = fwd {
+                // Highest first: a relay that closes shifts the ones after it.
+                for i in ready.into_iter().rev() {
+                    f.pump(i);
+                }
+            }
+            Ok(n > 0 && done)
+        }
         Err(nix::errno::Errno::EINTR) => Ok(false),
         Err(source) => Err(RunError::Step {
             step: "poll the program",
@@ -220,6 +258,7 @@ pub fn verdict(o: &Options, w: &mut Watch, killed: Option<Kill>, r: &Report) -> 
     let (st, message) = match (killed, signal) {
         (Some(Kill::Time), _) => (Status::TLE, "CPU time limit exceeded"),
         (Some(Kill::Wall), _) => (Status::WLE, "wall time limit exceeded"),
+        (Some(Kill::Output), _) => (Status::OLE, "output limit exceeded"),
         _ if oom => (Status::MLE, "memory limit exceeded"),
         (_, Some(libc::SIGXFSZ)) => (Status::OLE, "output limit exceeded"),
         (_, Some(libc::SIGXCPU)) => (Status::TLE, "CPU time limit exceeded"),
@@ -239,13 +278,12 @@ pub fn verdict(o: &Options, w: &mut Watch, killed: Option<Kill>, r: &Report) -> 
         signal,
         cpu_time_s: cpu,
         wall_time_s: wall,
-        max_rss_kb: cg_peak_kb.unwrap_or(r.maxrss_kb.max(0) as u64),
+        max_rss_kb: r.maxrss_kb.max(0) as u64,
+        cg_mem_kb: cg_peak_kb,
         oom_killed: oom,
         csw_voluntary: r.nvcsw.max(0) as u64,
         csw_forced: r.nivcsw.max(0) as u64,
         message: message.into(),
-        rusage_max_rss_kb: r.maxrss_kb.max(0) as u64,
-        cg_mem_kb: cg_peak_kb,
         killed: killed.is_some() || oom,
     }
 }
@@ -273,8 +311,9 @@ fn open_file(what: &'static str, path: &Path, write: bool) -> Result<OwnedFd, Ru
 }
 
 impl Stdio {
-    pub fn redirect(o: &Options) -> Result<Stdio, RunError> {
-        let mut files = Vec::new();
+    /// Redirect to the files of `o`, and `extra` (relay pipes) onto their fd numbers.
+    pub fn redirect(o: &Options, extra: Vec<(RawFd, OwnedFd)>) -> Result<Stdio, RunError> {
+        let mut files = extra;
         for (fd, what, path, write) in [
             (0, "--stdin", &o.stdin, false),
             (1, "--stdout", &o.stdout, true),
@@ -344,6 +383,106 @@ impl Observer for Joiner<'_> {
     }
 }
 
+/// Helpers (watchdogs, idmap namespace holders) killed but not waited for.
+static UNREAPED: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Kill a helper process of husk's own; it is reaped later ([`reap_helpers`]), as its exit
+/// may take a scheduling round on a busy host.
+pub fn kill_helper(pid: i32) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    if let Ok(mut v) = UNREAPED.lock() {
+        v.push(pid);
+    }
+}
+
+/// Reap the helpers that have died, so a batch of many single runs piles up no zombies.
+pub fn reap_helpers() {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    if let Ok(mut v) = UNREAPED.lock() {
+        v.retain(|p| {
+            matches!(
+                waitpid(nix::unistd::Pid::from_raw(*p), Some(WaitPidFlag::WNOHANG)),
+                Ok(WaitStatus::StillAlive)
+            )
+        });
+    }
+}
+
+/// A fork of husk that outlives it only to kill the sandbox when husk dies (a judge's own
+/// `timeout -s KILL`): it blocks reading a pipe whose only writer is husk, which sends it the
+/// init's pid once spawned; end of file means husk is gone, and it kills the init (its pid
+/// namespace, and so every process of the program, dies with it) and removes the cgroup with
+/// whatever still runs in it (which also covers husk dying before it sent the pid: the init
+/// is in the cgroup before it runs anything of the user's). A run that ends normally kills the
+/// watchdog first. The next run sweeps what a watchdog couldn't ([`super::cleanup`]).
+pub struct Watchdog {
+    pid: i32,
+    husk_alive: OwnedFd,
+}
+
+impl Watchdog {
+    pub fn start(cgroup: &Cgroup) -> Option<Watchdog> {
+        reap_helpers();
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
+        match crate::sys::fork() {
+            Ok(0) => {
+                drop(w);
+                // Nothing of husk's but the pipe: a copy of the status pipe's write end (or
+                // the caller's stdout) held here would keep their readers waiting.
+                if nix::unistd::dup2(r.as_raw_fd(), 3).is_err() {
+                    crate::sys::exit_now(1);
+                }
+                // SAFETY: close_range only closes descriptors; none is used below but fd 3.
+                unsafe {
+                    libc::close_range(0, 2, 0);
+                    libc::close_range(4, u32::MAX, 0);
+                }
+                use nix::sys::signal::{signal, SigHandler, Signal as S};
+                for s in [S::SIGINT, S::SIGTERM, S::SIGHUP, S::SIGQUIT, S::SIGPIPE] {
+                    // SAFETY: SIG_IGN installs no handler code.
+                    let _ = unsafe { signal(s, SigHandler::SigIgn) };
+                }
+                let mut buf = [0u8; 4];
+                let mut got = 0;
+                let mut rest = [0u8; 16];
+                loop {
+                    let into: &mut [u8] = if got < 4 { &mut buf[got..] } else { &mut rest };
+                    match nix::unistd::read(3, into) {
+                        Err(nix::errno::Errno::EINTR) => continue,
+                        Ok(n) if n > 0 => got += n,
+                        _ => break,
+                    }
+                }
+                if got >= 4 {
+                    kill(i32::from_ne_bytes(buf));
+                }
+                let _ = cgroup.destroy();
+                crate::sys::exit_now(0)
+            }
+            Ok(pid) => Some(Watchdog { pid, husk_alive: w }),
+            Err(_) => None,
+        }
+    }
+
+    /// husk's end of the pipe: the init must close its copy, or it would keep the pipe open.
+    pub fn fd(&self) -> RawFd {
+        self.husk_alive.as_raw_fd()
+    }
+
+    /// The init to kill should husk die.
+    pub fn watch(&self, init: i32) {
+        let _ = nix::unistd::write(&self.husk_alive, &init.to_ne_bytes());
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        // Killed before husk's end of the pipe closes, so it never mistakes the normal end
+        // for husk's death. Reaped without waiting: it may take a scheduling round to die.
+        kill_helper(self.pid);
+    }
+}
+
 /// Is an init failure the program's own (it doesn't exist) rather than the sandbox's?
 fn missing_program(message: &str) -> bool {
     message.contains("executable file not found") || message.contains("no such executable")
@@ -376,7 +515,17 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
     } else {
         Stats::open(stats::host(), cgroup.path())
     };
-    let stdio = Stdio::redirect(o).map_err(|e| internal(&e))?;
+    let (mut relay, ends) = match super::output::Forward::setup(o) {
+        Ok(Some((f, ends))) => (Some(f), ends),
+        Ok(None) => (None, Vec::new()),
+        Err(source) => {
+            return Err(internal(&RunError::Step {
+                step: "create the output relay",
+                source,
+            }))
+        }
+    };
+    let stdio = Stdio::redirect(o, ends).map_err(|e| internal(&e))?;
     let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
         internal(&RunError::Step {
             step: "create the status pipe",
@@ -395,6 +544,11 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
         cgroup_join: cgroup.open_join().ok(),
         seccomp_listener: None,
         close_in_child: Vec::new(),
+    };
+    let watchdog = Watchdog::start(cgroup);
+    let opts = spawn::Options {
+        close_in_child: watchdog.iter().map(Watchdog::fd).collect(),
+        ..opts
     };
     let mut joiner = Joiner {
         cgroup,
@@ -421,6 +575,10 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
         Err(e) => return Err(internal(&e)),
     };
     let started = Instant::now();
+    if let Some(w) = &watchdog {
+        w.watch(pid);
+    }
+    let fill = super::fill::Fill::open(pid, o);
     stats.reset_peak();
     let cpu_base = stats.cpu_ns().unwrap_or(0);
     let mut w = Watch {
@@ -430,7 +588,7 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
         oom_base: 0,
         stats,
     };
-    let killed = match watch(&w, o) {
+    let killed = match watch_relaying(&w, o, relay.as_mut()) {
         Ok(k) => k,
         Err(e) => {
             kill(pid);
@@ -439,20 +597,63 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
         }
     };
     let report = ended(pid, Some(&report_r)).map_err(|e| internal(&e))?;
-    Ok(verdict(o, &mut w, killed, &report))
+    if let Some(r) = relay.as_mut() {
+        r.drain();
+    }
+    let killed = match (killed, relay.as_ref().is_some_and(|r| r.exceeded)) {
+        (None, true) => Some(Kill::Output),
+        (k, _) => k,
+    };
+    let mut v = verdict(o, &mut w, killed, &report);
+    fill.judge(&mut v);
+    Ok(v)
 }
 
-/// Options → plan → cgroup → run → cleanup: one complete sandboxed run.
-pub fn run(o: &Options, seccomp: &serde_json::Value, seq: u64) -> Verdict {
+/// Options → plan → cgroup → run → cleanup: one complete sandboxed run. A directory the
+/// program can't be given (the caller's, a `--dir`) is a usage error; anything else that
+/// fails is an XX verdict.
+pub fn run(o: &Options, seccomp: &serde_json::Value, seq: u64) -> Result<Verdict, UsageError> {
+    let cwd = std::env::current_dir().map_err(|e| {
+        usage(
+            "the current directory",
+            format!("{e}: cd to a directory that exists"),
+        )
+    })?;
+    let rootless = !nix::unistd::geteuid().is_root();
+    if !rootless {
+        super::cleanup::stale_cgroups();
+    }
+    let view = super::view::prepare(&super::plan::bound_dirs(o, &cwd), o.uid, o.gid)?;
+    Ok(run_in(o, seccomp, seq, &cwd, &view, rootless))
+}
+
+fn run_in(
+    o: &Options,
+    seccomp: &serde_json::Value,
+    seq: u64,
+    cwd: &Path,
+    view: &super::view::View,
+    rootless: bool,
+) -> Verdict {
     let name = format!(
         "{}-{}-{seq}",
         super::plan::CGROUP_PARENT,
         std::process::id()
     );
-    let rootless = !nix::unistd::geteuid().is_root();
     let mut mode = super::plan::Mode {
         userns: rootless,
         cgroup: true,
+    };
+    let mut plan = match super::plan::build(o, cwd, &name, seccomp, mode, view) {
+        Ok(b) => {
+            // The program is checked before anything is made for it.
+            let check = super::exec_check::check(o, &b.cwd, &|p: &Path| host_path(&b.plan, p));
+            if let Some(v) = check {
+                return v;
+            }
+            b.plan
+        }
+        Err(e) => return Verdict::internal(crate::init::chain(&e)),
     };
     let mut cgroup = match Cgroup::resolve(Some(Path::new(&name)), "sandbox", false) {
         Ok(c) => c,
@@ -477,14 +678,11 @@ pub fn run(o: &Options, seccomp: &serde_json::Value, seq: u64) -> Verdict {
         ));
         mode.cgroup = false;
         cgroup = Cgroup::none();
+        plan = match super::plan::build(o, cwd, &name, seccomp, mode, view) {
+            Ok(b) => b.plan,
+            Err(e) => return Verdict::internal(crate::init::chain(&e)),
+        };
     }
-    let plan = match super::plan::build(o, &name, seccomp, mode) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = cgroup.destroy();
-            return Verdict::internal(crate::init::chain(&e));
-        }
-    };
     let mut v = run_plan(o, &plan, &cgroup);
     if !mode.cgroup && v.status != Status::XX {
         if let Some(note) = super::plan::without_cgroup(o) {
@@ -503,4 +701,37 @@ pub fn run(o: &Options, seccomp: &serde_json::Value, seq: u64) -> Verdict {
         }
     }
     v
+}
+
+/// Where the runtime can look at a path inside the sandbox: through the deepest mount that
+/// covers it when that is a bind, in the skeleton root when none does (following the
+/// skeleton's top-level symlinks, `/bin -> usr/bin`); None under a fresh file system (a tmpfs:
+/// can't tell from here).
+pub fn host_path(plan: &Plan, inside: &Path) -> Option<std::path::PathBuf> {
+    let mut inside = inside.to_path_buf();
+    for _ in 0..8 {
+        let m = plan
+            .spec
+            .mounts()
+            .iter()
+            .flatten()
+            .filter(|m| inside.starts_with(m.destination()))
+            .max_by_key(|m| m.destination().components().count());
+        if let Some(m) = m {
+            if m.typ().as_deref() != Some("bind") {
+                return None;
+            }
+            let rest = inside.strip_prefix(m.destination()).ok()?;
+            return Some(m.source().as_ref()?.join(rest));
+        }
+        let rel = inside.strip_prefix("/").ok()?;
+        let mut parts = rel.components();
+        let first = parts.next()?;
+        let top = plan.rootfs.join(first);
+        match std::fs::read_link(&top) {
+            Ok(target) => inside = Path::new("/").join(target).join(parts.as_path()),
+            Err(_) => return Some(plan.rootfs.join(rel)),
+        }
+    }
+    None
 }

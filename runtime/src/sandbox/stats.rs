@@ -63,6 +63,7 @@ pub fn host() -> &'static Hierarchies {
 pub struct Stats {
     v2: bool,
     cpu: Option<std::fs::File>,
+    usage: Option<std::fs::File>,
     peak: Option<std::fs::File>,
     oom: Option<std::fs::File>,
 }
@@ -78,6 +79,7 @@ impl Stats {
         Stats {
             v2: false,
             cpu: None,
+            usage: None,
             peak: None,
             oom: None,
         }
@@ -91,6 +93,7 @@ impl Stats {
             Hierarchies::V2(base) => Stats {
                 v2: true,
                 cpu: open(join(base, cgroup, "cpu.stat")),
+                usage: open(join(base, cgroup, "memory.current")),
                 // Read-write: a write resets the peak for reads through this descriptor.
                 peak: std::fs::OpenOptions::new()
                     .read(true)
@@ -105,6 +108,9 @@ impl Stats {
                 cpu: cpuacct
                     .as_ref()
                     .and_then(|b| open(join(b, cgroup, "cpuacct.usage"))),
+                usage: memory
+                    .as_ref()
+                    .and_then(|b| open(join(b, cgroup, "memory.usage_in_bytes"))),
                 peak: memory.as_ref().and_then(|b| {
                     std::fs::OpenOptions::new()
                         .read(true)
@@ -130,6 +136,13 @@ impl Stats {
         } else {
             text.trim().parse().ok()
         }
+    }
+
+    /// Memory the cgroup holds now, in bytes.
+    pub fn usage_bytes(&self) -> Option<u64> {
+        let mut buf = [0u8; 64];
+        let n = self.usage.as_ref()?.read_at(&mut buf, 0).ok()?;
+        std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
     }
 
     /// Forget the peak so far (the runtime's own set-up before exec).

@@ -1,11 +1,11 @@
 //! The verdict of one run and its three renderings: one JSON object (`--meta`, batch lines),
 //! isolate's `key:value` meta file (`--meta-format isolate`), and one human line on stderr.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What happened, most specific first: a limit that was hit names the verdict even when the
 /// program died of the kill that enforced it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Status {
     /// Exited with status 0.
     OK,
@@ -41,7 +41,7 @@ impl Status {
 }
 
 /// Facts measured about one run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     /// Position in a batch (absent for a single run).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -51,21 +51,17 @@ pub struct Verdict {
     pub signal: Option<i32>,
     pub cpu_time_s: f64,
     pub wall_time_s: f64,
-    /// Peak memory: the cgroup's peak where there is one (what `--memory` limits), else the
-    /// rusage peak.
+    /// The program's peak resident set (rusage; isolate's `max-rss`).
     pub max_rss_kb: u64,
+    /// The cgroup's peak (what `--memory` limits: it counts page cache and tmpfs too;
+    /// isolate's `cg-mem`), when measured.
+    pub cg_mem_kb: Option<u64>,
     pub oom_killed: bool,
     pub csw_voluntary: u64,
     pub csw_forced: u64,
     pub message: String,
-    /// The rusage peak resident set of the program (isolate's `max-rss`).
-    #[serde(skip)]
-    pub rusage_max_rss_kb: u64,
-    /// The cgroup's peak, when measured (isolate's `cg-mem`).
-    #[serde(skip)]
-    pub cg_mem_kb: Option<u64>,
     /// The run was killed by the sandbox (a limit).
-    #[serde(skip)]
+    #[serde(default)]
     pub killed: bool,
 }
 
@@ -84,7 +80,6 @@ impl Verdict {
             csw_voluntary: 0,
             csw_forced: 0,
             message: message.into(),
-            rusage_max_rss_kb: 0,
             cg_mem_kb: None,
             killed: false,
         }
@@ -101,9 +96,11 @@ impl Verdict {
         v.to_string()
     }
 
-    /// isolate's meta file: the same facts under isolate's names, its status codes (TO for
-    /// both time limits, SG for limits enforced by a signal) and `message` wording, so a judge
-    /// that parses isolate's output reads husk's unchanged.
+    /// isolate's meta file: the same facts under isolate's names and wording, as isolate 1.10
+    /// writes them, so a judge that parses isolate's output reads husk's unchanged. A time
+    /// limit is `TO` with `killed:1` and no exit facts (isolate checks its timers first); a
+    /// memory or output limit is what isolate sees of it, the signal: `SG` with `exitsig:9`
+    /// (and `cg-oom-killed:1`) or `exitsig:25` (SIGXFSZ).
     pub fn to_isolate(&self) -> String {
         let mut out = String::new();
         let mut kv = |k: &str, v: String| {
@@ -112,6 +109,7 @@ impl Verdict {
             out.push_str(&v);
             out.push('\n');
         };
+        let timed_out = matches!(self.status, Status::TLE | Status::WLE);
         if let Some(m) = self.cg_mem_kb {
             kv("cg-mem", m.to_string());
         }
@@ -120,35 +118,30 @@ impl Verdict {
         }
         kv("csw-forced", self.csw_forced.to_string());
         kv("csw-voluntary", self.csw_voluntary.to_string());
-        if let Some(c) = self.exit_code {
-            kv("exitcode", c.to_string());
-        }
-        if let Some(s) = self.signal {
-            kv("exitsig", s.to_string());
-        }
-        if self.killed {
+        if !timed_out {
+            if let Some(c) = self.exit_code {
+                kv("exitcode", c.to_string());
+            }
+            if let Some(s) = self.signal {
+                kv("exitsig", s.to_string());
+            }
+        } else {
             kv("killed", "1".into());
         }
-        kv("max-rss", self.rusage_max_rss_kb.to_string());
-        let status = match self.status {
-            Status::OK => None,
-            Status::RE => Some("RE"),
-            Status::SG | Status::MLE | Status::OLE => Some("SG"),
-            Status::TLE | Status::WLE => Some("TO"),
-            Status::XX => Some("XX"),
-        };
-        let message = match self.status {
-            Status::TLE => Some("Time limit exceeded".to_string()),
-            Status::WLE => Some("Time limit exceeded (wall clock)".to_string()),
-            Status::MLE => Some("Memory limit exceeded".to_string()),
-            Status::OLE => Some("Output limit exceeded".to_string()),
-            Status::RE => Some(format!(
-                "Exited with error status {}",
-                self.exit_code.unwrap_or(0)
-            )),
-            Status::SG => Some(format!("Caught fatal signal {}", self.signal.unwrap_or(0))),
-            Status::XX => Some(self.message.clone()),
-            Status::OK => None,
+        kv("max-rss", self.max_rss_kb.to_string());
+        let (status, message) = match (self.status, self.signal, self.exit_code) {
+            (Status::TLE, _, _) => (Some("TO"), Some("Time limit exceeded".to_string())),
+            (Status::WLE, _, _) => (
+                Some("TO"),
+                Some("Time limit exceeded (wall clock)".to_string()),
+            ),
+            (Status::XX, _, _) => (Some("XX"), Some(self.message.clone())),
+            (Status::OK, _, _) => (None, None),
+            (_, Some(sig), _) => (Some("SG"), Some(format!("Caught fatal signal {sig}"))),
+            (_, None, Some(c)) if c != 0 => {
+                (Some("RE"), Some(format!("Exited with error status {c}")))
+            }
+            _ => (None, None),
         };
         if let Some(m) = message {
             kv("message", m.replace('\n', " "));
@@ -191,8 +184,7 @@ mod tests {
         v.signal = Some(9);
         v.cpu_time_s = 1.0123456;
         v.wall_time_s = 1.1;
-        v.max_rss_kb = 2048;
-        v.rusage_max_rss_kb = 1900;
+        v.max_rss_kb = 1900;
         v.cg_mem_kb = Some(2048);
         v.killed = true;
         v
@@ -205,9 +197,9 @@ mod tests {
         assert_eq!(v["signal"], 9);
         assert_eq!(v["exit_code"], serde_json::Value::Null);
         assert_eq!(v["cpu_time_s"], 1.012);
-        assert_eq!(v["max_rss_kb"], 2048);
+        assert_eq!(v["max_rss_kb"], 1900);
+        assert_eq!(v["cg_mem_kb"], 2048);
         assert!(v.get("index").is_none());
-        assert!(v.get("killed").is_none());
     }
 
     #[test]
@@ -219,7 +211,7 @@ mod tests {
         assert_eq!(kv["time"], "1.012");
         assert_eq!(kv["time-wall"], "1.100");
         assert_eq!(kv["killed"], "1");
-        assert_eq!(kv["exitsig"], "9");
+        assert!(!kv.contains_key("exitsig"));
         assert_eq!(kv["max-rss"], "1900");
         assert_eq!(kv["cg-mem"], "2048");
         assert!(!kv.contains_key("exitcode"));

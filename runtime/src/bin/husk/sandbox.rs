@@ -8,8 +8,18 @@ use clap::{Parser, ValueEnum};
 use husk_runtime::sandbox::{self, Options, Status, UsageError};
 
 const EXIT_OK: i32 = 0;
+/// A verdict other than OK, with `--exit-status isolate`.
+const EXIT_NOT_OK: i32 = 1;
 const EXIT_USAGE: i32 = 2;
 const EXIT_INTERNAL: i32 = 3;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum ExitStatus {
+    /// 0 whenever a verdict was computed, 2 bad usage, 3 internal error.
+    Husk,
+    /// isolate's: 0 on OK, 1 on any other verdict, 2 bad usage, 3 internal error (XX).
+    Isolate,
+}
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 enum MetaFormat {
@@ -22,20 +32,30 @@ enum MetaFormat {
     name = "husk sandbox",
     about = "Run a program under resource limits in a throw-away sandbox and report a verdict",
     long_about = "Run a program under resource limits in a throw-away sandbox and report a \
-        verdict.\n\nThe sandbox sees the host's root read-only, a fresh /tmp, and the current \
-        directory read-write at the same path (--dir rules replace that). It has its own pid, \
-        mount, ipc, uts, cgroup and network namespaces (loopback only), runs as uid/gid 65534 \
-        with no capabilities, no new privileges, a seccomp filter (the engines' default \
-        profile plus keyctl, io_uring, ptrace, mount and namespace calls, AF_VSOCK and \
-        non-native ABIs blocked), and a clean environment (PATH, HOME=/tmp, LANG=C.UTF-8).\n\n\
-        Verdicts: OK, RE (non-zero exit), SG (signal), TLE (CPU time), WLE (wall time), MLE \
-        (memory), OLE (output), XX (internal error).",
-    after_help = "Exit status: 0 when a verdict was computed (whatever it is), 2 on bad usage, \
-        3 on an internal error (verdict XX).\n\nSizes: 65536, 64K, 64M, 1.5G. Times: seconds, \
-        fractional (0.5).\n\nBatch: --batch JOBS.jsonl reads one JSON object per line, \
-        {\"args\": [...]} plus any option above as a key (\"time\": 1, \"memory\": \"64M\", \
-        \"stdout\": \"out.txt\", \"env\": [\"A=1\"]); verdicts go to stdout as JSON lines in \
-        input order, each with its \"index\"."
+        verdict.\n\nThe view (minimal by default): the host's /bin, /sbin, /lib* and /usr \
+        read-only; from /etc only alternatives, group, host.conf, hosts, ld.so.cache, \
+        ld.so.conf(.d), localtime, nsswitch.conf, passwd, protocols, services and java*; a \
+        fresh /tmp (--tmp-size); /proc of its own pid namespace with hidepid=2; a minimal /dev; \
+        and the box at /box, its working directory. The box is the current directory, bound \
+        read-write through an idmapped mount (the program owns it; what it writes belongs to \
+        the directory's owner); with --dir rules it is a fresh tmpfs of --box-size instead. \
+        Nothing else of the host is there unless a --dir rule brings it in. --host-root shows \
+        the whole host root read-only instead (weaker: every world-readable file of the host \
+        is readable).\n\nThe program has its own pid, mount, ipc, uts, cgroup and network \
+        namespaces (loopback only), runs as uid/gid 65534 with no capabilities, no new \
+        privileges, a seccomp filter (the engines' default profile plus keyctl, io_uring, \
+        ptrace, mount and namespace calls, AF_VSOCK and non-native ABIs blocked), 64 open \
+        files, and a clean environment (PATH, HOME=/tmp, LANG=C.UTF-8). It dies with husk.\n\n\
+        Verdicts: OK, RE (non-zero exit; 127 with the reason when the program can't be \
+        executed), SG (signal), TLE (CPU time), WLE (wall time), MLE (memory), OLE (output: \
+        --output, or a program that failed on a full /tmp or tmpfs box), XX (internal error).",
+    after_help = "Exit status: 0 when a verdict was computed (whatever it is; with --exit-status \
+        isolate, 1 for a verdict other than OK), 2 on bad usage, 3 on an internal error \
+        (verdict XX).\n\nSizes: 65536, 64K, 64M, 1.5G. Times: seconds, fractional (0.5).\n\n\
+        Batch: --batch JOBS.jsonl reads one JSON object per line, {\"args\": [...]} plus any \
+        option above as a key (\"time\": 1, \"memory\": \"64M\", \"stdout\": \"out.txt\", \
+        \"env\": [\"A=1\"]); verdicts go to stdout as JSON lines in input order, each with \
+        its \"index\"."
 )]
 struct SandboxCli {
     /// CPU time limit in seconds (fractional).
@@ -59,14 +79,25 @@ struct SandboxCli {
     /// Stack size limit.
     #[arg(long, value_name = "SIZE")]
     stack: Option<String>,
-    /// Open file descriptor limit.
+    /// Open file descriptor limit [default: 64].
     #[arg(long = "open-files", value_name = "N")]
     open_files: Option<String>,
+    /// Size of the box when it is a fresh tmpfs (with --dir rules) [default: 64M].
+    #[arg(long = "box-size", value_name = "SIZE")]
+    box_size: Option<String>,
+    /// Size of /tmp [default: 64M].
+    #[arg(long = "tmp-size", value_name = "SIZE")]
+    tmp_size: Option<String>,
+    /// Show the host's whole root read-only, the current directory read-write at its own path
+    /// (the view before the minimal one: weaker).
+    #[arg(long = "host-root")]
+    host_root: bool,
     /// CPUs the program may run on (like 0-1,3).
     #[arg(long, value_name = "LIST")]
     cpus: Option<String>,
     /// Mount rule INSIDE[=OUTSIDE][:rw|:ro|:noexec|:tmpfs] (repeatable; binds are read-only
-    /// unless :rw). Any rule replaces the default read-write bind of the current directory.
+    /// unless :rw, which is idmapped so the program may write). Any rule makes the box a fresh
+    /// tmpfs instead of the current directory.
     #[arg(long, value_name = "RULE")]
     dir: Vec<String>,
     /// User id inside [default: 65534].
@@ -90,7 +121,7 @@ struct SandboxCli {
     /// Program's standard error to FILE (created or truncated).
     #[arg(long, value_name = "FILE")]
     stderr: Option<PathBuf>,
-    /// Working directory inside [default: the current directory, or / with --dir rules].
+    /// Working directory inside [default: /box].
     #[arg(long, value_name = "DIR")]
     chdir: Option<PathBuf>,
     /// Keep the host's network namespace.
@@ -102,6 +133,9 @@ struct SandboxCli {
     /// Format of --meta: one JSON object, or isolate's key:value lines.
     #[arg(long = "meta-format", value_enum, default_value = "json")]
     meta_format: MetaFormat,
+    /// Exit status convention.
+    #[arg(long = "exit-status", value_enum, default_value = "husk")]
+    exit_status: ExitStatus,
     /// Run the jobs of a JSON-lines file (one {"args": [...], ...} per line).
     #[arg(long, value_name = "JOBS.jsonl", conflicts_with = "command")]
     batch: Option<PathBuf>,
@@ -118,6 +152,7 @@ fn options(c: &SandboxCli) -> Result<Options, UsageError> {
         args: c.command.clone(),
         full_env: c.full_env,
         share_net: c.share_net,
+        host_root: c.host_root,
         stdin: c.stdin.clone(),
         stdout: c.stdout.clone(),
         stderr: c.stderr.clone(),
@@ -133,6 +168,8 @@ fn options(c: &SandboxCli) -> Result<Options, UsageError> {
         ("output", &c.output),
         ("stack", &c.stack),
         ("open-files", &c.open_files),
+        ("box-size", &c.box_size),
+        ("tmp-size", &c.tmp_size),
         ("cpus", &c.cpus),
         ("uid", &c.uid),
         ("gid", &c.gid),
@@ -194,6 +231,7 @@ pub fn main(raw: &[String]) -> i32 {
         });
         return match sandbox::batch::run_file(jobs, &o, n.max(1)) {
             Ok(s) if s.bad_lines > 0 => EXIT_USAGE,
+            Ok(s) if s.not_ok > 0 && cli.exit_status == ExitStatus::Isolate => EXIT_NOT_OK,
             Ok(_) => EXIT_OK,
             Err(e) => {
                 eprintln!("husk sandbox: {e}");
@@ -204,7 +242,10 @@ pub fn main(raw: &[String]) -> i32 {
     if let Err(e) = o.check() {
         return usage(e);
     }
-    let v = sandbox::run_one(&o);
+    let v = match sandbox::run_one(&o) {
+        Ok(v) => v,
+        Err(e) => return usage(e),
+    };
     let written = match &cli.meta {
         Some(path) => {
             let text = match cli.meta_format {
@@ -227,6 +268,9 @@ pub fn main(raw: &[String]) -> i32 {
             eprintln!("husk sandbox: {}", v.message);
         }
         return EXIT_INTERNAL;
+    }
+    if v.status != Status::OK && cli.exit_status == ExitStatus::Isolate {
+        return EXIT_NOT_OK;
     }
     EXIT_OK
 }

@@ -1,0 +1,149 @@
+//! A batch job's pid 1, inside the zygote's root: a fresh /tmp and /proc of its own, then
+//! [`become_job`] turns it into the program.
+//!
+//! [`become_job`] is the one call into the runtime's child set-up (limits, identity,
+//! capabilities, no_new_privs, cwd, executable lookup, seccomp, reaper, execve); it moves to
+//! the runtime's single child path once that exists, with nothing else here changing.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, MsFlags};
+use serde_json::Value;
+
+use super::limits::{environment, Options};
+use crate::spec::Plan;
+use crate::sys;
+
+/// What a job child needs besides the pool's plan.
+pub struct Job<'a> {
+    pub plan: &'a Plan,
+    pub options: &'a Options,
+    /// stdin, stdout, stderr, opened by the pool.
+    pub stdio: &'a [OwnedFd],
+    /// Where the reaper writes the program's [`crate::init::reaper::Report`].
+    pub report_fd: RawFd,
+    /// Written to once the job's mounts are made: its CPU and wall time count from there, as a
+    /// single run's do from the end of the init's set-up.
+    pub ready_fd: RawFd,
+    /// The program's working directory (inside).
+    pub cwd: PathBuf,
+    /// The caller's environment (for `--full-env` and `--env NAME`).
+    pub caller_env: &'a [(String, String)],
+}
+
+/// Set the job up and exec the program; returns only why that failed.
+pub fn run(job: &Job) -> String {
+    match setup(job) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+fn setup(job: &Job) -> Result<std::convert::Infallible, String> {
+    let m = |what: &str, e: nix::Error| format!("{what}: {e}");
+    // The zygote may die (its pool gone): the job dies with it, and its pid namespace with it.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| m("set parent death signal", e))?;
+    fresh_tmp(job.plan, job.options)?;
+    mount(
+        Some("proc"),
+        "/proc",
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(super::plan::PROC_OPTIONS),
+    )
+    .map_err(|e| m("mount /proc", e))?;
+    let root = crate::rootfs::resolve::open_root(Path::new("/")).map_err(|e| m("open /", e))?;
+    if let Some(l) = job.plan.spec.linux() {
+        crate::rootfs::paths::readonly(
+            &root,
+            l.readonly_paths().as_deref().unwrap_or_default(),
+            false,
+        )
+        .map_err(|e| crate::init::chain(&e))?;
+        crate::rootfs::paths::mask(&root, l.masked_paths().as_deref().unwrap_or_default())
+            .map_err(|e| crate::init::chain(&e))?;
+    }
+    drop(root);
+    for (i, f) in job.stdio.iter().enumerate() {
+        nix::unistd::dup2(f.as_raw_fd(), i as RawFd).map_err(|e| m("redirect stdio", e))?;
+    }
+    // SAFETY: a one-byte write from a live buffer to a pipe the zygote made for this job.
+    unsafe { libc::write(job.ready_fd, b"R".as_ptr().cast(), 1) };
+    become_job(job)
+}
+
+/// A fresh, bounded /tmp. Binds below /tmp (a box there) would be hidden by it: detached
+/// copies are taken first and attached again on top.
+fn fresh_tmp(plan: &Plan, o: &Options) -> Result<(), String> {
+    let m = |what: &str, e: nix::Error| format!("{what}: {e}");
+    const OPEN_TREE_CLONE: u32 = 1;
+    const AT_RECURSIVE: u32 = 0x8000;
+    let mut under_tmp = Vec::new();
+    for mt in plan.spec.mounts().iter().flatten() {
+        let dest = mt.destination();
+        if dest.starts_with("/tmp") && dest != Path::new("/tmp") {
+            let tree = sys::open_tree(
+                libc::AT_FDCWD,
+                dest,
+                OPEN_TREE_CLONE | AT_RECURSIVE | libc::O_CLOEXEC as u32,
+            )
+            .map_err(|e| m(&format!("copy the mount at {dest:?}"), e))?;
+            under_tmp.push((dest.clone(), tree));
+        }
+    }
+    mount(
+        Some("tmpfs"),
+        "/tmp",
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(format!("mode=1777,size={}", o.tmp_size).as_str()),
+    )
+    .map_err(|e| m("mount /tmp", e))?;
+    if !under_tmp.is_empty() {
+        let root = crate::rootfs::resolve::open_root(Path::new("/")).map_err(|e| m("open /", e))?;
+        for (dest, tree) in under_tmp {
+            let target =
+                crate::rootfs::resolve::create(&root, &dest, crate::rootfs::resolve::Kind::Dir)
+                    .map_err(|e| m(&format!("create {dest:?}"), e))?;
+            sys::move_mount_fd(&tree, &target)
+                .map_err(|e| m(&format!("attach the mount at {dest:?}"), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// The program's process: rlimits, no capabilities, the job's uid/gid, no_new_privs, the
+/// working directory (checked to be inside the root, CVE-2024-21626), the executable, seccomp
+/// last, the reaper, execve. The one place to switch to the runtime's child path.
+pub fn become_job(job: &Job) -> Result<std::convert::Infallible, String> {
+    let o = job.options;
+    let limits: Vec<oci_spec::runtime::PosixRlimit> =
+        serde_json::from_value(Value::Array(super::plan::rlimits(o, true)))
+            .map_err(|e| format!("rlimits: {e}"))?;
+    let mut user = oci_spec::runtime::User::default();
+    user.set_uid(o.uid);
+    user.set_gid(o.gid);
+    let mut process = oci_spec::runtime::Process::default();
+    process.set_args(Some(o.args.clone()));
+    process.set_env(Some(environment(o, job.caller_env)));
+    process.set_cwd(job.cwd.clone());
+    process.set_user(user);
+    process.set_rlimits(Some(limits));
+    process.set_capabilities(None);
+    process.set_no_new_privileges(Some(true));
+    // The runtime's one child path: limits, identity, no capabilities, no_new_privs, the cwd
+    // and its CVE-2024-21626 check, the lookup, then seccomp as the last step before execve.
+    let prepared = crate::child::prepare(crate::child::Become {
+        process: &process,
+        linux: None,
+        seccomp: job.plan.seccomp.as_ref(),
+        userns: false,
+        preserve_fds: 0,
+        listener: None,
+    })
+    .map_err(|e| crate::child::chain(&e))?;
+    crate::init::reaper::fork_program(job.report_fd, None).map_err(|e| crate::init::chain(&e))?;
+    Err(crate::child::chain(&prepared.exec()))
+}

@@ -1,0 +1,194 @@
+//! Writable binds the program owns: an idmapped mount of the caller's directory (the box, a
+//! `:rw` rule) that shows the directory's owner as the program's uid/gid, so a program running
+//! as 65534 may write a root-owned 0700 directory and what it writes lands on disk owned by
+//! that owner.
+//!
+//! The runtime's mount code idmaps only with the container's own user namespace, and a bind
+//! can't take a detached mount as its source. So, as root, husk first moves itself into a
+//! private mount namespace (a copy of the host's that dies with it: nothing here outlives
+//! the run, not even after SIGKILL), attaches the idmapped copies at fixed points under
+//! [`ATTACH`], and the sandbox binds from there. Without root the user namespace already maps
+//! the caller to the program, and a plain bind does the same.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use super::limits::{usage, UsageError};
+
+/// Where the idmapped copies are attached (in husk's private mount namespace only).
+pub const ATTACH: &str = "/run/husk-sandbox/idmap";
+
+/// A caller's directory the sandbox binds.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    /// How the caller named it (for errors).
+    pub what: &'static str,
+    pub dir: PathBuf,
+    /// The program must be able to write it (the box, a `:rw` rule); a read-only one that
+    /// can't be idmapped is bound as it is.
+    pub writable: bool,
+}
+
+/// The host paths to bind in place of the caller's directories.
+#[derive(Debug, Default)]
+pub struct View {
+    /// caller's directory → its idmapped copy.
+    pub sources: HashMap<PathBuf, PathBuf>,
+}
+
+impl View {
+    pub fn source<'a>(&'a self, dir: &'a Path) -> &'a Path {
+        self.sources.get(dir).map(PathBuf::as_path).unwrap_or(dir)
+    }
+}
+
+/// Make each of `dirs` the program's (`uid`/`gid`) through an idmapped copy. A writable one
+/// the program could not use otherwise, on a file system that can't be idmapped, is a usage
+/// error naming the fix.
+pub fn prepare(dirs: &[Bound], uid: u32, gid: u32) -> Result<View, UsageError> {
+    let mut view = View::default();
+    if let Some(b) = dirs.iter().find(|b| b.writable && b.dir == Path::new("/")) {
+        return Err(usage(
+            b.what,
+            "is / (the whole host): cd to the directory with the program's files, or give \
+             --dir rules (the box is then a fresh tmpfs)",
+        ));
+    }
+    if dirs.is_empty() || !nix::unistd::geteuid().is_root() {
+        return Ok(view);
+    }
+    private_mount_ns().map_err(|e| usage("--dir", format!("a private mount namespace: {e}")))?;
+    let mut userns: HashMap<(u32, u32), OwnedFd> = HashMap::new();
+    for (n, b) in dirs.iter().enumerate() {
+        let (flag, dir) = (b.what, &b.dir);
+        let meta = std::fs::metadata(dir).map_err(|e| usage(flag, format!("{dir:?}: {e}")))?;
+        let owner = (meta.uid(), meta.gid());
+        if owner == (uid, gid) {
+            continue;
+        }
+        let ns = match userns.get(&owner) {
+            Some(ns) => ns,
+            None => {
+                let ns = mapping_userns(owner, (uid, gid))
+                    .map_err(|e| usage(flag, format!("a user namespace for the idmap: {e}")))?;
+                userns.entry(owner).or_insert(ns)
+            }
+        };
+        let at = Path::new(ATTACH).join(n.to_string());
+        match attach_idmapped(dir, ns, &at) {
+            Ok(()) => {
+                view.sources.insert(dir.clone(), at);
+            }
+            Err(e) if !b.writable || writable_anyway(&meta, uid, gid) => {
+                crate::logging::debug(&format!("idmap {dir:?}: {e}; bound as it is"));
+            }
+            Err(e) => {
+                return Err(usage(
+                    flag,
+                    format!(
+                        "{dir:?} (owner {}:{}, mode {:o}) is not writable by the program \
+                         (uid {uid}) and its file system can't be idmapped ({e}): run from a \
+                         directory on ext4, xfs or btrfs (tmpfs from Linux 6.3), make it \
+                         writable by the program (chmod 1777), or give --dir rules (the box is \
+                         then a fresh tmpfs)",
+                        owner.0,
+                        owner.1,
+                        meta.mode() & 0o7777,
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(view)
+}
+
+fn writable_anyway(meta: &std::fs::Metadata, uid: u32, gid: u32) -> bool {
+    let m = meta.mode();
+    (meta.uid() == uid && m & 0o300 == 0o300)
+        || (meta.gid() == gid && m & 0o030 == 0o030)
+        || m & 0o003 == 0o003
+}
+
+/// Move this process into a mount namespace of its own, receiving nothing from the host's.
+fn private_mount_ns() -> Result<(), nix::Error> {
+    use nix::mount::{mount, MsFlags};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+}
+
+/// A user namespace whose uid `inside.0` is `outside.0` (and the same for gids): on an idmapped
+/// mount, files owned by `inside` show as `outside`, and `outside`'s writes are stored as
+/// `inside`'s. Made by a child cloned straight into a new user namespace: its maps are written
+/// and its namespace taken before it need ever run, then it is killed.
+fn mapping_userns(inside: (u32, u32), outside: (u32, u32)) -> Result<OwnedFd, String> {
+    // SAFETY: husk is single-threaded; the child only waits to be killed, then _exits.
+    let pid = match unsafe { crate::sys::clone_fork(libc::CLONE_NEWUSER) } {
+        Ok(0) => loop {
+            nix::unistd::pause();
+        },
+        Ok(pid) => pid,
+        Err(e) => return Err(format!("clone(CLONE_NEWUSER): {e}")),
+    };
+    let child = nix::unistd::Pid::from_raw(pid);
+    let result = (|| {
+        let write = |f: &str, v: String| {
+            std::fs::write(format!("/proc/{pid}/{f}"), v).map_err(|e| format!("{f}: {e}"))
+        };
+        write("uid_map", format!("{} {} 1", inside.0, outside.0))?;
+        write("gid_map", format!("{} {} 1", inside.1, outside.1))?;
+        crate::sys::open(
+            format!("/proc/{pid}/ns/user").as_str(),
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| format!("open its ns: {e}"))
+    })();
+    // Not waited for: on a busy host its exit can take a scheduling round, and nothing here
+    // needs it gone (husk's exit reaps it).
+    super::run::kill_helper(child.as_raw());
+    result
+}
+
+/// Attach an idmapped copy of `dir` (recursive) at `at`.
+fn attach_idmapped(dir: &Path, userns: &OwnedFd, at: &Path) -> Result<(), nix::Error> {
+    const OPEN_TREE_CLONE: u32 = 1;
+    const AT_RECURSIVE: u32 = 0x8000;
+    const AT_EMPTY_PATH: u32 = 0x1000;
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(at)
+    {
+        Ok(()) => {}
+        Err(e) => return Err(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))),
+    }
+    let tree = crate::sys::open_tree(
+        libc::AT_FDCWD,
+        dir,
+        OPEN_TREE_CLONE | AT_RECURSIVE | libc::O_CLOEXEC as u32,
+    )?;
+    crate::sys::mount_setattr(
+        tree.as_raw_fd(),
+        Path::new(""),
+        AT_EMPTY_PATH | AT_RECURSIVE,
+        MOUNT_ATTR_IDMAP,
+        0,
+        0,
+        Some(userns.as_raw_fd()),
+    )?;
+    let target = crate::sys::open(
+        at,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    crate::sys::move_mount_fd(&tree, &target)
+}

@@ -1,0 +1,216 @@
+//! A pool slot's zygote: a fork of husk in the slot's cgroup that enters new mount, uts, ipc,
+//! cgroup and network namespaces (loopback up: network namespaces are the slow ones to make,
+//! so a slot's is reused), builds the pool's mounts once with the same [`crate::rootfs`] code a
+//! single run uses and pivots into them. Then, per job from the [`super::channel`]: clone a
+//! child with new mount, pid and ipc namespaces ([`super::job_child`]), watch it with the same
+//! code as a single run ([`super::run::watch`]), and send the verdict back.
+//!
+//! Jobs share nothing that outlives them: a job's processes die with its pid namespace, its
+//! /tmp with its mount namespace, its SysV IPC with its ipc namespace. The slot's cgroup holds
+//! one job at a time, and its limits are set by the pool (through the runtime's cgroup code)
+//! before each job.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use nix::mount::{mount, MsFlags};
+use nix::sched::CloneFlags;
+use serde::{Deserialize, Serialize};
+
+use super::channel::Channel;
+use super::limits::Options;
+use super::run::{self, Watch};
+use super::stats::{self, Stats};
+use super::verdict::Verdict;
+use crate::spec::Plan;
+use crate::sys;
+
+/// Pool → zygote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ToZygote {
+    /// The zygote is in the slot's cgroup: set up.
+    Go,
+    /// Run a job (its stdin, stdout and stderr come attached).
+    Job { index: usize, options: Box<Options> },
+}
+
+/// Zygote → pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FromZygote {
+    Ready,
+    Failed { message: String },
+    Done { verdict: Box<Verdict> },
+}
+
+/// What a zygote is made from.
+pub struct Seed<'a> {
+    pub plan: &'a Plan,
+    pub base: &'a Options,
+    /// The slot's cgroup (relative to each hierarchy's root).
+    pub cgroup: &'a Path,
+    /// The box's path inside (jobs start there unless they say otherwise).
+    pub cwd: PathBuf,
+    pub caller_env: &'a [(String, String)],
+}
+
+/// The zygote's life; never returns.
+pub fn main(seed: &Seed, chan: Channel) -> ! {
+    // The pool may die: so does the zygote, and every job with it.
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    match setup(seed, &chan) {
+        Ok(stats) => {
+            if chan.send(&FromZygote::Ready, &[]).is_err() {
+                sys::exit_now(0);
+            }
+            serve(seed, &chan, stats)
+        }
+        Err(message) => {
+            let _ = chan.send(&FromZygote::Failed { message }, &[]);
+            sys::exit_now(3)
+        }
+    }
+}
+
+fn setup(seed: &Seed, chan: &Channel) -> Result<Stats, String> {
+    match chan.recv::<ToZygote>() {
+        Ok((ToZygote::Go, _)) => {}
+        Ok((other, _)) => return Err(format!("expected Go from the pool, got {other:?}")),
+        Err(e) => return Err(e.to_string()),
+    }
+    // Opened before pivot_root hides the hierarchies.
+    let stats = Stats::open(stats::host(), seed.cgroup);
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWCGROUP;
+    if !seed.base.share_net {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    nix::sched::unshare(flags).map_err(|e| format!("unshare namespaces: {e}"))?;
+    if !seed.base.share_net {
+        super::net::loopback_up().map_err(|e| format!("bring up loopback: {e}"))?;
+    }
+    nix::unistd::sethostname("sandbox").map_err(|e| format!("set hostname: {e}"))?;
+    let chain = |e: &dyn std::error::Error| crate::init::chain(e);
+    crate::rootfs::prepare(seed.plan, false, false, None, false, &mut || Ok(()))
+        .map_err(|e| chain(&e))?;
+    crate::rootfs::pivot(&seed.plan.rootfs, false).map_err(|e| chain(&e))?;
+    crate::rootfs::finish(&seed.plan.spec, false).map_err(|e| chain(&e))?;
+    // Private: nothing a job mounts in its copy may reach the zygote's (or another job's).
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("make the sandbox mounts private: {e}"))?;
+    Ok(stats)
+}
+
+fn serve(seed: &Seed, chan: &Channel, mut stats: Stats) -> ! {
+    loop {
+        let (msg, fds) = match chan.recv::<ToZygote>() {
+            Ok(m) => m,
+            // The pool closed the channel (done) or went away.
+            Err(_) => sys::exit_now(0),
+        };
+        let v = match msg {
+            ToZygote::Job { options, .. } if fds.len() == 3 => {
+                run_job(seed, &options, &fds, &mut stats)
+            }
+            ToZygote::Job { .. } => Verdict::internal("a job came without its stdio descriptors"),
+            ToZygote::Go => Verdict::internal("a second Go from the pool"),
+        };
+        drop(fds);
+        let done = FromZygote::Done {
+            verdict: Box::new(v),
+        };
+        if chan.send(&done, &[]).is_err() {
+            sys::exit_now(0);
+        }
+    }
+}
+
+/// One job: clone it into new mount, pid and ipc namespaces, watch it, measure it.
+fn run_job(seed: &Seed, o: &Options, stdio: &[OwnedFd], stats: &mut Stats) -> Verdict {
+    let cwd = o.chdir.clone().unwrap_or_else(|| seed.cwd.clone());
+    if let Some(v) = super::exec_check::check(o, &cwd, &|p: &Path| Some(p.to_path_buf())) {
+        return v;
+    }
+    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC);
+    let ((report_r, report_w), (err_r, err_w), (ready_r, ready_w)) = match (pipe(), pipe(), pipe())
+    {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            return Verdict::internal(format!("create a pipe: {e}"))
+        }
+    };
+    let baseline = stats.usage_bytes().unwrap_or(0);
+    let oom_base = stats.oom_kills().unwrap_or(0);
+    let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC;
+    // SAFETY: the zygote is single-threaded (a fork of the single-threaded runtime); the child
+    // runs `job_child::run`, which ends in execve or _exit.
+    let pid = match unsafe { sys::clone_fork(flags.bits()) } {
+        Ok(0) => {
+            drop(report_r);
+            drop(err_r);
+            drop(ready_r);
+            let job = super::job_child::Job {
+                plan: seed.plan,
+                options: o,
+                stdio,
+                report_fd: report_w.as_raw_fd(),
+                ready_fd: ready_w.as_raw_fd(),
+                cwd,
+                caller_env: seed.caller_env,
+            };
+            let e = super::job_child::run(&job);
+            let _ = nix::unistd::write(&err_w, e.as_bytes());
+            sys::exit_now(127)
+        }
+        Ok(pid) => pid,
+        Err(e) => return Verdict::internal(format!("clone the job: {e}")),
+    };
+    drop(report_w);
+    drop(err_w);
+    drop(ready_w);
+    // The job's own set-up (mounts) is not the program's time: count from its ready byte (or
+    // from its failure, which closes the pipe).
+    let mut b = [0u8; 1];
+    while let Err(nix::errno::Errno::EINTR) = nix::unistd::read(ready_r.as_raw_fd(), &mut b) {}
+    let started = Instant::now();
+    stats.reset_peak();
+    let cpu_base = stats.cpu_ns().unwrap_or(0);
+    let fill = super::fill::Fill::open(pid, o);
+    let taken = std::mem::replace(stats, Stats::empty());
+    let mut w = Watch {
+        pid,
+        started,
+        cpu_base,
+        oom_base,
+        stats: taken,
+    };
+    let killed = run::watch(&w, o);
+    let report = run::ended(pid, Some(&report_r));
+    let mut err = [0u8; 4096];
+    let err_len = nix::unistd::read(err_r.as_raw_fd(), &mut err).unwrap_or(0);
+    let mut v = match (killed, report) {
+        (Ok(k), Ok(r)) => run::verdict(o, &mut w, k, &r),
+        (Err(e), _) | (_, Err(e)) => Verdict::internal(crate::init::chain(&e)),
+    };
+    *stats = w.stats;
+    if err_len > 0 {
+        let m = String::from_utf8_lossy(&err[..err_len]).into_owned();
+        v = if m.starts_with("exec ") {
+            super::exec_check::exec_failed(m)
+        } else {
+            Verdict::internal(m)
+        };
+    }
+    fill.judge(&mut v);
+    // The zygote's own memory was in the cgroup before the job.
+    v.cg_mem_kb = v.cg_mem_kb.map(|c| c.saturating_sub(baseline / 1024));
+    v
+}
