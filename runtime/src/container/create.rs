@@ -157,7 +157,7 @@ fn build(
     // `Cgroup::create_early`); on pure v2 there is one directory, made whole before the clone
     // (nothing to overlap); rootless makes it whole first, so that a cgroup it can't make means
     // running without one.
-    let split = nix::unistd::geteuid().is_root() && Cgroup::host_has_v1();
+    let split = !crate::sys::rootless() && Cgroup::host_has_v1();
     let made = if split {
         cgroup.create_early(resources)
     } else {
@@ -171,7 +171,7 @@ fn build(
         }
         // Rootless, as runc's rootless manager: without a delegated cgroup the container runs
         // in the caller's, unless it asked for limits, which then can't be honoured.
-        Err(e) if !nix::unistd::geteuid().is_root() && !asks_limits(resources) => {
+        Err(e) if crate::sys::rootless() && !asks_limits(resources) => {
             crate::logging::debug(&format!(
                 "running without a cgroup: {}",
                 crate::init::chain(&e)

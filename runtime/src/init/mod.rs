@@ -155,7 +155,9 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
     // Through the runtime's /proc, before any container mount exists.
     crate::child::set_oom_score_adj(&plan.process)?;
     let ns = &plan.namespaces;
-    let userns = ns.has(CloneFlags::CLONE_NEWUSER);
+    // In a user namespace, whether the container's own or one husk was started in (rootless
+    // podman's): devices are bound rather than made, mount flags the kernel locked are kept.
+    let userns = ns.has(CloneFlags::CLONE_NEWUSER) || sys::in_user_namespace();
     let userns_fd = if userns { Some(open_ns("user")?) } else { None };
 
     // 2. The cgroup namespace, rooted at the container's cgroup: entered once the parent

@@ -239,3 +239,17 @@ pub unsafe fn clone3_fork(flags: u64, cgroup: Option<RawFd>) -> Result<libc::pid
     };
     Errno::result(ret).map(|p| p as libc::pid_t)
 }
+
+/// True when husk runs without real root: a non-zero euid, or root of a user namespace other
+/// than the initial one (rootless podman runs its runtime so). As runc's rootless detection.
+pub fn rootless() -> bool {
+    !nix::unistd::geteuid().is_root() || in_user_namespace()
+}
+
+/// True in a user namespace other than the initial one, which maps the whole id range.
+pub fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| {
+        let f: Vec<&str> = m.split_whitespace().collect();
+        f != ["0", "0", "4294967295"]
+    })
+}

@@ -65,18 +65,21 @@ enum CgroupManagerArg {
     Disabled,
 }
 
-/// `--root`, else /run/husk for root and `$XDG_RUNTIME_DIR/husk` for other users (runc's
-/// rootless default), else /run/husk (where a non-root user gets a clear permission error).
+/// `--root`, else `$XDG_RUNTIME_DIR/husk` for a rootless caller (runc's rootless default), else
+/// /run/husk (where a non-root user gets a clear permission error).
 fn state_root(given: Option<PathBuf>) -> PathBuf {
     if let Some(r) = given {
         return r;
     }
-    if !nix::unistd::geteuid().is_root() {
-        if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").filter(|x| !x.is_empty()) {
-            return PathBuf::from(x).join("husk");
-        }
+    // runc's shouldHonorXDGRuntimeDir: a non-root user, or root of a user namespace that is
+    // not the real root (rootless podman runs its runtime so, with USER still the user's).
+    let honour_xdg = !nix::unistd::geteuid().is_root()
+        || (husk_runtime::sys::in_user_namespace()
+            && std::env::var_os("USER").is_none_or(|u| u != "root"));
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|x| !x.is_empty()) {
+        Some(x) if honour_xdg => PathBuf::from(x).join("husk"),
+        _ => PathBuf::from("/run/husk"),
     }
-    PathBuf::from("/run/husk")
 }
 
 impl Cli {
