@@ -249,13 +249,16 @@ fn output(what: &'static str, uri: &str, held: &mut Held) -> Result<Option<Owned
             Some(open(what, &path, OpenOptions::new().append(true).create(true))?.into())
         }
         Target::Fifo(path) => {
-            let reader = open(
-                what,
-                &path,
-                OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC),
-            )?;
+            // Without O_NONBLOCK a read-only open would wait for a writer.
+            let reader = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(&path)
+                .map_err(|source| IoError::Open {
+                    what,
+                    path: path.clone(),
+                    source,
+                })?;
             check_fifo(what, &path, &reader)?;
             // A reader exists (ours), so the write-only opens return at once.
             let writer = open(what, &path, OpenOptions::new().write(true))?;
