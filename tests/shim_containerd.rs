@@ -339,32 +339,20 @@ fn shared_pid_namespace_rest_dies_with_the_init() {
     e.assert_clean(Duration::from_secs(10));
 }
 
-/// 200 quick execs at once, three rounds: every exec's output reaches its client. The shim
-/// must keep an exited process's output fifo open until the client has opened it.
-#[test]
-fn parallel_execs_lose_no_output() {
-    let Some(e) = Engines::start("hs-execs") else {
-        return;
-    };
-    let d = Driver::HuskShim {
-        binary: bin_under_test(),
-    };
-    let id = "execs";
-    let _g = e.guard(id);
-    e.ctr_run(&d, &["-d", "--null-io"], id, &["sh", "-c", LOOP9])
-        .check();
-    const N: usize = 200;
+/// Runs `rounds` rounds of `n` quick execs at once in container `id`; returns the ones whose
+/// output did not reach their client (or that failed).
+fn parallel_execs(e: &Engines, id: &str, n: usize, rounds: usize) -> Vec<String> {
     let mut lost = Vec::new();
-    for round in 0..3 {
-        let runs: Vec<(String, Background)> = (0..N)
+    for round in 0..rounds {
+        let runs: Vec<(String, Background)> = (0..n)
             .map(|i| {
-                let exec_id = format!("r{round}-{i}");
+                let exec_id = format!("{id}-r{round}-{i}");
                 let args: Vec<String> = ["task", "exec", "--exec-id", &exec_id, id, "echo", &exec_id]
                     .iter()
                     .map(|s| s.to_string())
                     .collect();
                 let out = e.dir.join(format!("{exec_id}.out"));
-                (exec_id, Background::start(&e, &args, out))
+                (exec_id, Background::start(e, &args, out))
             })
             .collect();
         for (exec_id, b) in runs {
@@ -374,6 +362,27 @@ fn parallel_execs_lose_no_output() {
             }
         }
     }
+    lost
+}
+
+/// 200 quick execs at once, three rounds: every exec's output reaches its client through the
+/// husk shim. The shim must not let go of an exited process's output fifo before its client has
+/// it open, nor answer `Delete` before the client has read it (ctr cancels its copy then).
+/// containerd's runc shim is not held to this: on this 2-core host it lost 11 of 600.
+#[test]
+fn parallel_execs_lose_no_output() {
+    let Some(e) = Engines::start("hs-execs") else {
+        return;
+    };
+    let d = Driver::HuskShim {
+        binary: bin_under_test(),
+    };
+    const N: usize = 200;
+    let id = "execs";
+    let _g = e.guard(id);
+    e.ctr_run(&d, &["-d", "--null-io"], id, &["sh", "-c", LOOP9])
+        .check();
+    let lost = parallel_execs(&e, id, N, 3);
     assert!(
         lost.is_empty(),
         "{} of {} execs lost their output or failed: {:?}",

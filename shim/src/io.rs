@@ -148,6 +148,73 @@ fn has_reader(path: &Path) -> Option<bool> {
     }
 }
 
+/// How long a start waits for the client to open its output fifos.
+const CLIENT_READER: Duration = Duration::from_secs(5);
+
+/// Write ends of output fifos opened once their client was there (see `wait_for_readers`).
+#[derive(Default)]
+pub struct Ready(Vec<(PathBuf, File)>);
+
+impl Ready {
+    fn take(&mut self, path: &Path) -> Option<File> {
+        let i = self.0.iter().position(|(p, _)| p == path)?;
+        Some(self.0.swap_remove(i).1)
+    }
+}
+
+/// A write end of `path` if it has a reader now, without blocking and without waking anyone: the
+/// open fails (ENXIO) when there is no reader, and a successful one is kept. A probe that were
+/// closed again would make a reader blocked in open(2) return and then read EOF at once.
+fn writer_if_read(path: &Path) -> Result<Option<File>, ()> {
+    match OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
+        Err(_) => Err(()),
+    }
+}
+
+/// Waits (bounded) until every output fifo of `p` has a reader, which before the shim opens its
+/// own ends can only be the client. containerd-shim-runc-v2 waits the same way (its write-only
+/// open of each fifo blocks for a reader), so a process that runs and exits at once never
+/// writes before its client is there to read; under load the client's open can lag its Start.
+pub async fn wait_for_readers(p: &Paths) -> Ready {
+    let mut waiting: Vec<PathBuf> = [&p.stdout, &p.stderr]
+        .into_iter()
+        .filter_map(|uri| match target("output", uri) {
+            Ok(Target::Fifo(path)) => Some(path),
+            _ => None,
+        })
+        .collect();
+    waiting.dedup();
+    let mut ready = Ready::default();
+    let deadline = tokio::time::Instant::now() + CLIENT_READER;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        waiting.retain(|path| match writer_if_read(path) {
+            Ok(Some(w)) => {
+                ready.0.push((path.clone(), w));
+                false
+            }
+            Ok(None) => true,
+            // Missing or unopenable: open_direct reports it.
+            Err(()) => false,
+        });
+        if waiting.is_empty() {
+            return ready;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            log::warn!("no client opened {waiting:?} within {CLIENT_READER:?}; starting anyway");
+            return ready;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
 /// Holds `writer` (a write end of fifo `path`, with no reader of ours left) until a client
 /// opens the fifo for reading, then closes it so the client reads what is there and EOF.
 async fn release_output(path: PathBuf, writer: File) {
@@ -165,6 +232,8 @@ async fn release_output(path: PathBuf, writer: File) {
 pub struct Held {
     stdin: Option<File>,
     outputs: Vec<OutputHold>,
+    /// After the exit: read ends of the output fifos, only to count unread bytes.
+    unread: Vec<File>,
     copies: Vec<JoinHandle<()>>,
     master: Option<std::sync::Arc<AsyncFd<OwnedFd>>>,
 }
@@ -188,11 +257,31 @@ impl Held {
             return;
         };
         for o in outputs {
+            // Our reader goes first, so the check sees only the client's.
             drop(o.reader);
-            if has_reader(&o.path) == Some(false) {
-                rt.spawn(release_output(o.path, o.writer));
+            match has_reader(&o.path) {
+                Some(false) => {
+                    rt.spawn(release_output(o.path, o.writer));
+                }
+                Some(true) => {
+                    // A read end of our own (which never reads) shows how much output the client
+                    // has not read yet (FIONREAD); the writer goes, so the client reads to EOF.
+                    if let Ok(r) = OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                        .open(&o.path)
+                    {
+                        self.unread.push(r);
+                    }
+                }
+                None => {}
             }
         }
+    }
+
+    /// The read ends that tell whether the client has read all output (see `drained`).
+    pub fn take_unread(&mut self) -> Vec<File> {
+        std::mem::take(&mut self.unread)
     }
 
     pub fn resize(&self, width: u32, height: u32) -> Result<(), IoError> {
@@ -219,7 +308,7 @@ impl Held {
 }
 
 /// Opens a process's stdio for direct hand-over (no terminal).
-pub fn open_direct(p: &Paths) -> Result<(ChildStdio, Held), IoError> {
+pub fn open_direct(p: &Paths, mut ready: Ready) -> Result<(ChildStdio, Held), IoError> {
     let mut held = Held::default();
     let mut child = ChildStdio::default();
     match target("stdin", &p.stdin)? {
@@ -234,12 +323,17 @@ pub fn open_direct(p: &Paths) -> Result<(ChildStdio, Held), IoError> {
             held.stdin = Some(h);
         }
     }
-    child.stdout = output("stdout", &p.stdout, &mut held)?;
-    child.stderr = output("stderr", &p.stderr, &mut held)?;
+    child.stdout = output("stdout", &p.stdout, &mut held, &mut ready)?;
+    child.stderr = output("stderr", &p.stderr, &mut held, &mut ready)?;
     Ok((child, held))
 }
 
-fn output(what: &'static str, uri: &str, held: &mut Held) -> Result<Option<OwnedFd>, IoError> {
+fn output(
+    what: &'static str,
+    uri: &str,
+    held: &mut Held,
+    ready: &mut Ready,
+) -> Result<Option<OwnedFd>, IoError> {
     Ok(match target(what, uri)? {
         Target::None => None,
         Target::File(path) => {
@@ -261,7 +355,10 @@ fn output(what: &'static str, uri: &str, held: &mut Held) -> Result<Option<Owned
                 })?;
             check_fifo(what, &path, &reader)?;
             // A reader exists (ours), so the write-only opens return at once.
-            let writer = open(what, &path, OpenOptions::new().write(true))?;
+            let writer = match ready.take(&path) {
+                Some(w) => w,
+                None => open(what, &path, OpenOptions::new().write(true))?,
+            };
             let fd = open(what, &path, OpenOptions::new().write(true))?;
             held.outputs.push(OutputHold {
                 path,
@@ -487,6 +584,33 @@ pub fn async_fd(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
     Ok(unsafe { AsyncFd::register(fd) }?)
 }
 
+/// How long a `Delete` waits for the client to read an exited process's last output.
+const CLIENT_DRAIN: Duration = Duration::from_secs(2);
+
+/// Bytes in the pipe behind `f` that no one has read yet.
+fn unread_bytes(f: &File) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int to the pointer, which outlives the call; the fd is open.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if r < 0 {
+        0
+    } else {
+        usize::try_from(n).unwrap_or(0)
+    }
+}
+
+/// Waits (bounded) until the client has read everything an exited process wrote. Clients
+/// (ctr, CRI's exec) delete the process and then cancel their fifo copies, which drops output a
+/// lagging reader has not taken yet; so `Delete` answers once the fifos are empty.
+pub async fn drained(unread: Vec<File>) {
+    let deadline = tokio::time::Instant::now() + CLIENT_DRAIN;
+    let mut pause = Duration::from_millis(1);
+    while unread.iter().any(|f| unread_bytes(f) > 0) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
 /// Waits for the copies of an exited process, bounded: a grandchild may keep the slave open.
 pub async fn drain(copies: Vec<JoinHandle<()>>) {
     for h in copies.into_iter().skip(1) {
@@ -529,7 +653,7 @@ mod tests {
             stdout: fifo.display().to_string(),
             ..Paths::default()
         };
-        let (child, mut held) = open_direct(&p).unwrap();
+        let (child, mut held) = open_direct(&p, Ready::default()).unwrap();
         let mut out = File::from(child.stdout.unwrap());
         out.write_all(b"late but here\n").unwrap();
         drop(out); // the process exited
@@ -557,7 +681,7 @@ mod tests {
             stdout: "/nonexistent/husk-shim-test/stdout".into(),
             ..Paths::default()
         };
-        let e = open_direct(&p).err().unwrap();
+        let e = open_direct(&p, Ready::default()).err().unwrap();
         assert!(e.to_string().starts_with("open stdout"), "{e}");
     }
 }

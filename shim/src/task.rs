@@ -427,9 +427,10 @@ async fn start_process(
     paths: &Paths,
     l: &Launch<'_>,
 ) -> TtrpcResult<(i32, Held)> {
+    let ready = io::wait_for_readers(paths).await;
     if !paths.terminal {
-        let (stdio, held) =
-            io::open_direct(paths).map_err(|e| status(Code::INVALID_ARGUMENT, chain(&e)))?;
+        let (stdio, held) = io::open_direct(paths, ready)
+            .map_err(|e| status(Code::INVALID_ARGUMENT, chain(&e)))?;
         let pid = launch(runtime, l, stdio, None)
             .await
             .map_err(runtime_error)?;
@@ -457,6 +458,8 @@ async fn start_process(
     }
     .map_err(|e| unknown(&e))?;
     let held = io::attach_console(master, paths).map_err(|e| unknown(&e))?;
+    // The copy task's own ends hold the fifos from here on.
+    drop(ready);
     Ok((pid, held))
 }
 
@@ -608,6 +611,11 @@ impl Task for TaskService {
 
     async fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
         let id = req.id.as_str();
+        let unread = self
+            .s
+            .with(id, |c| Ok(c.process(id, &req.exec_id)?.io.take_unread()))
+            .unwrap_or_default();
+        io::drained(unread).await;
         if !req.exec_id.is_empty() {
             return self.s.with(id, |c| {
                 let p = c.process(id, &req.exec_id)?;
