@@ -131,16 +131,32 @@ fn delete_force_of_missing_and_kill_all_of_stopped() {
     for (name, bin) in both() {
         let c = Case::with("parity-exits", &bin, &runc_bin());
         let out = c.rt(&["delete", "--force", "no-such-container"]);
-        assert_eq!(out.code(), Some(0), "{name}: delete --force of a missing container: {out:?}");
+        assert_eq!(
+            out.code(),
+            Some(0),
+            "{name}: delete --force of a missing container: {out:?}"
+        );
         let out = c.rt(&["delete", "no-such-container"]);
-        assert_eq!(out.code(), Some(1), "{name}: delete of a missing container: {out:?}");
+        assert_eq!(
+            out.code(),
+            Some(1),
+            "{name}: delete of a missing container: {out:?}"
+        );
 
         c.create_and_start();
         c.wait_status("stopped", Duration::from_secs(10));
         let out = c.rt(&["kill", "--all", &c.id, "KILL"]);
-        assert_eq!(out.code(), Some(0), "{name}: kill --all of a stopped container: {out:?}");
+        assert_eq!(
+            out.code(),
+            Some(0),
+            "{name}: kill --all of a stopped container: {out:?}"
+        );
         let out = c.kill("KILL");
-        assert_eq!(out.code(), Some(1), "{name}: kill of a stopped container: {out:?}");
+        assert_eq!(
+            out.code(),
+            Some(1),
+            "{name}: kill of a stopped container: {out:?}"
+        );
         c.delete().check();
     }
 }
@@ -176,9 +192,15 @@ fn debug_lines_on_create() {
                 .collect();
             let debug_lines = lines.iter().filter(|l| l["level"] == "debug").count();
             if debug {
-                assert!(debug_lines > 0, "{name}: --debug wrote no debug line: {text}");
+                assert!(
+                    debug_lines > 0,
+                    "{name}: --debug wrote no debug line: {text}"
+                );
             } else {
-                assert_eq!(debug_lines, 0, "{name}: debug lines without --debug: {text}");
+                assert_eq!(
+                    debug_lines, 0,
+                    "{name}: debug lines without --debug: {text}"
+                );
             }
             c.rt(&["delete", "--force", &c.id]).check();
         }
@@ -195,14 +217,21 @@ fn json_errors_on_stderr() {
     let s = Scratch::new("json");
     for (name, bin) in both() {
         let root = s.path(&format!("{name}-root"));
-        let out = plain(&bin, &["--root", &root, "--log-format", "json", "delete", "nope"]);
+        let out = plain(
+            &bin,
+            &["--root", &root, "--log-format", "json", "delete", "nope"],
+        );
         assert_eq!(out.code(), Some(1), "{name}: {out:?}");
         let last = out.stderr.lines().last().unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_str(last)
-            .unwrap_or_else(|e| panic!("{name}: stderr is not a JSON line ({e}): {:?}", out.stderr));
+        let v: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| {
+            panic!("{name}: stderr is not a JSON line ({e}): {:?}", out.stderr)
+        });
         assert_eq!(v["level"], "error", "{name}: {v}");
         assert!(
-            v["msg"].as_str().unwrap_or_default().contains("does not exist"),
+            v["msg"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("does not exist"),
             "{name}: {v}"
         );
         assert!(v["time"].is_string(), "{name}: {v}");
@@ -210,7 +239,16 @@ fn json_errors_on_stderr() {
         let log = s.path(&format!("{name}-log.json"));
         let out = plain(
             &bin,
-            &["--root", &root, "--log", &log, "--log-format", "json", "delete", "nope"],
+            &[
+                "--root",
+                &root,
+                "--log",
+                &log,
+                "--log-format",
+                "json",
+                "delete",
+                "nope",
+            ],
         );
         assert_eq!(out.code(), Some(1), "{name}: {out:?}");
         assert!(
@@ -283,12 +321,17 @@ fn version_flags() {
 fn shim_version_and_help() {
     let runc_shim = Path::new("/usr/bin/containerd-shim-runc-v2");
     if !runc_shim.exists() {
-        println!("SKIP: containerd-shim-runc-v2 is not installed (scripts/setup installs containerd)");
+        println!(
+            "SKIP: containerd-shim-runc-v2 is not installed (scripts/setup installs containerd)"
+        );
         return;
     }
     let husk_shim = engines::shim_bin();
     assert!(husk_shim.exists(), "{} is not built", husk_shim.display());
-    for (name, shim) in [("runc shim", runc_shim.to_path_buf()), ("husk shim", husk_shim)] {
+    for (name, shim) in [
+        ("runc shim", runc_shim.to_path_buf()),
+        ("husk shim", husk_shim),
+    ] {
         let out = plain(&shim, &["-v"]);
         assert_eq!(out.code(), Some(0), "{name}: {out:?}");
         // Both name themselves as they were called (Go's os.Args[0]).
@@ -298,7 +341,11 @@ fn shim_version_and_help() {
             "{name}: {:?}",
             out.stdout
         );
-        assert!(out.stdout.contains("\n  Revision: "), "{name}: {:?}", out.stdout);
+        assert!(
+            out.stdout.contains("\n  Revision: "),
+            "{name}: {:?}",
+            out.stdout
+        );
         for help in ["--help", "-h"] {
             let out = plain(&shim, &[help]);
             assert_eq!(out.code(), Some(0), "{name} {help}: {out:?}");

@@ -287,7 +287,11 @@ fn realtime_signals_through_the_shims() {
 fn pids_with_cmdline(cmdline: &[u8]) -> Vec<i32> {
     let mut found = Vec::new();
     for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         if fs::read(entry.path().join("cmdline")).is_ok_and(|c| c == cmdline) {
@@ -317,8 +321,13 @@ fn shared_pid_namespace_rest_dies_with_the_init() {
         // A marker argument no other process has: the orphan is found by its command line.
         let marker = format!("{}{}", 31_000 + std::process::id() % 1000, tag.len());
         let script = format!("sleep {marker} & sleep 0.3; exit 3");
-        e.ctr_run(&d, &["-d", "--null-io", "--with-ns", &ns], &ctr, &["sh", "-c", &script])
-            .check();
+        e.ctr_run(
+            &d,
+            &["-d", "--null-io", "--with-ns", &ns],
+            &ctr,
+            &["sh", "-c", &script],
+        )
+        .check();
         // Exited but not deleted: a delete would kill the rest with the cgroup anyway.
         e.wait_status(&ctr, "STOPPED", Duration::from_secs(20));
         let cmdline = format!("sleep\0{marker}\0").into_bytes();
@@ -350,10 +359,11 @@ fn parallel_execs(e: &Engines, id: &str, n: usize, rounds: usize) -> Vec<String>
         let runs: Vec<(String, Background)> = (0..n)
             .map(|i| {
                 let exec_id = format!("{id}-r{round}-{i}");
-                let args: Vec<String> = ["task", "exec", "--exec-id", &exec_id, id, "echo", &exec_id]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect();
+                let args: Vec<String> =
+                    ["task", "exec", "--exec-id", &exec_id, id, "echo", &exec_id]
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect();
                 let out = e.dir.join(format!("{exec_id}.out"));
                 (exec_id, Background::start(e, &args, out))
             })

@@ -74,6 +74,17 @@ fn main() {
     serve();
 }
 
+#[tokio::main(flavor = "current_thread")]
+async fn serve() {
+    let config = containerd_shim::Config {
+        // The shim's own reaper (reaper.rs) owns waitpid; the crate's would race it.
+        no_reaper: true,
+        ..Default::default()
+    };
+    containerd_shim::asynchronous::run::<service::Service>("io.containerd.husk.v2", Some(config))
+        .await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,15 +107,4 @@ mod tests {
         assert!(info_flag(me, &args(&["-namespace", "x", "-id", "y", "start"])).is_none());
         assert!(info_flag(me, &args(&["-namespace", "x", "-id", "v", "delete"])).is_none());
     }
-}
-
-#[tokio::main(flavor = "current_thread")]
-async fn serve() {
-    let config = containerd_shim::Config {
-        // The shim's own reaper (reaper.rs) owns waitpid; the crate's would race it.
-        no_reaper: true,
-        ..Default::default()
-    };
-    containerd_shim::asynchronous::run::<service::Service>("io.containerd.husk.v2", Some(config))
-        .await;
 }

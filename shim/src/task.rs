@@ -167,7 +167,10 @@ impl Shared {
                 // Before the exit is announced, as runc's shim: whoever waits for the container
                 // then finds none of its processes left.
                 if let Err(e) = runtime.kill(id, libc::SIGKILL as u32, true).await {
-                    log::warn!("container {id}: kill the rest after its init exited: {}", chain(&e));
+                    log::warn!(
+                        "container {id}: kill the rest after its init exited: {}",
+                        chain(&e)
+                    );
                 }
             }
         }
@@ -429,8 +432,8 @@ async fn start_process(
 ) -> TtrpcResult<(i32, Held)> {
     let ready = io::wait_for_readers(paths).await;
     if !paths.terminal {
-        let (stdio, held) = io::open_direct(paths, ready)
-            .map_err(|e| status(Code::INVALID_ARGUMENT, chain(&e)))?;
+        let (stdio, held) =
+            io::open_direct(paths, ready).map_err(|e| status(Code::INVALID_ARGUMENT, chain(&e)))?;
         let pid = launch(runtime, l, stdio, None)
             .await
             .map_err(runtime_error)?;
