@@ -17,7 +17,7 @@ pub struct Sig(i32);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SignalError {
-    #[error("unknown signal {0:?}: expected a name such as TERM, SIGKILL or SIGRTMIN+3, or a number 1-64")]
+    #[error("invalid signal {0:?}: expected a name such as TERM, SIGKILL or SIGRTMIN+3, or a number 1-64")]
     Unknown(String),
 }
 
