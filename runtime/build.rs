@@ -1,7 +1,19 @@
-//! Build facts for `husk --version` (runc prints its commit and toolchain the same way):
+//! Links the `husk` binary with link/hot.ld, which gathers the code a `husk run` executes into
+//! one `.text.hot` output section ahead of `.text`.
+//!
+//! Why: the kernel maps file pages around each fault (64 KiB, "fault-around"), so the resident
+//! size of a short-lived process is the number of 64 KiB windows of its binary it touches, not
+//! the bytes it runs. Spread over the link order, the ~0.8 MB that `husk run` executes touched
+//! 51 of the 54 windows of a 3.4 MB .text; gathered, peak RSS fell from ~3.9 MB to ~2.8 MB.
+//! The script names functions by section-name patterns with hashes wildcarded, so it only ever
+//! moves code: a pattern that matches nothing (renamed function, new toolchain) is harmless.
+//!
+//! Also the build facts for `husk --version` (runc prints its commit and toolchain the same way):
 //! HUSK_COMMIT (the git commit, or "unknown" outside a checkout; a set HUSK_COMMIT wins, for
 //! builds from a tarball) and HUSK_RUSTC (the compiler's version line).
 
+use std::env;
+use std::path::PathBuf;
 use std::process::Command;
 
 fn output(cmd: &str, args: &[&str]) -> Option<String> {
@@ -13,9 +25,10 @@ fn output(cmd: &str, args: &[&str]) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-fn main() {
+/// HUSK_COMMIT and HUSK_RUSTC for `husk --version`.
+fn build_facts() {
     println!("cargo:rerun-if-env-changed=HUSK_COMMIT");
-    let commit = match std::env::var("HUSK_COMMIT") {
+    let commit = match env::var("HUSK_COMMIT") {
         Ok(c) if !c.is_empty() => c,
         _ => output("git", &["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into()),
     };
@@ -32,7 +45,23 @@ fn main() {
         }
     }
     println!("cargo:rustc-env=HUSK_COMMIT={commit}");
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let version = output(&rustc, &["--version"]).unwrap_or_else(|| "rustc unknown".into());
     println!("cargo:rustc-env=HUSK_RUSTC={version}");
+}
+
+fn main() {
+    build_facts();
+    let script = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default())
+        .join("link")
+        .join("hot.ld");
+    println!("cargo:rerun-if-changed=link/hot.ld");
+    println!("cargo:rerun-if-changed=build.rs");
+    // ELF linkers (GNU ld, lld) only; unoptimized builds are not worth the longer link.
+    let linux = env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux");
+    let elf = env::var("CARGO_CFG_TARGET_ENV").is_ok_and(|e| e == "gnu" || e == "musl");
+    let optimized = env::var("OPT_LEVEL").is_ok_and(|o| o != "0");
+    if linux && elf && optimized && script.exists() {
+        println!("cargo:rustc-link-arg-bin=husk=-Wl,-T,{}", script.display());
+    }
 }

@@ -203,7 +203,11 @@ fn podman_exit_codes_for_exec_failures_match_runc() {
         podman(&a).check();
         for (prog, code) in cases {
             let out = podman(&["exec", &ctr, prog]);
-            assert_eq!(out.code(), Some(code), "{name}: podman exec {prog}: {out:?}");
+            assert_eq!(
+                out.code(),
+                Some(code),
+                "{name}: podman exec {prog}: {out:?}"
+            );
         }
         podman(&["rm", "-f", "-t", "0", &ctr]).check();
     }
