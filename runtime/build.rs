@@ -7,11 +7,51 @@
 //! 51 of the 54 windows of a 3.4 MB .text; gathered, peak RSS fell from ~3.9 MB to ~2.8 MB.
 //! The script names functions by section-name patterns with hashes wildcarded, so it only ever
 //! moves code: a pattern that matches nothing (renamed function, new toolchain) is harmless.
+//!
+//! Also the build facts for `husk --version` (runc prints its commit and toolchain the same way):
+//! HUSK_COMMIT (the git commit, or "unknown" outside a checkout; a set HUSK_COMMIT wins, for
+//! builds from a tarball) and HUSK_RUSTC (the compiler's version line).
 
 use std::env;
 use std::path::PathBuf;
+use std::process::Command;
+
+fn output(cmd: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(cmd).args(args).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (!s.is_empty()).then_some(s)
+}
+
+/// HUSK_COMMIT and HUSK_RUSTC for `husk --version`.
+fn build_facts() {
+    println!("cargo:rerun-if-env-changed=HUSK_COMMIT");
+    let commit = match env::var("HUSK_COMMIT") {
+        Ok(c) if !c.is_empty() => c,
+        _ => output("git", &["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into()),
+    };
+    // Rebuild when HEAD moves: HEAD itself, the branch it names, and packed refs. In a worktree
+    // these live in different git dirs; --git-path resolves each.
+    for p in ["HEAD", "packed-refs"] {
+        if let Some(path) = output("git", &["rev-parse", "--git-path", p]) {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
+    if let Some(r) = output("git", &["symbolic-ref", "-q", "HEAD"]) {
+        if let Some(path) = output("git", &["rev-parse", "--git-path", &r]) {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
+    println!("cargo:rustc-env=HUSK_COMMIT={commit}");
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let version = output(&rustc, &["--version"]).unwrap_or_else(|| "rustc unknown".into());
+    println!("cargo:rustc-env=HUSK_RUSTC={version}");
+}
 
 fn main() {
+    build_facts();
     let script = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default())
         .join("link")
         .join("hot.ld");

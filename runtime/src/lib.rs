@@ -86,6 +86,7 @@ pub mod rlimits;
 pub mod rootfs;
 pub mod sandbox;
 pub mod seccomp;
+pub mod signal;
 pub mod spec;
 pub mod state;
 pub mod sys;

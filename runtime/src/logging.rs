@@ -1,8 +1,9 @@
 //! runc-compatible logging: `--log FILE` with `--log-format text|json`. containerd reads the
 //! last JSON line's `msg` when a command fails, so errors are written there as well as stderr.
 
+use std::fs::File;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Mutex;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -13,26 +14,53 @@ pub enum Format {
 }
 
 struct Sink {
-    path: Option<PathBuf>,
+    file: Option<File>,
     format: Format,
     debug: bool,
 }
 
 static SINK: Mutex<Sink> = Mutex::new(Sink {
-    path: None,
+    file: None,
     format: Format::Text,
     debug: false,
 });
 
-/// Set where log lines go (from the global flags).
-pub fn init(path: Option<PathBuf>, format: Format, debug: bool) {
+/// `--log PATH` could not be opened: like runc, the command fails before doing anything.
+#[derive(Debug, thiserror::Error)]
+#[error("open {path}: {reason}")]
+pub struct LogOpenError {
+    path: String,
+    /// strerror in lower case, as Go prints it ("no such file or directory").
+    reason: String,
+}
+
+/// Set where log lines go (from the global flags). The log file is opened here, once, for
+/// appending; an unopenable one is an error (a silently lost log hides every later error).
+pub fn init(path: Option<&Path>, format: Format, debug: bool) -> Result<(), LogOpenError> {
+    let file = match path {
+        None => None,
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| LogOpenError {
+                    path: p.display().to_string(),
+                    reason: match e.raw_os_error() {
+                        Some(n) => nix::errno::Errno::from_raw(n).desc().to_lowercase(),
+                        None => e.to_string(),
+                    },
+                })?,
+        ),
+    };
     if let Ok(mut s) = SINK.lock() {
         *s = Sink {
-            path,
+            file,
             format,
             debug,
         };
     }
+    Ok(())
 }
 
 /// One line whatever the message quotes: control characters (a newline in a config string,
@@ -62,26 +90,45 @@ fn line(level: &str, msg: &str, format: Format) -> String {
 }
 
 fn write(level: &str, msg: &str) {
-    let Ok(s) = SINK.lock() else { return };
+    let Ok(mut s) = SINK.lock() else { return };
     if level == "debug" && !s.debug {
         return;
     }
-    match &s.path {
-        Some(p) => {
-            if let Ok(mut f) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-            {
-                let _ = f.write_all(line(level, msg, s.format).as_bytes());
-            }
+    let l = line(level, msg, s.format);
+    match &mut s.file {
+        Some(f) => {
+            let _ = f.write_all(l.as_bytes());
         }
         // Without --log, warnings and debug lines go to stderr (errors are printed by main).
         None if level != "error" => {
-            let _ = std::io::stderr().write_all(line(level, msg, s.format).as_bytes());
+            let _ = std::io::stderr().write_all(l.as_bytes());
         }
         None => {}
     }
+}
+
+/// The error that ends a command, as runc reports it: with `--log`, a log line there and the
+/// plain message on stderr; without, on stderr in the log format (a JSON line with
+/// `--log-format json`, which engines parse; the plain message with text).
+pub fn fatal(msg: &str) {
+    let msg = one_line(msg);
+    let (to_file, format) = match SINK.lock() {
+        Ok(s) => (s.file.is_some(), s.format),
+        Err(_) => (false, Format::Text),
+    };
+    if to_file {
+        write("error", &msg);
+    }
+    let out = match format {
+        Format::Json if !to_file => line("error", &msg, Format::Json),
+        _ => format!("{msg}\n"),
+    };
+    let _ = std::io::stderr().write_all(out.as_bytes());
+}
+
+/// Whether `--debug` is on (to skip building debug messages otherwise).
+pub fn debug_enabled() -> bool {
+    SINK.lock().map(|s| s.debug).unwrap_or(false)
 }
 
 pub fn error(msg: &str) {
@@ -118,6 +165,20 @@ mod tests {
         assert!(!line("error", "x\ny\r", Format::Text)
             .trim_end()
             .contains('\n'));
+    }
+
+    #[test]
+    fn an_unopenable_log_is_an_error() {
+        let e = init(
+            Some(Path::new("/nonexistent/husk-log-test/x.log")),
+            Format::Json,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "open /nonexistent/husk-log-test/x.log: no such file or directory"
+        );
     }
 
     #[test]

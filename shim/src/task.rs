@@ -96,6 +96,10 @@ struct Container {
     rootfs_mounted: bool,
     /// Restored from a checkpoint at create: running already, `start` only reports it.
     restored: bool,
+    /// The init does not own its PID namespace (the host's, or a pod's shared one): when it
+    /// exits the kernel kills nothing else, so the shim does (containerd-shim-runc-v2's
+    /// ShouldKillAllOnExit).
+    kill_all_on_exit: bool,
 }
 
 impl Container {
@@ -156,6 +160,22 @@ impl Shared {
     }
 
     async fn exited(&self, id: &str, exec_id: &str, pid: i32, code: i32) {
+        if exec_id.is_empty() {
+            let kill_all = self
+                .with(id, |c| Ok(c.kill_all_on_exit.then(|| c.runtime.clone())))
+                .ok()
+                .flatten();
+            if let Some(runtime) = kill_all {
+                // Before the exit is announced, as runc's shim: whoever waits for the container
+                // then finds none of its processes left.
+                if let Err(e) = runtime.kill(id, libc::SIGKILL as u32, true).await {
+                    log::warn!(
+                        "container {id}: kill the rest after its init exited: {}",
+                        chain(&e)
+                    );
+                }
+            }
+        }
         let copies = self
             .with(id, |c| Ok(c.process(id, exec_id)?.io.wait_for_copies()))
             .unwrap_or_default();
@@ -224,6 +244,7 @@ impl TaskService {
             ));
         }
         opts.save(&bundle).map_err(|e| unknown(&e))?;
+        let kill_all_on_exit = shares_pid_namespace(&bundle.join("config.json"));
         let rootfs_mounted = mount_rootfs(req, &bundle)?;
         let runtime = Runtime::new(opts, self.s.reaper.clone());
         let paths = Paths {
@@ -280,6 +301,7 @@ impl TaskService {
                 oom,
                 rootfs_mounted,
                 restored,
+                kill_all_on_exit,
             },
         );
         self.s.watch_exit(id, "", pid);
@@ -343,6 +365,25 @@ impl TaskService {
         self.s.watch_exit(id, exec_id, pid);
         self.s.events.exec_started(id, exec_id, upid).await;
         Ok(upid)
+    }
+}
+
+/// Whether the container's init shares a PID namespace it does not own: config.json has no
+/// `pid` namespace (the host's) or joins one by path (a pod's). An unreadable config counts as
+/// shared, the safe side: the kill then finds nothing to kill.
+fn shares_pid_namespace(config: &Path) -> bool {
+    let Ok(text) = std::fs::read(config) else {
+        return true;
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&text) else {
+        return true;
+    };
+    let pid = v["linux"]["namespaces"]
+        .as_array()
+        .and_then(|ns| ns.iter().find(|n| n["type"] == "pid"));
+    match pid {
+        None => true,
+        Some(n) => n["path"].as_str().is_some_and(|p| !p.is_empty()),
     }
 }
 
@@ -427,9 +468,10 @@ async fn start_process(
     paths: &Paths,
     l: &Launch<'_>,
 ) -> TtrpcResult<(i32, Held)> {
+    let ready = io::wait_for_readers(paths).await;
     if !paths.terminal {
         let (stdio, held) =
-            io::open_direct(paths).map_err(|e| status(Code::INVALID_ARGUMENT, chain(&e)))?;
+            io::open_direct(paths, ready).map_err(|e| status(Code::INVALID_ARGUMENT, chain(&e)))?;
         let pid = launch(runtime, l, stdio, None)
             .await
             .map_err(runtime_error)?;
@@ -457,6 +499,8 @@ async fn start_process(
     }
     .map_err(|e| unknown(&e))?;
     let held = io::attach_console(master, paths).map_err(|e| unknown(&e))?;
+    // The copy task's own ends hold the fifos from here on.
+    drop(ready);
     Ok((pid, held))
 }
 
@@ -607,6 +651,11 @@ impl Task for TaskService {
 
     async fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
         let id = req.id.as_str();
+        let unread = self
+            .s
+            .with(id, |c| Ok(c.process(id, &req.exec_id)?.io.take_unread()))
+            .unwrap_or_default();
+        io::drained(unread).await;
         if !req.exec_id.is_empty() {
             return self.s.with(id, |c| {
                 let p = c.process(id, &req.exec_id)?;
@@ -763,14 +812,20 @@ impl Task for TaskService {
                 _ => Ok(p.pid),
             }
         })?;
-        let sig = nix::sys::signal::Signal::try_from(i32::try_from(req.signal).unwrap_or(-1))
-            .map_err(|_| {
+        // Any signal 1-64: real-time ones too (SIGRTMIN+3 is systemd's stop signal), which
+        // nix's Signal cannot name.
+        let sig = i32::try_from(req.signal)
+            .ok()
+            .filter(|n| (1..=64).contains(n))
+            .ok_or_else(|| {
                 status(
                     Code::INVALID_ARGUMENT,
                     format!("invalid signal {}", req.signal),
                 )
             })?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).map_err(|e| {
+        // SAFETY: kill(2) takes two integers and touches no memory of ours.
+        let r = unsafe { libc::kill(pid as i32, sig) };
+        nix::errno::Errno::result(r).map_err(|e| {
             status(
                 if e == nix::errno::Errno::ESRCH {
                     Code::NOT_FOUND
@@ -906,5 +961,27 @@ impl Task for TaskService {
             self.s.exit.signal();
         }
         Ok(Empty::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_namespace_sharing_from_config() {
+        let dir = std::env::temp_dir().join(format!("husk-shim-pidns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("config.json");
+        let case = |ns: &str| {
+            std::fs::write(&f, format!(r#"{{"linux":{{"namespaces":{ns}}}}}"#)).unwrap();
+            shares_pid_namespace(&f)
+        };
+        assert!(!case(r#"[{"type":"pid"},{"type":"mount"}]"#));
+        assert!(!case(r#"[{"type":"pid","path":""}]"#));
+        assert!(case(r#"[{"type":"pid","path":"/proc/7/ns/pid"}]"#));
+        assert!(case(r#"[{"type":"mount"}]"#));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(shares_pid_namespace(&f));
     }
 }

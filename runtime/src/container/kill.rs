@@ -2,27 +2,15 @@
 
 use std::path::Path;
 
-use nix::sys::signal::{self, Signal};
-use nix::unistd::Pid;
-
 use super::{load, ContainerError};
+use crate::signal::{self, Sig};
 
-/// A signal by name (`KILL`, `SIGKILL`, case-insensitive) or number.
-pub fn parse_signal(s: &str) -> Result<Signal, ContainerError> {
-    let bad = || ContainerError::Invalid(format!("invalid signal {s:?}"));
-    if let Ok(n) = s.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| bad());
-    }
-    let up = s.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") {
-        up
-    } else {
-        format!("SIG{up}")
-    };
-    name.parse::<Signal>().map_err(|_| bad())
+/// A signal by name (`KILL`, `SIGKILL`, `SIGRTMIN+3`, case-insensitive) or number (1-64).
+pub fn parse_signal(s: &str) -> Result<Sig, ContainerError> {
+    signal::parse(s).map_err(|e| ContainerError::Invalid(e.to_string()))
 }
 
-pub fn kill(root: &Path, id: &str, sig: Signal, all: bool) -> Result<(), ContainerError> {
+pub fn kill(root: &Path, id: &str, sig: Sig, all: bool) -> Result<(), ContainerError> {
     let c = load(root, id, false)?;
     if !c.status.can_kill() {
         return Err(ContainerError::WrongStatus {
@@ -36,13 +24,13 @@ pub fn kill(root: &Path, id: &str, sig: Signal, all: bool) -> Result<(), Contain
         let cg = c.cgroup();
         let pids = if cg.is_none() { Vec::new() } else { cg.pids()? };
         for p in pids {
-            let _ = signal::kill(Pid::from_raw(p), sig);
+            let _ = sig.send(p);
         }
         // The init may be outside a cgroup we could read (e.g. no cgroup support).
-        let _ = signal::kill(Pid::from_raw(c.state.pid), sig);
+        let _ = sig.send(c.state.pid);
         return Ok(());
     }
-    signal::kill(Pid::from_raw(c.state.pid), sig).map_err(|source| ContainerError::Sys {
+    sig.send(c.state.pid).map_err(|source| ContainerError::Sys {
         step: format!("send {sig} to container {id}"),
         source,
     })
@@ -54,9 +42,10 @@ mod tests {
 
     #[test]
     fn signal_names_and_numbers() {
-        assert_eq!(parse_signal("KILL").unwrap(), Signal::SIGKILL);
-        assert_eq!(parse_signal("sigterm").unwrap(), Signal::SIGTERM);
-        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("KILL").unwrap(), Sig::KILL);
+        assert_eq!(parse_signal("sigterm").unwrap(), Sig::TERM);
+        assert_eq!(parse_signal("9").unwrap(), Sig::KILL);
+        assert_eq!(parse_signal("SIGRTMIN+3").unwrap().number(), 37);
         assert!(parse_signal("FOO").is_err());
         assert!(parse_signal("999").is_err());
     }

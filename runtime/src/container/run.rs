@@ -75,8 +75,7 @@ pub fn run(mut opts: CreateOptions, detach: bool, keep: bool) -> Result<i32, Con
     // The exit status stays the program's (126/127, as a shell's); the reason goes where
     // errors go.
     if let Some(f) = created.chan.pending_error() {
-        crate::logging::error(&f.message);
-        eprintln!("{}", crate::logging::one_line(&f.message));
+        crate::logging::fatal(&f.message);
     }
     if !keep {
         delete(&root, &id, true)?;

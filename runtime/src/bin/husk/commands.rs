@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use husk_runtime::container::{self, CreateOptions, ExecOptions};
+use husk_runtime::signal::Sig;
+use husk_runtime::state::StateError;
 
 use crate::Cli;
 
@@ -165,19 +167,22 @@ fn create_options(cli: &Cli, a: &CreateArgs, start_barrier: bool) -> CreateOptio
     }
 }
 
-pub fn dispatch(cli: &Cli) -> Result<i32> {
+pub fn dispatch(cli: &Cli, command: &Command) -> Result<i32> {
     let root = &cli.root;
-    match &cli.command {
+    match command {
         Command::Create(a) => {
+            debug_create("create", cli, a);
             container::create(create_options(cli, a, true))?;
+            husk_runtime::logging::debug(&format!("container {} created", a.id));
         }
         Command::Start { id } => container::start(root, id)?,
         Command::Run(a) => {
+            debug_create("run", cli, &a.create);
             return Ok(container::run(
                 create_options(cli, &a.create, true),
                 a.detach,
                 a.keep,
-            )?)
+            )?);
         }
         Command::State { id } => {
             let c = container::load(root, id, false)?;
@@ -186,13 +191,19 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         Command::List { format, quiet } => list(root, format, *quiet)?,
         Command::Kill { all, id, signal } => {
             let sig = container::parse_signal(signal)?;
-            container::kill(root, id, sig, *all)?;
+            match container::kill(root, id, sig, *all) {
+                // runc: `kill --all` of a stopped container succeeds; whatever is left in its
+                // cgroup (processes of a shared or host PID namespace) still gets the signal.
+                Err(container::ContainerError::WrongStatus {
+                    status: container::Status::Stopped,
+                    ..
+                }) if *all => kill_leftovers(root, id, sig)?,
+                r => r?,
+            }
         }
         Command::Delete { force, id } => match container::delete(root, id, *force) {
-            // As runc: `delete --force` of a container that is gone succeeds (podman deletes
-            // after a checkpoint, which already removed the container).
-            Err(container::ContainerError::State(husk_runtime::state::StateError::NotFound(_)))
-                if *force => {}
+            // runc: `delete --force` of a container that does not exist succeeds, silently.
+            Err(container::ContainerError::State(StateError::NotFound(_))) if *force => {}
             r => r?,
         },
         Command::Exec(a) => return exec(cli, a),
@@ -216,6 +227,38 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         ),
     }
     Ok(0)
+}
+
+/// The debug lines of the create path (`--debug`), as runc's tell what it is about to do.
+fn debug_create(verb: &str, cli: &Cli, a: &CreateArgs) {
+    if !husk_runtime::logging::debug_enabled() {
+        return;
+    }
+    husk_runtime::logging::debug(&format!(
+        "{verb}: container {} from bundle {} (root {}, cgroup manager {:?}, console socket {}, pid file {})",
+        a.id,
+        a.bundle.display(),
+        cli.root.display(),
+        cli.cgroup_manager(),
+        a.console_socket.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()),
+        a.pid_file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()),
+    ));
+}
+
+/// The processes still in a stopped container's cgroup get the signal (`kill --all`).
+fn kill_leftovers(root: &std::path::Path, id: &str, sig: Sig) -> Result<()> {
+    let c = container::load(root, id, false)?;
+    let cg = c.cgroup();
+    if cg.is_none() {
+        return Ok(());
+    }
+    for pid in cg
+        .pids()
+        .with_context(|| format!("list the processes of container {id}"))?
+    {
+        let _ = sig.send(pid);
+    }
+    Ok(())
 }
 
 fn list(root: &std::path::Path, format: &str, quiet: bool) -> Result<()> {

@@ -10,16 +10,19 @@ mod sandbox;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, Parser, ValueEnum};
 use husk_runtime::logging;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "husk",
-    version,
+    disable_version_flag = true,
     about = "husk: a fast, runc-compatible OCI container runtime"
 )]
 pub struct Cli {
+    /// Print the version, commit, runtime-spec version and seccomp support (as runc -v).
+    #[arg(short = 'v', long = "version", visible_short_alias = 'V')]
+    version: bool,
     /// Root directory for the state of containers [default: /run/husk; for a non-root user
     /// with XDG_RUNTIME_DIR set, $XDG_RUNTIME_DIR/husk, as runc's rootless mode]
     #[arg(long = "root", global = true, value_name = "ROOT")]
@@ -55,7 +58,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     criu: Option<PathBuf>,
     #[command(subcommand)]
-    command: commands::Command,
+    command: Option<commands::Command>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -99,6 +102,24 @@ enum LogFormat {
     Json,
 }
 
+/// `husk --version`, shaped like runc's (`runc version`, `commit:`, `spec:`, `go:`,
+/// `libseccomp:`): husk has no libseccomp, its seccomp filters come from its own compiler.
+fn version() -> String {
+    let archs = husk_runtime::features::SECCOMP_ARCHS
+        .iter()
+        .map(|a| a.trim_start_matches("SCMP_ARCH_").to_ascii_lowercase())
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "husk version {}\ncommit: {}\nspec: {}\nrustc: {}\nseccomp: built-in BPF compiler, no libseccomp (architectures: {})\n",
+        env!("CARGO_PKG_VERSION"),
+        env!("HUSK_COMMIT"),
+        husk_runtime::spec::default::OCI_VERSION,
+        env!("HUSK_RUSTC").trim_start_matches("rustc "),
+        if archs.is_empty() { "none" } else { &archs },
+    )
+}
+
 fn main() -> ExitCode {
     // go-runc (containerd's runc shim) passes `restore -no-subreaper`, Go flag style, which
     // urfave/cli accepts and clap does not.
@@ -120,12 +141,25 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
         }
     };
+    if cli.version {
+        print!("{}", version());
+        return ExitCode::SUCCESS;
+    }
     let format = match cli.log_format {
         LogFormat::Text => logging::Format::Text,
         LogFormat::Json => logging::Format::Json,
     };
-    logging::init(cli.log.clone(), format, cli.debug);
-    match commands::dispatch(&cli) {
+    if let Err(e) = logging::init(cli.log.as_deref(), format, cli.debug) {
+        // No log to write to: the error goes to stderr in the requested format.
+        logging::fatal(&e.to_string());
+        return ExitCode::from(1);
+    }
+    let Some(command) = &cli.command else {
+        // runc without a command prints its help.
+        let _ = Cli::command().print_help();
+        return ExitCode::SUCCESS;
+    };
+    match commands::dispatch(&cli, command) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             // Each layer once: a layer whose text already ends the message (an error that
@@ -149,9 +183,7 @@ fn main() -> ExitCode {
                      or pass --root DIR)",
                 );
             }
-            let msg = logging::one_line(&msg);
-            logging::error(&msg);
-            eprintln!("{msg}");
+            logging::fatal(&msg);
             ExitCode::from(1)
         }
     }
