@@ -149,7 +149,6 @@ fn podman_stop_with_sigrtmin3() {
 /// not there is 127, one that is not executable 126 (`podman run`; `podman exec` alike). husk
 /// must give podman what runc gives it.
 #[test]
-#[ignore = "needs the lead's child-path change (runc's exec-failure wording and exit codes)"]
 fn podman_exit_codes_for_exec_failures_match_runc() {
     let Some(e) = Engines::start("pd-ef") else {
         return;

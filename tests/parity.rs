@@ -385,7 +385,6 @@ fn said(c: &Case, out: &Out) -> String {
 /// "executable file not found" into 127 and "permission denied" into 126, and `exec` into a
 /// running container that cannot start its program exits 255 (runc), 1 for an exec format error.
 #[test]
-#[ignore = "needs the lead's child-path change (runtime/src/init, runtime/src/process): runc's exec-failure wording and exit codes"]
 fn exec_failures_match_runc() {
     if skip() || !have_runc() {
         return;

@@ -78,16 +78,10 @@ impl ChildError {
         }
     }
 
-    /// The exit status of a child that failed this way: as a shell's, 127 when the program is
-    /// not there, 126 when it is there but can't run; 1 for a failure before that.
+    /// The exit status of a child that failed this way: 1, as runc's init (engines map the
+    /// reason, which the parent reports, not this status).
     pub fn exit_code(&self) -> i32 {
-        match self {
-            ChildError::Lookup { .. } | ChildError::Exec { .. } if self.errno() == libc::ENOENT => {
-                127
-            }
-            ChildError::Lookup { .. } | ChildError::Exec { .. } => 126,
-            _ => 1,
-        }
+        1
     }
 
     /// The stage that failed, for [`sync::Failure::step`].

@@ -342,7 +342,19 @@ fn exec(cli: &Cli, a: &ExecArgs) -> Result<i32> {
         process_label: a.process_label.clone(),
         ignore_paused: a.ignore_paused,
     };
-    container::exec(&cli.root, &a.id, opts).with_context(|| format!("exec in container {}", a.id))
+    match container::exec(&cli.root, &a.id, opts) {
+        // As runc: a process that could not be started in the container (its program not
+        // found or not runnable, its set-up refused) makes `exec` exit 255, so engines tell it
+        // from the program's own status; a failed execve itself is the process's exit 1.
+        Err(container::ContainerError::Process(husk_runtime::process::ProcessError::Init(f))) => {
+            husk_runtime::logging::fatal(&format!(
+                "exec in container {}: exec failed: unable to start container process: {}",
+                a.id, f.message
+            ));
+            Ok(if f.step == "exec" { 1 } else { 255 })
+        }
+        r => r.with_context(|| format!("exec in container {}", a.id)),
+    }
 }
 
 /// `husk image ...` is the `husk-image` binary (kept apart so the runtime binary stays small):
