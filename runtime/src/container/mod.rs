@@ -19,7 +19,7 @@ pub use kill::{kill, parse_signal};
 pub use ops::{events, pause, pids, resume, update};
 pub use run::{run, wait_exit};
 pub use start::start;
-pub use status::{list, load, Loaded};
+pub use status::{list, load, Listed, Loaded};
 
 use crate::cgroups::CgroupError;
 use crate::process::ProcessError;

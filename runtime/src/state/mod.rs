@@ -33,12 +33,13 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path:?}: {source}")]
+    #[error("{path:?} is not a valid state file: {error}")]
     Corrupt {
         path: PathBuf,
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
+    #[error("{path:?}: {message}")]
+    Input { path: PathBuf, message: String },
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
@@ -160,6 +161,25 @@ impl StateDir {
         self._lock.as_ref().map(|l| l.as_raw_fd())
     }
 
+    /// True while another process holds the directory's lock (a `create` still at work); false
+    /// when this value holds it or nobody does.
+    pub fn locked_elsewhere(&self) -> bool {
+        if self._lock.is_some() {
+            return false;
+        }
+        let Ok(f) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(&self.dir)
+        else {
+            return false;
+        };
+        matches!(
+            Flock::lock(f, FlockArg::LockExclusiveNonblock),
+            Err((_, nix::errno::Errno::EWOULDBLOCK))
+        )
+    }
+
     pub fn fifo_path(&self) -> PathBuf {
         self.dir.join(EXEC_FIFO)
     }
@@ -167,12 +187,19 @@ impl StateDir {
     /// Read `state.json`; `Ok(None)` when the create never got as far as writing it.
     pub fn load(&self) -> Result<Option<State>, StateError> {
         let path = self.dir.join(STATE_FILE);
-        match std::fs::read(&path) {
+        match crate::spec::read_bounded(&path, STATE_LIMIT) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
-                .map_err(|source| StateError::Corrupt { path, source }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io("read", &path)(e)),
+                .map_err(|error| StateError::Corrupt { path, error }),
+            Err(crate::spec::ReadError::Io { error, .. })
+                if error.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(StateError::Input {
+                path,
+                message: e.reason(),
+            }),
         }
     }
 
@@ -186,9 +213,9 @@ impl StateDir {
     pub fn save(&self, state: &State) -> Result<(), StateError> {
         let tmp = self.dir.join(".state.json.tmp");
         let path = self.dir.join(STATE_FILE);
-        let bytes = serde_json::to_vec(state).map_err(|source| StateError::Corrupt {
+        let bytes = serde_json::to_vec(state).map_err(|error| StateError::Corrupt {
             path: path.clone(),
-            source,
+            error,
         })?;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -248,6 +275,40 @@ pub fn proc_start_time(pid: i32) -> Option<(u64, bool)> {
     let start = fields.get(19)?.parse().ok()?;
     Some((start, zombie))
 }
+
+/// What can still be read of a damaged `state.json`: the leading fields husk writes before
+/// the (long) config, each taken only when it parses whole.
+#[derive(Debug, Default)]
+pub struct Salvaged {
+    pub id: Option<String>,
+    pub pid: Option<i32>,
+    pub start_time: Option<u64>,
+    pub cgroup: Option<PathBuf>,
+}
+
+/// Read back the fields `delete --force` needs from a state file that won't parse.
+pub fn salvage(path: &Path) -> Option<Salvaged> {
+    let bytes = crate::spec::read_bounded(path, STATE_LIMIT).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let field = |key: &str| -> Option<serde_json::Value> {
+        let at = text.find(&format!("\"{key}\":"))? + key.len() + 3;
+        serde_json::Deserializer::from_str(&text[at..])
+            .into_iter::<serde_json::Value>()
+            .next()?
+            .ok()
+    };
+    Some(Salvaged {
+        id: field("id").and_then(|v| v.as_str().map(String::from)),
+        pid: field("pid")
+            .and_then(|v| v.as_i64())
+            .and_then(|p| i32::try_from(p).ok()),
+        start_time: field("startTime").and_then(|v| v.as_u64()),
+        cgroup: field("cgroup").and_then(|v| v.as_str().map(PathBuf::from)),
+    })
+}
+
+/// The largest `state.json` husk reads (its own are a few KiB, the config included).
+pub const STATE_LIMIT: u64 = 64 << 20;
 
 impl State {
     /// The derived status: see the module doc.

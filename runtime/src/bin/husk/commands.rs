@@ -155,7 +155,25 @@ fn create_options(cli: &Cli, a: &CreateArgs, start_barrier: bool) -> CreateOptio
     }
 }
 
+/// Run the command; its error comes back as one message whose causes each appear once (an
+/// error that prints its source and then the source itself would say everything twice).
 pub fn dispatch(cli: &Cli) -> Result<i32> {
+    run(cli).map_err(|e| {
+        let mut s = String::new();
+        for c in e.chain() {
+            let t = c.to_string();
+            if s.is_empty() {
+                s = t;
+            } else if !s.ends_with(&t) {
+                s.push_str(": ");
+                s.push_str(&t);
+            }
+        }
+        anyhow::anyhow!(s)
+    })
+}
+
+fn run(cli: &Cli) -> Result<i32> {
     let root = &cli.root;
     match &cli.command {
         Command::Create(a) => {
@@ -200,14 +218,42 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
 
 fn list(root: &std::path::Path, format: &str, quiet: bool) -> Result<()> {
     let all = container::list(root)?;
+    // A container whose state can't be read is still listed (status "unknown"), and why goes
+    // to stderr: it may still have processes and a cgroup, and `delete --force` removes it.
+    for c in &all {
+        if let container::Listed::Unreadable { id, error } = c {
+            eprintln!(
+                "husk list: container {id}: status unknown: {}",
+                husk_runtime::init::chain(error)
+            );
+        }
+    }
     if quiet {
         for c in &all {
-            println!("{}", c.state.id);
+            match c {
+                container::Listed::Ok(c) => println!("{}", c.state.id),
+                container::Listed::Unreadable { id, .. } => println!("{id}"),
+            }
         }
         return Ok(());
     }
     if format == "json" {
-        let v: Vec<_> = all.iter().map(|c| c.to_json()).collect();
+        let v: Vec<_> = all
+            .iter()
+            .map(|c| match c {
+                container::Listed::Ok(c) => c.to_json(),
+                container::Listed::Unreadable { id, .. } => serde_json::json!({
+                    "ociVersion": "",
+                    "id": id,
+                    "pid": 0,
+                    "status": "unknown",
+                    "bundle": "",
+                    "rootfs": "",
+                    "created": "0001-01-01T00:00:00Z",
+                    "owner": "",
+                }),
+            })
+            .collect();
         // runc prints a nil slice, "null", when there are no containers.
         if v.is_empty() {
             println!("null");
@@ -218,20 +264,30 @@ fn list(root: &std::path::Path, format: &str, quiet: bool) -> Result<()> {
     }
     let rows: Vec<[String; 6]> = all
         .iter()
-        .map(|c| {
-            let pid = if c.status == container::Status::Stopped {
-                0
-            } else {
-                c.state.pid
-            };
-            [
-                c.state.id.clone(),
-                pid.to_string(),
-                c.status.to_string(),
-                c.state.bundle.display().to_string(),
-                c.state.created.clone(),
-                c.state.owner.clone(),
-            ]
+        .map(|c| match c {
+            container::Listed::Ok(c) => {
+                let pid = if c.status == container::Status::Stopped {
+                    0
+                } else {
+                    c.state.pid
+                };
+                [
+                    c.state.id.clone(),
+                    pid.to_string(),
+                    c.status.to_string(),
+                    c.state.bundle.display().to_string(),
+                    c.state.created.clone(),
+                    c.state.owner.clone(),
+                ]
+            }
+            container::Listed::Unreadable { id, .. } => [
+                id.clone(),
+                "0".into(),
+                "unknown".into(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ],
         })
         .collect();
     let header = ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(String::from);
