@@ -192,3 +192,143 @@ fn paused_sigkill_kills() {
     assert!(!alive(&a, pa), "SIGKILL left the paused init frozen");
     a.rt(&["delete", &a.id]).check();
 }
+
+/// Every cgroup mount point on this host (v1 hierarchies and cgroup2).
+fn cgroup_mounts() -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let fstype = post.split(' ').next()?;
+            (fstype == "cgroup" || fstype == "cgroup2").then(|| pre.split(' ').nth(4).map(String::from))?
+        })
+        .collect()
+}
+
+/// A private mount namespace whose cgroup hierarchies are this test's own cgroup `base`,
+/// bind-mounted over each mount point: husk's `/husk` inside it is `<base>/husk` on the host,
+/// so a config that reaches `/husk` can only ever touch the test's own containers.
+struct MappedBase {
+    holder: std::process::Child,
+    dirs: Vec<std::path::PathBuf>,
+}
+
+impl MappedBase {
+    fn new(base: &str) -> MappedBase {
+        let mut dirs = Vec::new();
+        let mut script = String::from("set -e\n");
+        for m in cgroup_mounts() {
+            let d = std::path::Path::new(&m).join(base.trim_start_matches('/'));
+            std::fs::create_dir_all(&d).expect("make the test's base cgroup");
+            for f in ["cpuset.cpus", "cpuset.mems"] {
+                if let Ok(v) = std::fs::read_to_string(std::path::Path::new(&m).join(f)) {
+                    std::fs::write(d.join(f), v.trim()).expect("seed cpuset");
+                }
+            }
+            script.push_str(&format!("mount --bind '{}' '{m}'\n", d.display()));
+            dirs.push(d);
+        }
+        script.push_str("echo ready\nexec sleep 600\n");
+        let mut holder = std::process::Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("unshare");
+        let mut line = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(holder.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        assert_eq!(line.trim(), "ready", "could not map the cgroup base");
+        MappedBase { holder, dirs }
+    }
+
+    /// Run the case's binary with `args` inside the mapped namespace.
+    fn rt(&self, c: &Case, args: &[&str]) -> Out {
+        let mut cmd = std::process::Command::new("nsenter");
+        cmd.arg("-t")
+            .arg(self.holder.id().to_string())
+            .arg("-m")
+            .arg(&c.bin)
+            .arg("--root")
+            .arg(&c.root)
+            .arg("--log")
+            .arg(&c.log)
+            .args(["--log-format", "json"])
+            .args(args);
+        c.spawn_cmd(cmd, &args.join(" ")).wait(CMD_TIMEOUT)
+    }
+}
+
+impl Drop for MappedBase {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+        for d in &self.dirs {
+            rmdir_tree(d);
+        }
+    }
+}
+
+/// A container whose config has `cgroupsPath` set to `cg` (`None`: no cgroupsPath at all).
+fn with_path(name: &str, cg: Option<&str>) -> Case {
+    let mut c = Case::with(name, &bin_under_test(), &runc_bin());
+    c.sh(LOOP);
+    // The container's own cgroupfs view follows the bind mounts' roots, which this test
+    // does not need.
+    if let Some(m) = c.config["mounts"].as_array_mut() {
+        m.retain(|m| m["destination"] != "/sys/fs/cgroup");
+    }
+    match cg {
+        Some(p) => c.config["linux"]["cgroupsPath"] = json!(p),
+        None => {
+            c.config["linux"].as_object_mut().expect("linux").remove("cgroupsPath");
+        }
+    }
+    let text = serde_json::to_string_pretty(&c.config).expect("serialize config");
+    std::fs::write(c.bundle.join("config.json"), text).expect("write config.json");
+    c
+}
+
+#[test]
+fn empty_cgroups_path_is_absent_and_husk_base_is_refused() {
+    if skip() || is_runc(&bin_under_test()) {
+        // runc puts these under the caller's cgroup: nothing of husk's base to check.
+        println!("SKIP: husk's /husk base only");
+        return;
+    }
+    let a = with_path("own-base-a", None);
+    let mapped = MappedBase::new(&format!("/husk-test-{}-base", a.id));
+    let start = |c: &Case| {
+        mapped
+            .rt(c, &["create", "--bundle", &c.bundle_str(), &c.id])
+            .check();
+        mapped.rt(c, &["start", &c.id]).check();
+        let st = mapped.rt(c, &["state", &c.id]).check().json();
+        st["pid"].as_i64().expect("pid") as i32
+    };
+    let pa = start(&a);
+    // The mapping holds: a's default cgroup is under the test's base on the host (and so
+    // nothing below can reach the host's real /husk).
+    let host = format!("/husk-test-{}-base/husk/{}", a.id, a.id);
+    assert!(
+        !cgroup_dirs(&host).is_empty() && pids_in_cgroup(&host).contains(&pa),
+        "the container did not land in the mapped base {host}"
+    );
+    let b = with_path("own-base-b", Some(""));
+    let pb = start(&b);
+    assert_ne!(pa, pb);
+    mapped.rt(&b, &["delete", "--force", &b.id]).check();
+    assert!(!alive(&b, pb));
+    assert!(alive(&a, pa), "delete --force of a container with cgroupsPath \"\" killed another");
+    for p in [".", "x/..", "/husk", "/husk/.", "/x/../husk"] {
+        let c = with_path("own-base-c", Some(p));
+        let out = mapped.rt(&c, &["create", "--bundle", &c.bundle_str(), &c.id]);
+        assert!(!out.ok(), "cgroupsPath {p:?} (husk's base) was accepted");
+        assert!(out.stderr.contains("linux.cgroupsPath"), "{}", out.stderr);
+        mapped.rt(&c, &["delete", "--force", &c.id]);
+        assert!(alive(&a, pa), "cgroupsPath {p:?} killed another container");
+    }
+    mapped.rt(&a, &["delete", "--force", &a.id]).check();
+    assert!(!alive(&a, pa));
+}
