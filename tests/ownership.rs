@@ -332,3 +332,49 @@ fn empty_cgroups_path_is_absent_and_husk_base_is_refused() {
     mapped.rt(&a, &["delete", "--force", &a.id]).check();
     assert!(!alive(&a, pa));
 }
+
+#[test]
+fn device_entries_outside_dev_never_replace_rootfs_files() {
+    let Some(mut c) = Case::new("own-devices") else {
+        return;
+    };
+    let passwd = c.rootfs().join("etc/passwd");
+    if !passwd.exists() {
+        std::fs::create_dir_all(passwd.parent().expect("etc")).expect("mkdir etc");
+        std::fs::write(&passwd, "root:x:0:0:root:/root:/bin/sh\n").expect("write passwd");
+    }
+    let before = std::fs::read(&passwd).expect("read passwd");
+    c.config["linux"]["devices"] = json!([
+        {"path": "/etc/passwd", "type": "c", "major": 1, "minor": 3, "fileMode": 438},
+    ]);
+    c.args(&["/bin/true"]);
+    c.write_config();
+    let out = c.create();
+    if c.is_husk() {
+        assert!(!out.ok(), "a device over /etc/passwd was accepted");
+        assert!(out.stderr.contains("/etc/passwd"), "{}", out.stderr);
+        assert!(out.stderr.contains("linux.devices"), "{}", out.stderr);
+    }
+    c.rt(&["delete", "--force", &c.id]);
+    let meta = std::fs::symlink_metadata(&passwd).expect("passwd is gone");
+    assert!(meta.is_file(), "/etc/passwd in the rootfs is no longer a regular file");
+    assert_eq!(std::fs::read(&passwd).expect("read passwd"), before);
+
+    // A device at a free path outside /dev is made, and one already there (the same device)
+    // is taken as it is.
+    let mut d = Case::new("own-devices-free").expect("case");
+    d.config["linux"]["devices"] = json!([
+        {"path": "/mydev/null", "type": "c", "major": 1, "minor": 3, "fileMode": 438},
+    ]);
+    d.sh("test -c /mydev/null && echo ok");
+    d.write_config();
+    let out = d.run();
+    assert!(out.ok(), "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), "ok");
+    d.rt(&["delete", "--force", &d.id]);
+    // The node stays in the rootfs (like runc, husk does not remove what it made on disk);
+    // the second run finds the same device there.
+    let out = d.run();
+    assert!(out.ok(), "{}", out.stderr);
+    d.rt(&["delete", "--force", &d.id]);
+}
