@@ -442,3 +442,113 @@ fn exec_process_and_update_from_dev_zero_are_refused() {
         "character device",
     );
 }
+
+/// True when some fragment of 12+ characters after a ": " appears twice in `msg`.
+fn repeats_itself(msg: &str) -> bool {
+    let parts: Vec<&str> = msg.split(": ").filter(|p| p.len() >= 12).collect();
+    parts
+        .iter()
+        .enumerate()
+        .any(|(i, p)| parts[i + 1..].contains(p))
+}
+
+#[test]
+fn corrupt_state_is_listed_and_removable() {
+    let Some(c) = running("bad-state-trunc") else {
+        return;
+    };
+    let pid = c.pid();
+    let path = c.root.join(&c.id).join("state.json");
+    let text = std::fs::read(&path).expect("read state.json");
+    let cut = text
+        .windows(9)
+        .position(|w| w == b"\"config\":")
+        .expect("config in state.json")
+        + 20;
+    std::fs::write(&path, &text[..cut]).expect("truncate state.json");
+    let out = c.rt(&["list"]).check();
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&c.id))
+        .unwrap_or_else(|| panic!("list omits the corrupt container: {}", out.stdout));
+    if c.is_husk() {
+        assert!(row.contains("unknown"), "{row}");
+        assert!(out.stderr.contains(&c.id), "no reason on stderr: {}", out.stderr);
+        assert!(!repeats_itself(&out.stderr), "{}", out.stderr);
+        let json = c.rt(&["list", "--format", "json"]).check().json();
+        let entry = json
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["id"] == c.id.as_str()))
+            .expect("json entry");
+        assert_eq!(entry["status"], "unknown");
+        let st = c.rt(&["state", &c.id]);
+        assert!(!st.ok());
+        assert!(st.stderr.contains("state.json"), "{}", st.stderr);
+        assert!(!repeats_itself(&st.stderr), "{}", st.stderr);
+    }
+    c.rt(&["delete", "--force", &c.id]).check();
+    assert!(start_time(pid).is_none(), "delete --force left the init {pid} running");
+    assert!(!c.root.join(&c.id).exists());
+    c.assert_clean();
+}
+
+#[test]
+fn garbage_state_is_removable() {
+    let Some(c) = running("bad-state-junk") else {
+        return;
+    };
+    let pid = c.pid();
+    let path = c.root.join(&c.id).join("state.json");
+    std::fs::write(&path, b"\x00garbage").expect("write state.json");
+    let out = c.rt(&["delete", "--force", &c.id]);
+    if c.is_husk() {
+        out.check();
+        assert!(!c.root.join(&c.id).exists());
+        // Nothing in the file names the init or its cgroup: the warning says what to remove.
+        let warned = c
+            .log_lines()
+            .iter()
+            .any(|l| l["level"] == "warning" && l["msg"].as_str().unwrap_or("").contains("by hand"));
+        assert!(warned, "{:?}", c.log_lines());
+    }
+    // The init is this test's to clean up now (its state named nothing husk could trust).
+    // SAFETY: plain syscall on the case's own init, checked by start time below.
+    if start_time(pid).is_some() {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while start_time(pid).is_some() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    for d in cgroup_dirs(&c.cgroups_path()) {
+        rmdir_tree(&d);
+    }
+}
+
+#[test]
+fn forged_pids_are_not_creating() {
+    let Some(c) = Case::new("bad-state-pid") else {
+        return;
+    };
+    c.create().check();
+    let path = c.root.join(&c.id).join("state.json");
+    let good: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("parse");
+    let real = good["pid"].as_i64().expect("pid");
+    for forged in [0, -1] {
+        let mut v = good.clone();
+        v["pid"] = json!(forged);
+        std::fs::write(&path, v.to_string()).expect("write state.json");
+        let st = c.rt(&["state", &c.id]).check().json();
+        if c.is_husk() {
+            assert_eq!(st["status"], "stopped", "pid {forged}: {st}");
+        }
+        let out = c.rt(&["kill", &c.id, "KILL"]);
+        assert!(!out.ok() || !c.is_husk(), "kill with a forged pid {forged} succeeded");
+    }
+    let mut v = good.clone();
+    v["pid"] = json!(real);
+    std::fs::write(&path, v.to_string()).expect("write state.json");
+}
