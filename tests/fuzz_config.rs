@@ -847,3 +847,156 @@ fn fuzz_random_seccomp_profiles() {
     };
     report("random seccomp profiles", &st, started, false);
 }
+
+/// Pids of live processes whose command line has `arg` as one of its words after the first
+/// (husk itself, or a half-made init that is still husk, at work on container `arg`).
+fn pids_with_arg(arg: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if cmd.split(|b| *b == 0).skip(1).any(|a| a == arg.as_bytes()) && start_time(pid).is_some()
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// One kill -9 trial: `op` of container `id` is SIGKILLed after `delay`, then `delete --force`
+/// must leave nothing of it. Returns what was left (and removes it).
+fn kill9_trial(c: &Case, id: &str, op: usize, delay: Duration) -> Vec<String> {
+    let bundle = c.bundle_str();
+    let prepare: &[&[&str]] = match op {
+        0 | 2 => &[],
+        1 => &[&["create", "--bundle", &bundle, id]],
+        _ => &[&["create", "--bundle", &bundle, id], &["start", id]],
+    };
+    for args in prepare {
+        c.rt(args).check();
+    }
+    let args: Vec<&str> = match op {
+        0 => vec!["create", "--bundle", &bundle, id],
+        1 => vec!["start", id],
+        2 => vec!["run", "--bundle", &bundle, id],
+        3 => vec!["exec", id, "sh", "-c", "sleep 5"],
+        _ => vec!["delete", "--force", id],
+    };
+    let s = c.spawn(&args);
+    let mut child = s.child;
+    std::thread::sleep(delay);
+    let _ = child.kill();
+    let _ = child.wait();
+    let out = c.rt(&["delete", "--force", id]);
+    let mut left = Vec::new();
+    if out.code().is_none() || out.stderr.contains("panicked") {
+        left.push(format!("delete --force: {}: {}", out.status, out.stderr.trim()));
+    }
+    // Give dying processes a moment to be reaped by their new parent.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let mut now = Vec::new();
+        if c.root.join(id).exists() {
+            now.push(format!("state dir {id}"));
+        }
+        for d in cgroup_dirs(&c.cgroups_path()) {
+            now.push(format!("cgroup dir {}", d.display()));
+        }
+        for p in marked_pids(&c.id) {
+            now.push(format!("container process {p}"));
+        }
+        for p in pids_with_arg(id) {
+            now.push(format!("process {p} at work on {id}"));
+        }
+        for m in mounts_under(&c.dir) {
+            now.push(format!("mount {m}"));
+        }
+        if now.is_empty() || Instant::now() > deadline {
+            left = now.into_iter().chain(left).collect();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !left.is_empty() {
+        // Scrub, so that one failure does not cascade into the next trials.
+        for p in marked_pids(&c.id).into_iter().chain(pids_with_arg(id)) {
+            // SAFETY: plain syscall; the pid is this case's container or husk at work on it.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let _ = c.rt(&["delete", "--force", id]);
+        for d in cgroup_dirs(&c.cgroups_path()) {
+            rmdir_tree(&d);
+        }
+    }
+    left
+}
+
+/// kill -9 of husk at random points of create, start, run, exec and delete (≥ 300 trials,
+/// `HUSK_KILL9_TRIALS`): `delete --force` afterwards leaves no state, cgroup, process or mount.
+#[test]
+fn kill9_at_random_points_leaves_nothing_after_delete_force() {
+    if skip() {
+        return;
+    }
+    const OPS: [&str; 5] = ["create", "start", "run", "exec", "delete --force"];
+    let trials = std::env::var("HUSK_KILL9_TRIALS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300usize);
+    let started = Instant::now();
+    let limit = Duration::from_secs(240);
+    let workers = jobs().min(2);
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                s.spawn(move || {
+                    let mut c = Case::new(&format!("fzk9{w}")).expect("case");
+                    c.sh(LOOP);
+                    c.write_config();
+                    let mut failures = Vec::new();
+                    for n in (w..trials).step_by(workers) {
+                        assert!(
+                            started.elapsed() < limit,
+                            "kill -9 trials took more than {limit:?}"
+                        );
+                        let mut r = case_rng(0x6B39, n);
+                        let op = r.below(OPS.len());
+                        let delay = Duration::from_micros(r.below(40_000) as u64);
+                        let id = format!("k9-{n}");
+                        let left = kill9_trial(&c, &id, op, delay);
+                        if !left.is_empty() {
+                            failures.push(format!(
+                                "trial {n}: kill -9 of {} after {delay:?}: {left:?}",
+                                OPS[op]
+                            ));
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("kill -9 worker"))
+            .collect()
+    });
+    println!(
+        "kill -9 trials: {trials} in {:.1} s, {} left something behind",
+        started.elapsed().as_secs_f64(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {trials} kill -9 trials left something after delete --force:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
