@@ -93,6 +93,13 @@ fn rootfs(cx: &Ctx, spec: &Spec, bundle: &Path) -> Result<PathBuf, SpecError> {
         .root()
         .as_ref()
         .ok_or_else(|| cx.err("root", "missing: the container needs a root filesystem"))?;
+    // Required by the runtime-spec; empty would make the bundle itself the root filesystem.
+    if root.path().as_os_str().is_empty() {
+        return Err(cx.err(
+            "root.path",
+            "missing: the path of the root filesystem (e.g. \"rootfs\")",
+        ));
+    }
     let path = bundle.join(root.path());
     match std::fs::canonicalize(&path) {
         Ok(p) if p.is_dir() => Ok(p),
