@@ -457,6 +457,11 @@ fn corrupt_state_is_listed_and_removable() {
     let Some(c) = running("bad-state-trunc") else {
         return;
     };
+    if !c.is_husk() {
+        // runc omits a container it can't load from `list` and can't delete it.
+        println!("SKIP: husk's handling of its own state files");
+        return;
+    }
     let pid = c.pid();
     let path = c.root.join(&c.id).join("state.json");
     let text = std::fs::read(&path).expect("read state.json");
@@ -498,6 +503,11 @@ fn garbage_state_is_removable() {
     let Some(c) = running("bad-state-junk") else {
         return;
     };
+    if !c.is_husk() {
+        // runc omits a container it can't load from `list` and can't delete it.
+        println!("SKIP: husk's handling of its own state files");
+        return;
+    }
     let pid = c.pid();
     let path = c.root.join(&c.id).join("state.json");
     std::fs::write(&path, b"\x00garbage").expect("write state.json");

@@ -76,7 +76,10 @@ fn kill_all_of_a_parent_leaves_a_nested_container_alone() {
     a.rt(&["kill", "--all", &a.id, "KILL"]).check();
     a.wait_status("stopped", Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(100));
-    assert!(alive(&b, pb), "kill --all of the parent killed the nested container");
+    // runc 1.1 signals every process of the cgroup's subtree, nested containers included.
+    if a.is_husk() {
+        assert!(alive(&b, pb), "kill --all of the parent killed the nested container");
+    }
     b.rt(&["delete", "--force", &b.id]).check();
     a.rt(&["delete", &a.id]).check();
 }
