@@ -24,6 +24,25 @@ pub enum ReadError {
 }
 
 impl ReadError {
+    /// "a FIFO", "a character device", ...: what a file that is not regular is.
+    pub fn kind_of(t: std::fs::FileType) -> &'static str {
+        if t.is_dir() {
+            "a directory"
+        } else if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_char_device() {
+            "a character device"
+        } else if t.is_block_device() {
+            "a block device"
+        } else if t.is_socket() {
+            "a socket"
+        } else if t.is_symlink() {
+            "a symlink"
+        } else {
+            "not a regular file"
+        }
+    }
+
     /// The message without the path, for errors that name the file themselves.
     pub fn reason(&self) -> String {
         match self {
@@ -68,22 +87,9 @@ fn read_from(f: File, path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
     })?;
     let t = meta.file_type();
     if !t.is_file() {
-        let kind = if t.is_dir() {
-            "a directory"
-        } else if t.is_fifo() {
-            "a FIFO"
-        } else if t.is_char_device() {
-            "a character device"
-        } else if t.is_block_device() {
-            "a block device"
-        } else if t.is_socket() {
-            "a socket"
-        } else {
-            "not a regular file"
-        };
         return Err(ReadError::NotRegular {
             path: path.to_path_buf(),
-            kind,
+            kind: ReadError::kind_of(t),
         });
     }
     if meta.len() > limit {

@@ -264,6 +264,38 @@ pub fn list_ids(root: &Path) -> Result<Vec<String>, StateError> {
     Ok(ids)
 }
 
+/// Write `--pid-file` atomically (a reader never sees it empty), as runc does, but only where
+/// a regular file or nothing is: `/dev/full` or a FIFO given by mistake is refused by name,
+/// never replaced by a regular file.
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<(), StateError> {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    // What a symlink there points to counts (the rename replaces the link, not its target).
+    match std::fs::metadata(&abs) {
+        Ok(m) if !m.is_file() => {
+            let kind = crate::spec::ReadError::kind_of(m.file_type());
+            return Err(StateError::Input {
+                path: abs,
+                message: format!(
+                    "--pid-file: is {kind}, not a regular file; husk writes a pid file only \
+                     where a regular file or nothing is"
+                ),
+            });
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("inspect pid file", &abs)(e)),
+    }
+    let tmp = abs.with_file_name(format!(
+        ".{}.tmp",
+        abs.file_name().and_then(|n| n.to_str()).unwrap_or("pid")
+    ));
+    std::fs::write(&tmp, pid.to_string()).map_err(io("write pid file", &tmp))?;
+    std::fs::rename(&tmp, &abs).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io("rename pid file", &abs)(e)
+    })
+}
+
 /// Start time (clock ticks since boot) of `pid`, and whether it is a zombie; `None` if gone.
 pub fn proc_start_time(pid: i32) -> Option<(u64, bool)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -393,6 +425,19 @@ mod tests {
         let (t, zombie) = proc_start_time(me).expect("own stat");
         assert!(t > 0);
         assert!(!zombie);
+    }
+
+    #[test]
+    fn pid_files_replace_only_regular_files() {
+        let e = write_pid_file(Path::new("/dev/full"), 1).unwrap_err().to_string();
+        assert!(e.contains("/dev/full") && e.contains("character device"), "{e}");
+        let dir = std::env::temp_dir().join(format!("husk-pidfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("pid");
+        write_pid_file(&p, 42).unwrap();
+        write_pid_file(&p, 43).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "43");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
