@@ -92,13 +92,14 @@ pub struct Cgroup {
 /// Whose the cgroup is, as far as this value knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Claim {
+    /// Resolved from a config and not (successfully) created: nothing in it is known to be
+    /// ours, and a failed creation already removed what it made. Never touched.
+    Unclaimed,
     /// Read back from a state file: its processes are killed by the caller, who knows which
     /// are the container's; destroy only removes directories.
     Recorded,
     /// Made (or found empty) by this value's `create`: everything in it is ours.
     Made,
-    /// `create` found it in use by others: never touched again.
-    Foreign,
 }
 
 /// Where relative and absent `cgroupsPath`s go. Not under the caller's cgroup as runc does: on a
@@ -134,7 +135,7 @@ impl Cgroup {
             let spec = cgroups_path.map(|p| p.to_string_lossy().into_owned());
             return Ok(Self::with(
                 systemd_path(spec.as_deref().unwrap_or(""), id)?,
-                Claim::Recorded,
+                Claim::Unclaimed,
             ));
         }
         let under_base = |p: &Path| {
@@ -164,7 +165,7 @@ impl Cgroup {
                 ),
             ));
         }
-        Ok(Self::with(path, Claim::Recorded))
+        Ok(Self::with(path, Claim::Unclaimed))
     }
 
     fn with(path: PathBuf, claim: Claim) -> Self {
@@ -231,13 +232,13 @@ impl Cgroup {
         res
     }
 
-    /// Remember what creation found: a cgroup in use by others is never touched again.
+    /// Remember what creation did: a cgroup it could not make (in use by others, or any other
+    /// failure, after which it removed what it made) is not touched again.
     fn note<T>(&self, res: &Result<T, CgroupError>) {
-        match res {
-            Ok(_) => self.claim.set(Claim::Made),
-            Err(CgroupError::NotOwn { .. }) => self.claim.set(Claim::Foreign),
-            Err(_) => {}
-        }
+        self.claim.set(match res {
+            Ok(_) => Claim::Made,
+            Err(_) => Claim::Unclaimed,
+        });
     }
 
     /// [`Cgroup::create`] in two halves around the init's clone: this one checks the resources
@@ -304,13 +305,14 @@ impl Cgroup {
     /// Remove the cgroup; a cgroup that is already gone is fine. One this value made is its
     /// caller's alone: whatever is left in it is killed first. One read back from a state file
     /// is only removed (see [`Cgroup::remove`]): the caller kills the container's processes,
-    /// knowing which they are. One `create` found in use by others is left alone.
+    /// knowing which they are. One this value did not make (found in use by others, or never
+    /// created) is left alone.
     pub fn destroy(&self) -> Result<(), CgroupError> {
         if self.is_none() || self.is_shared() {
             return Ok(());
         }
         match self.claim.get() {
-            Claim::Foreign => Ok(()),
+            Claim::Unclaimed => Ok(()),
             Claim::Made => destroy_in(&Layout::host()?, &self.path),
             Claim::Recorded => self.remove(),
         }
@@ -850,10 +852,17 @@ fn remove_in(layout: &Layout, path: &Path) -> Result<(), CgroupError> {
     let mut busy_dir = None;
     for dir in layout.dirs(path) {
         for d in subtree(&dir).iter().rev() {
-            match remove_dir_retry(layout, d, deadline) {
+            // A directory with live processes stays busy: no point waiting for it.
+            let live = || -> Vec<i32> {
+                pids_of_subtree(d)
+                    .into_iter()
+                    .filter(|&p| alive(p))
+                    .collect()
+            };
+            match remove_dir_retry(layout, d, deadline, &|| !live().is_empty()) {
                 Ok(()) => {}
                 Err(e) => {
-                    let pids = pids_of_subtree(d);
+                    let pids: Vec<i32> = live();
                     if pids.is_empty() {
                         return Err(e);
                     }
@@ -928,7 +937,12 @@ fn kill_own_in(
     skip: &[PathBuf],
     keep: &dyn Fn(i32) -> bool,
 ) -> Result<(), CgroupError> {
-    let whole = !skip.iter().any(|s| s.starts_with(path) && s.as_path() != path);
+    // cgroup.kill and the freezer act on the whole subtree: only for a cgroup without child
+    // cgroups, whose processes are all in view.
+    let whole = layout
+        .dirs(path)
+        .iter()
+        .all(|d| subtree(d).len() <= 1);
     let unified = match &layout.mode {
         Mode::V1 { unified, .. } => unified
             .as_ref()
@@ -974,12 +988,35 @@ fn kill_own_in(
     }
 }
 
-fn remove_dir_retry(layout: &Layout, d: &Path, deadline: Instant) -> Result<(), CgroupError> {
+/// True while `pid` runs (not a zombie): a zombie still listed in a cgroup is on its way out.
+fn alive(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat.get(i + 2..i + 3))
+        .unwrap_or("X");
+    state != "Z" && state != "X"
+}
+
+/// rmdir `d`, retrying while the kernel calls it busy (tasks on their way out) until
+/// `deadline`, unless `stuck` says waiting is pointless.
+fn remove_dir_retry(
+    layout: &Layout,
+    d: &Path,
+    deadline: Instant,
+    stuck: &dyn Fn() -> bool,
+) -> Result<(), CgroupError> {
     loop {
         match layout::remove_dir(layout, d) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EBUSY)
+                    && Instant::now() < deadline
+                    && !stuck() =>
+            {
                 std::thread::sleep(Duration::from_millis(1));
             }
             Err(source) => {

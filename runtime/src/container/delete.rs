@@ -42,17 +42,18 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
         // Its own pid namespace dies with its init (the kernel kills the rest).
         let _ = signal::kill(Pid::from_raw(st.pid), Signal::SIGKILL);
     }
-    let nested = super::status::other_cgroups(root, id);
+    // Other containers' cgroups nested in this one: theirs, not its.
+    let nested = || super::status::other_cgroups(root, id);
     if st.pid > 0 && !super::kill::private_pid_ns(&st.config) {
         // Sharing a pid namespace, its processes are those of its cgroup, which `create` made
         // sure was its own. Thaws a paused one, too.
-        if let Err(e) = cgroup.kill_members(&nested, &|_| false) {
+        if let Err(e) = cgroup.kill_members(&nested(), &|_| false) {
             crate::logging::warn(&crate::init::chain(&e));
         }
     } else if st.pid <= 0 {
         // A create killed before it recorded its init: that init is still husk, running
         // `create`/`run` for this id, and the only process of this container there can be.
-        if let Err(e) = cgroup.kill_members(&nested, &|p| !half_made_init(p, id)) {
+        if let Err(e) = cgroup.kill_members(&nested(), &|p| !half_made_init(p, id)) {
             crate::logging::warn(&crate::init::chain(&e));
         }
     }
