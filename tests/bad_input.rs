@@ -479,7 +479,11 @@ fn corrupt_state_is_listed_and_removable() {
         .unwrap_or_else(|| panic!("list omits the corrupt container: {}", out.stdout));
     if c.is_husk() {
         assert!(row.contains("unknown"), "{row}");
-        assert!(out.stderr.contains(&c.id), "no reason on stderr: {}", out.stderr);
+        assert!(
+            out.stderr.contains(&c.id),
+            "no reason on stderr: {}",
+            out.stderr
+        );
         assert!(!repeats_itself(&out.stderr), "{}", out.stderr);
         let json = c.rt(&["list", "--format", "json"]).check().json();
         let entry = json
@@ -493,7 +497,10 @@ fn corrupt_state_is_listed_and_removable() {
         assert!(!repeats_itself(&st.stderr), "{}", st.stderr);
     }
     c.rt(&["delete", "--force", &c.id]).check();
-    assert!(start_time(pid).is_none(), "delete --force left the init {pid} running");
+    assert!(
+        start_time(pid).is_none(),
+        "delete --force left the init {pid} running"
+    );
     assert!(!c.root.join(&c.id).exists());
     c.assert_clean();
 }
@@ -516,10 +523,9 @@ fn garbage_state_is_removable() {
         out.check();
         assert!(!c.root.join(&c.id).exists());
         // Nothing in the file names the init or its cgroup: the warning says what to remove.
-        let warned = c
-            .log_lines()
-            .iter()
-            .any(|l| l["level"] == "warning" && l["msg"].as_str().unwrap_or("").contains("by hand"));
+        let warned = c.log_lines().iter().any(|l| {
+            l["level"] == "warning" && l["msg"].as_str().unwrap_or("").contains("by hand")
+        });
         assert!(warned, "{:?}", c.log_lines());
     }
     // The init is this test's to clean up now (its state named nothing husk could trust).
@@ -556,7 +562,10 @@ fn forged_pids_are_not_creating() {
             assert_eq!(st["status"], "stopped", "pid {forged}: {st}");
         }
         let out = c.rt(&["kill", &c.id, "KILL"]);
-        assert!(!out.ok() || !c.is_husk(), "kill with a forged pid {forged} succeeded");
+        assert!(
+            !out.ok() || !c.is_husk(),
+            "kill with a forged pid {forged} succeeded"
+        );
     }
     let mut v = good.clone();
     v["pid"] = json!(real);

@@ -917,7 +917,11 @@ fn kill9_trial(c: &Case, id: &str, op: usize, delay: Duration) -> Vec<String> {
     let out = c.rt(&["delete", "--force", id]);
     let mut left = Vec::new();
     if out.code().is_none() || out.stderr.contains("panicked") {
-        left.push(format!("delete --force: {}: {}", out.status, out.stderr.trim()));
+        left.push(format!(
+            "delete --force: {}: {}",
+            out.status,
+            out.stderr.trim()
+        ));
     }
     // Give dying processes a moment to be reaped by their new parent.
     let deadline = Instant::now() + Duration::from_secs(2);

@@ -54,7 +54,11 @@ fn delete_force_of_a_parent_leaves_a_nested_container_alone() {
         let warned = a.log_lines().iter().any(|l| {
             l["level"] == "warning" && l["msg"].as_str().unwrap_or("").contains("left in place")
         });
-        assert!(warned, "no warning about the busy cgroup in {:?}", a.log_lines());
+        assert!(
+            warned,
+            "no warning about the busy cgroup in {:?}",
+            a.log_lines()
+        );
     }
     b.rt(&["delete", "--force", &b.id]).check();
     assert!(!alive(&b, pb));
@@ -78,7 +82,10 @@ fn kill_all_of_a_parent_leaves_a_nested_container_alone() {
     std::thread::sleep(Duration::from_millis(100));
     // runc 1.1 signals every process of the cgroup's subtree, nested containers included.
     if a.is_husk() {
-        assert!(alive(&b, pb), "kill --all of the parent killed the nested container");
+        assert!(
+            alive(&b, pb),
+            "kill --all of the parent killed the nested container"
+        );
     }
     b.rt(&["delete", "--force", &b.id]).check();
     a.rt(&["delete", &a.id]).check();
@@ -97,12 +104,18 @@ fn create_refuses_a_cgroup_with_child_cgroups() {
     a.sh(LOOP);
     a.write_config();
     let out = a.create();
-    assert!(!out.ok(), "create into a cgroup with a child cgroup succeeded");
+    assert!(
+        !out.ok(),
+        "create into a cgroup with a child cgroup succeeded"
+    );
     if a.is_husk() {
         assert!(out.stderr.contains("child cgroups"), "{}", out.stderr);
         assert!(out.stderr.contains("linux.cgroupsPath"), "{}", out.stderr);
     }
-    assert!(alive(&b, pb), "the refused create killed the container below it");
+    assert!(
+        alive(&b, pb),
+        "the refused create killed the container below it"
+    );
     b.rt(&["delete", "--force", &b.id]).check();
     // The parent directory b's create made on its way down is nobody's container's.
     for d in cgroup_dirs(&a.cgroups_path()) {
@@ -119,12 +132,18 @@ fn two_containers_sharing_a_cgroups_path() {
     let b = beside("own-share-b", &a.cgroups_path());
     let out = b.create();
     if a.is_husk() {
-        assert!(!out.ok(), "create into a cgroup with another container's processes");
+        assert!(
+            !out.ok(),
+            "create into a cgroup with another container's processes"
+        );
         assert!(out.stderr.contains("process(es)"), "{}", out.stderr);
         assert!(out.stderr.contains("linux.cgroupsPath"), "{}", out.stderr);
     }
     b.rt(&["delete", "--force", &b.id]);
-    assert!(alive(&a, pa), "the second container's create/delete killed the first");
+    assert!(
+        alive(&a, pa),
+        "the second container's create/delete killed the first"
+    );
     a.rt(&["delete", "--force", &a.id]).check();
 }
 
@@ -143,7 +162,10 @@ fn failed_create_beside_a_running_container() {
     let text = serde_json::to_string_pretty(&b.config).expect("serialize config");
     std::fs::write(b.bundle.join("config.json"), text).expect("write config.json");
     assert!(!b.create().ok(), "the broken create succeeded");
-    assert!(alive(&a, pa), "the failed create killed the container beside it");
+    assert!(
+        alive(&a, pa),
+        "the failed create killed the container beside it"
+    );
     // Beside it in a sibling cgroup under a shared parent: the parent is nobody's to empty.
     let parent = format!("{}-p", a.cgroups_path());
     let c = beside("own-fail-c", &format!("{parent}/one"));
@@ -177,7 +199,10 @@ fn paused_delete_force_is_prompt() {
     a.rt(&["delete", "--force", &a.id]).check();
     let took = t.elapsed();
     assert!(!alive(&a, pa), "the paused init survived delete --force");
-    assert!(took < Duration::from_secs(1), "delete --force of a paused container took {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "delete --force of a paused container took {took:?}"
+    );
 }
 
 #[test]
@@ -203,7 +228,8 @@ fn cgroup_mounts() -> Vec<String> {
         .filter_map(|l| {
             let (pre, post) = l.split_once(" - ")?;
             let fstype = post.split(' ').next()?;
-            (fstype == "cgroup" || fstype == "cgroup2").then(|| pre.split(' ').nth(4).map(String::from))?
+            (fstype == "cgroup" || fstype == "cgroup2")
+                .then(|| pre.split(' ').nth(4).map(String::from))?
         })
         .collect()
 }
@@ -285,7 +311,10 @@ fn with_path(name: &str, cg: Option<&str>) -> Case {
     match cg {
         Some(p) => c.config["linux"]["cgroupsPath"] = json!(p),
         None => {
-            c.config["linux"].as_object_mut().expect("linux").remove("cgroupsPath");
+            c.config["linux"]
+                .as_object_mut()
+                .expect("linux")
+                .remove("cgroupsPath");
         }
     }
     let text = serde_json::to_string_pretty(&c.config).expect("serialize config");
@@ -323,7 +352,10 @@ fn empty_cgroups_path_is_absent_and_husk_base_is_refused() {
     assert_ne!(pa, pb);
     mapped.rt(&b, &["delete", "--force", &b.id]).check();
     assert!(!alive(&b, pb));
-    assert!(alive(&a, pa), "delete --force of a container with cgroupsPath \"\" killed another");
+    assert!(
+        alive(&a, pa),
+        "delete --force of a container with cgroupsPath \"\" killed another"
+    );
     for p in [".", "x/..", "/husk", "/husk/.", "/x/../husk"] {
         let c = with_path("own-base-c", Some(p));
         let out = mapped.rt(&c, &["create", "--bundle", &c.bundle_str(), &c.id]);
@@ -360,7 +392,10 @@ fn device_entries_outside_dev_never_replace_rootfs_files() {
     }
     c.rt(&["delete", "--force", &c.id]);
     let meta = std::fs::symlink_metadata(&passwd).expect("passwd is gone");
-    assert!(meta.is_file(), "/etc/passwd in the rootfs is no longer a regular file");
+    assert!(
+        meta.is_file(),
+        "/etc/passwd in the rootfs is no longer a regular file"
+    );
     assert_eq!(std::fs::read(&passwd).expect("read passwd"), before);
 
     // A device at a free path outside /dev is made, and one already there (the same device)

@@ -57,7 +57,10 @@ fn rm_force_of_a_paused_task_is_prompt() {
         !std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "the paused init {pid} survived ctr task rm -f"
     );
-    assert!(took < Duration::from_secs(2), "ctr task rm -f of a paused task took {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "ctr task rm -f of a paused task took {took:?}"
+    );
     e.ctr(&["containers", "rm", "pz"]).check();
     e.assert_clean(Duration::from_secs(10));
 }

@@ -939,10 +939,7 @@ fn kill_own_in(
 ) -> Result<(), CgroupError> {
     // cgroup.kill and the freezer act on the whole subtree: only for a cgroup without child
     // cgroups, whose processes are all in view.
-    let whole = layout
-        .dirs(path)
-        .iter()
-        .all(|d| subtree(d).len() <= 1);
+    let whole = layout.dirs(path).iter().all(|d| subtree(d).len() <= 1);
     let unified = match &layout.mode {
         Mode::V1 { unified, .. } => unified
             .as_ref()
@@ -962,7 +959,8 @@ fn kill_own_in(
     }
     let was_frozen = is_frozen_in(layout, path);
     if !pids.is_empty() {
-        let frozen = whole && untouched && (was_frozen || set_frozen_in(layout, path, true).is_ok());
+        let frozen =
+            whole && untouched && (was_frozen || set_frozen_in(layout, path, true).is_ok());
         kill_all(&own_pids(layout, path, skip, keep));
         if frozen || was_frozen {
             // A frozen task dies only once thawed (runc thaws after SIGKILL too).

@@ -127,7 +127,10 @@ fn resolve_paths() {
     assert_eq!(r(Some("")).unwrap().path(), Path::new("/husk/c1"));
     for base in [".", "x/..", "/husk", "/husk/", "/x/../husk"] {
         let e = r(Some(base)).unwrap_err().to_string();
-        assert!(e.contains("linux.cgroupsPath") && e.contains("/husk"), "{base}: {e}");
+        assert!(
+            e.contains("linux.cgroupsPath") && e.contains("/husk"),
+            "{base}: {e}"
+        );
     }
 }
 
@@ -141,7 +144,10 @@ fn create_refuses_a_cgroup_in_use() {
     let e = create_in(&l, path, None).unwrap_err();
     assert!(matches!(e, CgroupError::NotOwn { .. }), "{e}");
     assert!(e.to_string().contains("child cgroups (child)"), "{e}");
-    assert!(t.0.join("memory/husk/own/child").is_dir(), "a refused create touched it");
+    assert!(
+        t.0.join("memory/husk/own/child").is_dir(),
+        "a refused create touched it"
+    );
     fs::remove_dir(t.0.join("memory/husk/own/child")).unwrap();
     // Processes in it.
     fs::write(t.0.join("memory/husk/own/cgroup.procs"), "42\n").unwrap();

@@ -73,7 +73,12 @@ pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
 
 /// [`read_bounded`] of an open file (stdin for `update -r -` is a pipe and is allowed; a bound
 /// still applies).
-pub fn read_open(f: File, path: &Path, limit: u64, regular_only: bool) -> Result<Vec<u8>, ReadError> {
+pub fn read_open(
+    f: File,
+    path: &Path,
+    limit: u64,
+    regular_only: bool,
+) -> Result<Vec<u8>, ReadError> {
     if regular_only {
         return read_from(f, path, limit);
     }

@@ -329,7 +329,11 @@ fn mounts(cx: &Ctx, spec: &Spec) -> Result<(), SpecError> {
 /// `linux.memoryPolicy.nodes`: a NUMA node list in the kernel's list syntax (`0-1,3`), checked
 /// here so that a bad one never reaches the init.
 fn memory_policy(cx: &Ctx, linux: &Linux) -> Result<(), SpecError> {
-    let Some(nodes) = linux.memory_policy().as_ref().and_then(|m| m.nodes().as_deref()) else {
+    let Some(nodes) = linux
+        .memory_policy()
+        .as_ref()
+        .and_then(|m| m.nodes().as_deref())
+    else {
         return Ok(());
     };
     match crate::process::cpuset::parse(nodes) {
@@ -523,7 +527,10 @@ mod tests {
         let m = serde_json::json!([{"containerID": 0, "hostID": 1000, "size": 1}]);
         let e = check(serde_json::json!({"gidMappings": m}), CloneFlags::empty());
         assert!(e.contains("linux.gidMappings:"), "{e}");
-        let e = check(serde_json::json!({"gidMappings": m}), CloneFlags::CLONE_NEWUSER);
+        let e = check(
+            serde_json::json!({"gidMappings": m}),
+            CloneFlags::CLONE_NEWUSER,
+        );
         assert!(
             e.contains("linux.uidMappings:") && e.contains("as well as linux.gidMappings"),
             "{e}"

@@ -429,8 +429,13 @@ mod tests {
 
     #[test]
     fn pid_files_replace_only_regular_files() {
-        let e = write_pid_file(Path::new("/dev/full"), 1).unwrap_err().to_string();
-        assert!(e.contains("/dev/full") && e.contains("character device"), "{e}");
+        let e = write_pid_file(Path::new("/dev/full"), 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/dev/full") && e.contains("character device"),
+            "{e}"
+        );
         let dir = std::env::temp_dir().join(format!("husk-pidfile-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("pid");
