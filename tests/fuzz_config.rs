@@ -609,7 +609,7 @@ fn check_case(
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_micros(250)),
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
