@@ -23,7 +23,9 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
             dir.remove()?;
             return Ok(());
         }
-        Err(StateError::Corrupt { .. }) if force => return delete_corrupt(dir),
+        Err(StateError::Corrupt { .. } | StateError::Input { .. }) if force => {
+            return delete_corrupt(dir)
+        }
         Err(e) => return Err(e.into()),
     };
     let status = super::status::status_of(&dir, &st);
