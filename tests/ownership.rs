@@ -198,6 +198,7 @@ fn paused_delete_force_is_prompt() {
     let t = Instant::now();
     a.rt(&["delete", "--force", &a.id]).check();
     let took = t.elapsed();
+    println!("delete --force of a paused container: {took:?}");
     assert!(!alive(&a, pa), "the paused init survived delete --force");
     assert!(
         took < Duration::from_secs(1),

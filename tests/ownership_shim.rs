@@ -53,6 +53,7 @@ fn rm_force_of_a_paused_task_is_prompt() {
     let t = Instant::now();
     e.ctr(&["task", "rm", "-f", "pz"]).check();
     let took = t.elapsed();
+    println!("ctr task rm -f of a paused task: {took:?}");
     assert!(
         !std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "the paused init {pid} survived ctr task rm -f"
