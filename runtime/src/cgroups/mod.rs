@@ -328,6 +328,13 @@ impl Cgroup {
         remove_in(&Layout::host()?, &self.path)
     }
 
+    /// True when the cgroup has child cgroups in some hierarchy (its own, or other containers'
+    /// nested below it).
+    pub fn has_children(&self) -> bool {
+        !self.is_none()
+            && Layout::host().is_ok_and(|l| l.dirs(&self.path).iter().any(|d| subtree(d).len() > 1))
+    }
+
     /// The pids [`Cgroup::kill_members`] would kill.
     pub fn own_pids(
         &self,

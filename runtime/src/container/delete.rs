@@ -45,7 +45,13 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
         let _ = signal::kill(Pid::from_raw(st.pid), Signal::SIGKILL);
     }
     // Other containers' cgroups nested in this one: theirs, not its.
-    let nested = || super::status::other_cgroups(root, id);
+    let nested = || {
+        if cgroup.has_children() {
+            super::status::other_cgroups(root, id)
+        } else {
+            Vec::new()
+        }
+    };
     if st.pid > 0 && !super::kill::private_pid_ns(&st.config) {
         // Sharing a pid namespace, its processes are those of its cgroup, which `create` made
         // sure was its own. Thaws a paused one, too.

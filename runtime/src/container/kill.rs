@@ -77,7 +77,11 @@ pub(crate) fn own_pids(root: &Path, c: &Loaded) -> Result<Vec<i32>, ContainerErr
     if cg.is_none() || cg.is_shared() || c.state.pid <= 0 {
         return Ok(Vec::new());
     }
-    let nested = super::status::other_cgroups(root, &c.state.id);
+    let nested = if cg.has_children() {
+        super::status::other_cgroups(root, &c.state.id)
+    } else {
+        Vec::new()
+    };
     if private_pid_ns(&c.state.config) {
         let Some(ns) = pid_ns(c.state.pid) else {
             return Ok(Vec::new());
