@@ -60,8 +60,27 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
         }
     } else if st.pid <= 0 {
         // A create killed before it recorded its init: that init is still husk, running
-        // `create`/`run` for this id, and the only process of this container there can be.
-        if let Err(e) = cgroup.kill_members(&nested(), &|p| !half_made_init(p, id)) {
+        // `create`/`run` for this id, or (with a pid namespace of its own) it went on to run
+        // the container and is the pid namespace init of this cgroup born right after the
+        // state was written.
+        let born = crate::state::parse_rfc3339(&st.created);
+        let nested = nested();
+        // The orphan's namespace holds the container's other processes (which leave the
+        // cgroup only once the kernel killed them, after the init itself).
+        let orphan_ns: Vec<std::ffi::OsString> = if super::kill::private_pid_ns(&st.config) {
+            cgroup
+                .own_pids(&nested, &|p| !orphan_init(p, born))
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(super::kill::pid_ns)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let ours = |p: i32| {
+            half_made_init(p, id) || super::kill::pid_ns(p).is_some_and(|n| orphan_ns.contains(&n))
+        };
+        if let Err(e) = cgroup.kill_members(&nested, &|p| !ours(p)) {
             crate::logging::warn(&crate::init::chain(&e));
         }
     }
@@ -109,6 +128,26 @@ fn half_made_init(pid: i32, id: &str) -> bool {
     let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
     args.iter().any(|a| *a == b"create" || *a == b"run")
         && args.iter().skip(1).any(|a| *a == id.as_bytes())
+}
+
+/// True when `pid` is a pid namespace's init (pid 1 inside, another pid outside) that started
+/// within two seconds after `born` (the state's creation time): an init whose `create` was
+/// killed after it let the init run but before it recorded its pid. Others' processes in the
+/// cgroup were there before `born`, or are no pid namespace's init.
+fn orphan_init(pid: i32, born: Option<f64>) -> bool {
+    let Some(born) = born else {
+        return false;
+    };
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let ns_init = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .is_some_and(|ids| ids.len() >= 2 && ids.last() == Some(&"1"));
+    ns_init
+        && crate::state::proc_started_at(pid).is_some_and(|t| t >= born - 0.05 && t <= born + 2.0)
 }
 
 /// `delete --force` of a container whose `state.json` can't be parsed: what can still be

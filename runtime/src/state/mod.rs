@@ -405,9 +405,64 @@ pub fn now_rfc3339() -> String {
     )
 }
 
+/// Seconds since the epoch of an RFC 3339 UTC time as [`now_rfc3339`] writes it.
+pub fn parse_rfc3339(s: &str) -> Option<f64> {
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let frac = s
+        .get(19..)
+        .and_then(|f| f.strip_suffix('Z'))
+        .and_then(|f| f.strip_prefix('.'))
+        .and_then(|f| format!("0.{f}").parse::<f64>().ok())
+        .unwrap_or(0.0);
+    // Days from civil (Howard Hinnant), the inverse of `now_rfc3339`.
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3600 + mi * 60 + se) as f64 + frac)
+}
+
+/// When `pid` started, in seconds since the epoch (to about a clock tick), from its start time
+/// and the time since boot; `None` once it is gone.
+pub fn proc_started_at(pid: i32) -> Option<f64> {
+    let (ticks, _) = proc_start_time(pid)?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no memory preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as f64 } else { 100.0 };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    Some(now - (uptime - ticks as f64 / hz))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_round_trip_and_start_times() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let t = parse_rfc3339(&now_rfc3339()).unwrap();
+        assert!((t - now).abs() < 1.0, "{t} vs {now}");
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:01.5Z"), Some(1.5));
+        assert_eq!(parse_rfc3339("2000-03-01T00:00:00Z"), Some(951_868_800.0));
+        let me = proc_started_at(std::process::id() as i32).unwrap();
+        assert!(me <= now + 0.1 && me > now - 3600.0, "{me} vs {now}");
+    }
 
     #[test]
     fn ids_follow_runc_rules() {
