@@ -5,6 +5,7 @@
 mod common;
 use common::*;
 use serde_json::json;
+use std::os::unix::fs::OpenOptionsExt;
 use std::time::Duration;
 
 /// Checks a refused command; `fragment` is what husk's message must contain.
@@ -304,4 +305,269 @@ fn rejects_absurd_signal_number() {
     let out = c.kill("1234");
     assert_refused(&c, &out, "invalid signal");
     assert_eq!(c.status(), "running");
+}
+
+/// Runs `args` of the case's binary with a 1 GiB address-space cap (so that a runtime reading
+/// without a bound fails instead of taking the host down) and returns what it printed and its
+/// peak RSS in KiB.
+fn run_measured(c: &Case, args: &[&str]) -> (Out, i64) {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = c.command(args);
+    // SAFETY: setrlimit is async-signal-safe and touches only this (forked) process.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 1 << 30,
+                rlim_max: 1 << 30,
+            };
+            libc::setrlimit(libc::RLIMIT_AS, &lim);
+            Ok(())
+        });
+    }
+    let s = c.spawn_cmd(cmd, &args.join(" "));
+    let pid = s.child.id() as i32;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value for wait4 to fill in.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: pid is our own child; status and ru are valid for writes.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+        if r == pid {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            // SAFETY: our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("`{args:?}` hung on a bottomless input");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let out = Out {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: std::fs::read_to_string(&s.stdout).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&s.stderr).unwrap_or_default(),
+        what: s.what.clone(),
+    };
+    std::mem::forget(s.child);
+    (out, ru.ru_maxrss)
+}
+
+/// `args` is refused naming `file` and its kind, in under 100 MB of memory.
+fn refused_bottomless(c: &Case, args: &[&str], file: &str, kind: &str) {
+    let (out, rss_kb) = run_measured(c, args);
+    println!("refused {args:?}: {} ({rss_kb} KiB)", out.stderr.trim());
+    assert!(!out.ok(), "{args:?} succeeded");
+    assert!(rss_kb < 100 << 10, "{args:?} grew to {rss_kb} KiB");
+    if c.is_husk() {
+        assert!(out.stderr.contains(file), "{}", out.stderr);
+        assert!(out.stderr.contains(kind), "{}", out.stderr);
+        assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+    }
+}
+
+#[test]
+fn config_json_from_dev_zero_is_refused() {
+    let Some(c) = Case::new("bad-cfg-zero") else {
+        return;
+    };
+    let cfg = c.bundle.join("config.json");
+    std::fs::remove_file(&cfg).expect("remove config.json");
+    std::os::unix::fs::symlink("/dev/zero", &cfg).expect("symlink");
+    let args = ["create", "--bundle", &c.bundle_str(), &c.id];
+    refused_bottomless(&c, &args, "config.json", "character device");
+    c.assert_clean();
+}
+
+#[test]
+fn config_json_fifo_with_endless_writer_is_refused() {
+    let Some(c) = Case::new("bad-cfg-fifo") else {
+        return;
+    };
+    let cfg = c.bundle.join("config.json");
+    std::fs::remove_file(&cfg).expect("remove config.json");
+    nix_mkfifo(&cfg);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (cfg, stop) = (cfg.clone(), stop.clone());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            // Blocks until a reader opens it; a runtime that never does leaves us here, so the
+            // test opens it itself at the end to let the thread go.
+            let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&cfg) else {
+                return;
+            };
+            let chunk = vec![b' '; 1 << 16];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if f.write_all(&chunk).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let args = ["create", "--bundle", &c.bundle_str(), &c.id];
+    refused_bottomless(&c, &args, "config.json", "FIFO");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Release a writer still waiting for a reader.
+    let _ = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&cfg);
+    let _ = writer.join();
+    c.assert_clean();
+}
+
+fn nix_mkfifo(p: &std::path::Path) {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: c is a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+#[test]
+fn exec_process_and_update_from_dev_zero_are_refused() {
+    let Some(c) = running("bad-zero-exec") else {
+        return;
+    };
+    refused_bottomless(
+        &c,
+        &["exec", "--process", "/dev/zero", &c.id],
+        "/dev/zero",
+        "character device",
+    );
+    refused_bottomless(
+        &c,
+        &["update", "-r", "/dev/zero", &c.id],
+        "/dev/zero",
+        "character device",
+    );
+}
+
+/// True when some fragment of 12+ characters after a ": " appears twice in `msg`.
+fn repeats_itself(msg: &str) -> bool {
+    let parts: Vec<&str> = msg.split(": ").filter(|p| p.len() >= 12).collect();
+    parts
+        .iter()
+        .enumerate()
+        .any(|(i, p)| parts[i + 1..].contains(p))
+}
+
+#[test]
+fn corrupt_state_is_listed_and_removable() {
+    let Some(c) = running("bad-state-trunc") else {
+        return;
+    };
+    if !c.is_husk() {
+        // runc omits a container it can't load from `list` and can't delete it.
+        println!("SKIP: husk's handling of its own state files");
+        return;
+    }
+    let pid = c.pid();
+    let path = c.root.join(&c.id).join("state.json");
+    let text = std::fs::read(&path).expect("read state.json");
+    let cut = text
+        .windows(9)
+        .position(|w| w == b"\"config\":")
+        .expect("config in state.json")
+        + 20;
+    std::fs::write(&path, &text[..cut]).expect("truncate state.json");
+    let out = c.rt(&["list"]).check();
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&c.id))
+        .unwrap_or_else(|| panic!("list omits the corrupt container: {}", out.stdout));
+    if c.is_husk() {
+        assert!(row.contains("unknown"), "{row}");
+        assert!(
+            out.stderr.contains(&c.id),
+            "no reason on stderr: {}",
+            out.stderr
+        );
+        assert!(!repeats_itself(&out.stderr), "{}", out.stderr);
+        let json = c.rt(&["list", "--format", "json"]).check().json();
+        let entry = json
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["id"] == c.id.as_str()))
+            .expect("json entry");
+        assert_eq!(entry["status"], "unknown");
+        let st = c.rt(&["state", &c.id]);
+        assert!(!st.ok());
+        assert!(st.stderr.contains("state.json"), "{}", st.stderr);
+        assert!(!repeats_itself(&st.stderr), "{}", st.stderr);
+    }
+    c.rt(&["delete", "--force", &c.id]).check();
+    assert!(
+        start_time(pid).is_none(),
+        "delete --force left the init {pid} running"
+    );
+    assert!(!c.root.join(&c.id).exists());
+    c.assert_clean();
+}
+
+#[test]
+fn garbage_state_is_removable() {
+    let Some(c) = running("bad-state-junk") else {
+        return;
+    };
+    if !c.is_husk() {
+        // runc omits a container it can't load from `list` and can't delete it.
+        println!("SKIP: husk's handling of its own state files");
+        return;
+    }
+    let pid = c.pid();
+    let path = c.root.join(&c.id).join("state.json");
+    std::fs::write(&path, b"\x00garbage").expect("write state.json");
+    let out = c.rt(&["delete", "--force", &c.id]);
+    if c.is_husk() {
+        out.check();
+        assert!(!c.root.join(&c.id).exists());
+        // Nothing in the file names the init or its cgroup: the warning says what to remove.
+        let warned = c.log_lines().iter().any(|l| {
+            l["level"] == "warning" && l["msg"].as_str().unwrap_or("").contains("by hand")
+        });
+        assert!(warned, "{:?}", c.log_lines());
+    }
+    // The init is this test's to clean up now (its state named nothing husk could trust).
+    // SAFETY: plain syscall on the case's own init, checked by start time below.
+    if start_time(pid).is_some() {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while start_time(pid).is_some() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    for d in cgroup_dirs(&c.cgroups_path()) {
+        rmdir_tree(&d);
+    }
+}
+
+#[test]
+fn forged_pids_are_not_creating() {
+    let Some(c) = Case::new("bad-state-pid") else {
+        return;
+    };
+    c.create().check();
+    let path = c.root.join(&c.id).join("state.json");
+    let good: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("parse");
+    let real = good["pid"].as_i64().expect("pid");
+    for forged in [0, -1] {
+        let mut v = good.clone();
+        v["pid"] = json!(forged);
+        std::fs::write(&path, v.to_string()).expect("write state.json");
+        let st = c.rt(&["state", &c.id]).check().json();
+        if c.is_husk() {
+            assert_eq!(st["status"], "stopped", "pid {forged}: {st}");
+        }
+        let out = c.rt(&["kill", &c.id, "KILL"]);
+        assert!(
+            !out.ok() || !c.is_husk(),
+            "kill with a forged pid {forged} succeeded"
+        );
+    }
+    let mut v = good.clone();
+    v["pid"] = json!(real);
+    std::fs::write(&path, v.to_string()).expect("write state.json");
 }

@@ -1,12 +1,17 @@
-//! Property test over `config.json`: ≥ 10,000 mutated real configs (from `husk spec` and
+//! Property test over `config.json`: 10,000 mutated real configs (from `husk spec` and
 //! `runc spec`: removed fields, type changes, boundary numbers, odd strings, unknown keys,
-//! duplicated array items, at random JSON paths) and random seccomp profiles, each handed to
-//! `husk run` with `/bin/true` as the process. husk must never panic or die of a signal, must
-//! answer with a clear error (exit 1 and exactly one stderr line) or run the container, and
-//! must leave nothing behind (state dir, cgroup, processes, mounts).
+//! duplicated array items, at random JSON paths) and 3,000 random seccomp profiles, each handed
+//! to `husk run` with `/bin/true` as the process. husk must never panic, die of a signal or
+//! hang (10 s per case), must answer with a clear error (exit 1 and exactly one stderr line)
+//! or run the container, and must leave nothing behind (state dir, cgroup, processes, mounts).
+//! At least 99% of the rejected configs must name a mutated field: its JSON path or key (or,
+//! for errors the init meets, the mount destination or file it came from).
+//! And kill -9 of husk at 300 random points of create/start/run/exec/delete: `delete --force`
+//! afterwards leaves nothing.
 //!
-//! Deterministic: `HUSK_FUZZ_SEED` (default fixed) and `HUSK_FUZZ_CASES` (per test, default
-//! 5,000 each for configs and seccomp profiles). A failing case's config is kept in
+//! Deterministic: case n's config depends only on `HUSK_FUZZ_SEED` (default fixed) and n,
+//! whatever the number of workers (`HUSK_FUZZ_JOBS`); `HUSK_FUZZ_CASES` sets the count per
+//! test, `HUSK_KILL9_TRIALS` the kill -9 trials. A failing case's config is kept in
 //! /tmp/husk-fuzz-failures-<pid>/ for replay. Most cases are invalid and cost one ~3 ms
 //! `husk run`; the valid ones run /bin/true (~15 ms).
 mod common;
@@ -176,11 +181,20 @@ fn get_mut<'a>(v: &'a mut Value, path: &[Seg]) -> Option<&'a mut Value> {
     Some(cur)
 }
 
-/// One mutation at a random path; returns a description.
-fn mutate(r: &mut Rng, cfg: &mut Value) -> String {
+/// One mutation at a random path; returns a description and the path.
+fn mutate(r: &mut Rng, cfg: &mut Value) -> (String, Vec<Seg>) {
     let mut all = Vec::new();
     paths(cfg, &mut Vec::new(), &mut all);
+    if all.is_empty() {
+        return ("nothing to mutate".into(), Vec::new());
+    }
     let path = r.pick(&all).clone();
+    (mutate_at(r, cfg, &path), path)
+}
+
+/// The mutation itself, at `path`.
+fn mutate_at(r: &mut Rng, cfg: &mut Value, path: &[Seg]) -> String {
+    let path = path.to_vec();
     let name = path
         .iter()
         .map(|s| match s {
@@ -482,7 +496,7 @@ fn random_profile(r: &mut Rng) -> Value {
     if !valid && r.chance(30) {
         // And one structural mutation on top.
         let mut wrapped = json!({"seccomp": p});
-        mutate(r, &mut wrapped);
+        let _ = mutate(r, &mut wrapped);
         return wrapped.get("seccomp").cloned().unwrap_or(Value::Null);
     }
     p
@@ -492,23 +506,122 @@ fn random_profile(r: &mut Rng) -> Value {
 struct Stats {
     cases: usize,
     errors: usize,
+    /// Rejections whose message names a mutated field (its JSON path or key, or for a mount
+    /// the destination it came from).
+    named: usize,
     ran: usize,
     failures: Vec<String>,
+    unnamed: Vec<String>,
+}
+
+impl Stats {
+    fn add(&mut self, o: Stats) {
+        self.cases += o.cases;
+        self.errors += o.errors;
+        self.named += o.named;
+        self.ran += o.ran;
+        self.failures.extend(o.failures);
+        self.unnamed.extend(o.unnamed);
+    }
+}
+
+/// The longest a single case may take: a hang fails the case (and the run goes on).
+const CASE_LIMIT: Duration = Duration::from_secs(10);
+
+/// `linux.namespaces[2].type`: a path the way husk's messages (and editors) write it.
+fn render(path: &[Seg]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
+            }
+            Seg::Idx(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+/// Whether `msg` names the field at `path` of `before` or `after` (the config before and after
+/// the mutations): a path of two or more of its first segments (or all of a shorter one), its
+/// last key, or, for errors the init meets (which name what they act on), the mount's
+/// destination or the string now at the path (an executable, a masked path).
+fn names(msg: &str, path: &[Seg], before: &Value, after: &Value) -> bool {
+    names_in(msg, path, before) || names_in(msg, path, after) || {
+        let mut v = after;
+        for seg in path {
+            v = match seg {
+                Seg::Key(k) => &v[k.as_str()],
+                Seg::Idx(i) => &v[*i],
+            };
+        }
+        v.as_str().is_some_and(|s| s.len() >= 2 && msg.contains(s))
+    }
+}
+
+fn names_in(msg: &str, path: &[Seg], cfg: &Value) -> bool {
+    if path.is_empty() {
+        return true;
+    }
+    let min = path.len().min(2);
+    if (min..=path.len()).any(|n| msg.contains(&render(&path[..n]))) {
+        return true;
+    }
+    if let Some(Seg::Key(k)) = path.iter().rev().find(|s| matches!(s, Seg::Key(_))) {
+        if k.len() >= 2 && msg.contains(k.as_str()) {
+            return true;
+        }
+    }
+    if let [Seg::Key(m), Seg::Idx(i), ..] = path {
+        if m == "mounts" {
+            if let Some(d) = cfg["mounts"][*i]["destination"].as_str() {
+                if !d.is_empty() && msg.contains(d) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
 }
 
 /// Runs one config through `husk run` and checks the answer and what is left behind.
-fn check_case(c: &Case, n: usize, cfg: &Value, what: &str, st: &mut Stats, keep: &PathBuf) {
+/// `mutated` are the paths changed (in `before`); `None` when the config is not a mutation.
+fn check_case(
+    c: &Case,
+    n: usize,
+    cfg: &Value,
+    what: &str,
+    mutated: Option<(&[Vec<Seg>], &Value)>,
+    st: &mut Stats,
+    keep: &PathBuf,
+) {
     let id = format!("fz{n}");
     let text = serde_json::to_string(cfg).expect("encode config");
     fs::write(c.bundle.join("config.json"), &text).expect("write config");
     fs::write(&c.log, "").expect("truncate the log");
     let s = c.spawn(&["run", "--bundle", &c.bundle_str(), &id]);
     let (out_path, err_path) = (s.stdout.clone(), s.stderr.clone());
-    let out = s.wait(CMD_TIMEOUT);
+    let mut child = s.child;
+    let deadline = Instant::now() + CASE_LIMIT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_micros(250)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let stderr_text = fs::read_to_string(&err_path).unwrap_or_default();
     let _ = fs::remove_file(out_path);
     let _ = fs::remove_file(err_path);
     st.cases += 1;
-    let stderr = out.stderr.trim_end();
+    let stderr = stderr_text.trim_end();
     // husk's own errors go to --log (JSON) as well; the container's stderr is the same file
     // as husk's, so the log tells whose words stderr holds.
     let errors: Vec<String> = c
@@ -518,10 +631,12 @@ fn check_case(c: &Case, n: usize, cfg: &Value, what: &str, st: &mut Stats, keep:
         .map(|l| l["msg"].as_str().unwrap_or_default().to_string())
         .collect();
     let mut problems = Vec::new();
-    match (out.code(), errors.first()) {
-        (None, _) => problems.push(format!("husk died of a signal: {}", out.status)),
-        (Some(0), Some(_)) => problems.push("exit 0 after logging an error".into()),
-        (Some(_), Some(msg)) => {
+    let code = status.and_then(|s| s.code());
+    match (status, code, errors.first()) {
+        (None, _, _) => problems.push(format!("hung for more than {CASE_LIMIT:?}")),
+        (Some(s), None, _) => problems.push(format!("husk died of a signal: {s}")),
+        (_, Some(0), Some(_)) => problems.push("exit 0 after logging an error".into()),
+        (_, Some(_), Some(msg)) => {
             st.errors += 1;
             // HUSK_FUZZ_SHOW=1: every error husk gave, to see what the generators produce.
             if std::env::var_os("HUSK_FUZZ_SHOW").is_some() {
@@ -530,9 +645,19 @@ fn check_case(c: &Case, n: usize, cfg: &Value, what: &str, st: &mut Stats, keep:
             if msg.contains('\n') || stderr.lines().count() != 1 {
                 problems.push("error message is not one line".into());
             }
+            match mutated {
+                Some((paths, before)) if !paths.iter().any(|p| names(msg, p, before, cfg)) => {
+                    let at: Vec<String> = paths.iter().map(|p| render(p)).collect();
+                    st.unnamed.push(format!(
+                        "case {n} ({what}): names none of {at:?}: {}",
+                        msg.chars().take(300).collect::<String>()
+                    ));
+                }
+                _ => st.named += 1,
+            }
         }
         // The container ran: its status and its stderr, nothing from husk.
-        (Some(_), None) => st.ran += 1,
+        (_, Some(_), None) => st.ran += 1,
     }
     if stderr.contains("panicked") || stderr.contains("RUST_BACKTRACE") {
         problems.push("panic".into());
@@ -571,22 +696,35 @@ fn check_case(c: &Case, n: usize, cfg: &Value, what: &str, st: &mut Stats, keep:
         st.failures.push(format!(
             "case {n} ({what}): {}; exit {:?}; stderr {:?}; config {}",
             problems.join(", "),
-            out.code(),
+            code,
             stderr.chars().take(300).collect::<String>(),
             file.display()
         ));
     }
 }
 
-fn report(name: &str, st: &Stats, started: Instant) {
+/// The share of rejections that must name the mutated field.
+const NAMED_MIN: f64 = 0.99;
+
+fn report(name: &str, st: &Stats, started: Instant, check_names: bool) {
+    let share = if st.errors == 0 {
+        1.0
+    } else {
+        st.named as f64 / st.errors as f64
+    };
     println!(
-        "{name}: {} cases in {:.1} s: {} clear errors, {} containers ran, {} failures",
+        "{name}: {} cases in {:.1} s: {} clear errors ({:.2}% name the mutated field), {} \
+         containers ran, {} failures",
         st.cases,
         started.elapsed().as_secs_f64(),
         st.errors,
+        share * 100.0,
         st.ran,
         st.failures.len()
     );
+    for u in st.unnamed.iter().take(40) {
+        println!("  {u}");
+    }
     assert!(
         st.failures.is_empty(),
         "{name}: {} of {} cases failed (seed {}), first ones:\n{}",
@@ -600,63 +738,289 @@ fn report(name: &str, st: &Stats, started: Instant) {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    if check_names {
+        assert!(
+            share >= NAMED_MIN,
+            "{name}: only {:.2}% of {} rejections name the mutated field (want {:.0}%); first \
+             misses:\n{}",
+            share * 100.0,
+            st.errors,
+            NAMED_MIN * 100.0,
+            st.unnamed
+                .iter()
+                .take(15)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
 }
 
-fn fuzz_case(name: &str) -> Option<(Case, PathBuf)> {
-    let c = Case::new(name)?;
+/// A case's own random stream: case `n` is the same config whatever the worker count.
+fn case_rng(salt: u64, n: usize) -> Rng {
+    // splitmix64 of (seed, salt, n): xorshift must not start from 0.
+    let mut z = seed() ^ salt ^ (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    Rng((z ^ (z >> 31)) | 1)
+}
+
+/// How many cases run at once (`HUSK_FUZZ_JOBS`, default twice the cores, at most 4: a case
+/// spends much of its time waiting for processes to start and exit): each worker is a case of
+/// its own (bundle, root, cgroup).
+fn jobs() -> usize {
+    std::env::var("HUSK_FUZZ_JOBS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get() * 2)
+                .unwrap_or(1)
+                .min(4)
+        })
+        .max(1)
+}
+
+/// Runs `total` cases over [`jobs`] workers; `case` builds case `n` (its config, a
+/// description and the mutated paths with the config before them) for worker `c`.
+#[allow(clippy::type_complexity)]
+fn fuzz(
+    name: &str,
+    total: usize,
+    case: &(dyn Fn(&Case, usize) -> (Value, String, Option<(Vec<Vec<Seg>>, Value)>) + Sync),
+) -> Option<Stats> {
+    if skip() {
+        return None;
+    }
     let keep = std::env::temp_dir().join(format!("husk-fuzz-failures-{}", std::process::id()));
-    Some((c, keep))
+    let workers = jobs();
+    let mut all = Stats::default();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let keep = keep.clone();
+                s.spawn(move || {
+                    let c = Case::new(&format!("{name}{w}")).expect("case");
+                    let mut st = Stats::default();
+                    for n in (w..total).step_by(workers) {
+                        let (cfg, what, mutated) = case(&c, n);
+                        let m = mutated.as_ref().map(|(p, b)| (p.as_slice(), b));
+                        check_case(&c, n, &cfg, &what, m, &mut st, &keep);
+                    }
+                    st
+                })
+            })
+            .collect();
+        for h in handles {
+            all.add(h.join().expect("fuzz worker"));
+        }
+    });
+    Some(all)
 }
 
 #[test]
 fn fuzz_mutated_configs() {
-    let Some((c, keep)) = fuzz_case("fzcfg") else {
-        return;
-    };
-    let mark = format!("{MARK}={}", c.id);
     let bases: Vec<Value> = [spec(&bin_under_test(), &[]), spec(&runc_bin(), &[])]
         .into_iter()
         .map(|mut b| {
             b["process"]["terminal"] = json!(false);
             b["process"]["args"] = json!(["/bin/true"]);
-            b["process"]["env"] = json!(["PATH=/bin:/usr/bin", mark.clone()]);
             b
         })
         .collect();
-    let mut r = Rng(seed() ^ 0xC0F1);
-    let mut st = Stats::default();
     let started = Instant::now();
-    for n in 0..cases(5000) {
+    let Some(st) = fuzz("fzcfg", cases(10_000), &|c, n| {
+        let mut r = case_rng(0xC0F1, n);
         let mut cfg = r.pick(&bases).clone();
+        cfg["process"]["env"] = json!(["PATH=/bin:/usr/bin", format!("{MARK}={}", c.id)]);
+        let before = cfg.clone();
         let k = 1 + r.below(3);
-        let what: Vec<String> = (0..k).map(|_| mutate(&mut r, &mut cfg)).collect();
+        let (what, paths): (Vec<String>, Vec<Vec<Seg>>) =
+            (0..k).map(|_| mutate(&mut r, &mut cfg)).unzip();
         sanitize(&mut cfg, &c.cgroups_path());
-        check_case(&c, n, &cfg, &what.join("; "), &mut st, &keep);
-    }
-    report("mutated configs", &st, started);
+        (cfg, what.join("; "), Some((paths, before)))
+    }) else {
+        return;
+    };
+    report("mutated configs", &st, started, true);
 }
 
 #[test]
 fn fuzz_random_seccomp_profiles() {
-    let Some((c, keep)) = fuzz_case("fzsec") else {
-        return;
-    };
     let mut base = spec(&runc_bin(), &[]);
     base["process"]["terminal"] = json!(false);
     base["process"]["args"] = json!(["/bin/true"]);
-    base["process"]["env"] = json!(["PATH=/bin:/usr/bin", format!("{MARK}={}", c.id)]);
-    let mut r = Rng(seed() ^ 0x5ECC);
-    let mut st = Stats::default();
     let started = Instant::now();
-    for n in 0..cases(5000) {
+    let Some(st) = fuzz("fzsec", cases(3_000), &|c, n| {
+        let mut r = case_rng(0x5ECC, n);
         let mut cfg = base.clone();
+        cfg["process"]["env"] = json!(["PATH=/bin:/usr/bin", format!("{MARK}={}", c.id)]);
         cfg["linux"]["seccomp"] = random_profile(&mut r);
         // Half the profiles without no_new_privs: installed while still privileged.
         if r.chance(50) {
             cfg["process"]["noNewPrivileges"] = json!(false);
         }
         sanitize(&mut cfg, &c.cgroups_path());
-        check_case(&c, n, &cfg, "random seccomp profile", &mut st, &keep);
+        (cfg, "random seccomp profile".into(), None)
+    }) else {
+        return;
+    };
+    report("random seccomp profiles", &st, started, false);
+}
+
+/// Pids of live processes whose command line has `arg` as one of its words after the first
+/// (husk itself, or a half-made init that is still husk, at work on container `arg`).
+fn pids_with_arg(arg: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if cmd.split(|b| *b == 0).skip(1).any(|a| a == arg.as_bytes()) && start_time(pid).is_some()
+        {
+            out.push(pid);
+        }
     }
-    report("random seccomp profiles", &st, started);
+    out
+}
+
+/// One kill -9 trial: `op` of container `id` is SIGKILLed after `delay`, then `delete --force`
+/// must leave nothing of it. Returns what was left (and removes it).
+fn kill9_trial(c: &Case, id: &str, op: usize, delay: Duration) -> Vec<String> {
+    let bundle = c.bundle_str();
+    let prepare: &[&[&str]] = match op {
+        0 | 2 => &[],
+        1 => &[&["create", "--bundle", &bundle, id]],
+        _ => &[&["create", "--bundle", &bundle, id], &["start", id]],
+    };
+    for args in prepare {
+        c.rt(args).check();
+    }
+    let args: Vec<&str> = match op {
+        0 => vec!["create", "--bundle", &bundle, id],
+        1 => vec!["start", id],
+        2 => vec!["run", "--bundle", &bundle, id],
+        3 => vec!["exec", id, "sh", "-c", "sleep 5"],
+        _ => vec!["delete", "--force", id],
+    };
+    let s = c.spawn(&args);
+    let mut child = s.child;
+    std::thread::sleep(delay);
+    let _ = child.kill();
+    let _ = child.wait();
+    let out = c.rt(&["delete", "--force", id]);
+    let mut left = Vec::new();
+    if out.code().is_none() || out.stderr.contains("panicked") {
+        left.push(format!(
+            "delete --force: {}: {}",
+            out.status,
+            out.stderr.trim()
+        ));
+    }
+    // Give dying processes a moment to be reaped by their new parent.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let mut now = Vec::new();
+        if c.root.join(id).exists() {
+            now.push(format!("state dir {id}"));
+        }
+        for d in cgroup_dirs(&c.cgroups_path()) {
+            now.push(format!("cgroup dir {}", d.display()));
+        }
+        for p in marked_pids(&c.id) {
+            now.push(format!("container process {p}"));
+        }
+        for p in pids_with_arg(id) {
+            now.push(format!("process {p} at work on {id}"));
+        }
+        for m in mounts_under(&c.dir) {
+            now.push(format!("mount {m}"));
+        }
+        if now.is_empty() || Instant::now() > deadline {
+            left = now.into_iter().chain(left).collect();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !left.is_empty() {
+        // Scrub, so that one failure does not cascade into the next trials.
+        for p in marked_pids(&c.id).into_iter().chain(pids_with_arg(id)) {
+            // SAFETY: plain syscall; the pid is this case's container or husk at work on it.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let _ = c.rt(&["delete", "--force", id]);
+        for d in cgroup_dirs(&c.cgroups_path()) {
+            rmdir_tree(&d);
+        }
+    }
+    left
+}
+
+/// kill -9 of husk at random points of create, start, run, exec and delete (≥ 300 trials,
+/// `HUSK_KILL9_TRIALS`): `delete --force` afterwards leaves no state, cgroup, process or mount.
+#[test]
+fn kill9_at_random_points_leaves_nothing_after_delete_force() {
+    if skip() {
+        return;
+    }
+    const OPS: [&str; 5] = ["create", "start", "run", "exec", "delete --force"];
+    let trials = std::env::var("HUSK_KILL9_TRIALS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300usize);
+    let started = Instant::now();
+    let limit = Duration::from_secs(240);
+    let workers = jobs().min(2);
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                s.spawn(move || {
+                    let mut c = Case::new(&format!("fzk9{w}")).expect("case");
+                    c.sh(LOOP);
+                    c.write_config();
+                    let mut failures = Vec::new();
+                    for n in (w..trials).step_by(workers) {
+                        assert!(
+                            started.elapsed() < limit,
+                            "kill -9 trials took more than {limit:?}"
+                        );
+                        let mut r = case_rng(0x6B39, n);
+                        let op = r.below(OPS.len());
+                        let delay = Duration::from_micros(r.below(40_000) as u64);
+                        let id = format!("k9-{n}");
+                        let left = kill9_trial(&c, &id, op, delay);
+                        if !left.is_empty() {
+                            failures.push(format!(
+                                "trial {n}: kill -9 of {} after {delay:?}: {left:?}",
+                                OPS[op]
+                            ));
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("kill -9 worker"))
+            .collect()
+    });
+    println!(
+        "kill -9 trials: {trials} in {:.1} s, {} left something behind",
+        started.elapsed().as_secs_f64(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {trials} kill -9 trials left something after delete --force:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

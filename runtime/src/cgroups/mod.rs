@@ -19,6 +19,7 @@ mod stats;
 mod v1;
 mod v2;
 
+use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -46,6 +47,21 @@ pub enum CgroupError {
         #[source]
         source: std::io::Error,
     },
+    /// `create` found the cgroup in use: processes or child cgroups that are not this
+    /// container's (another container's cgroup, or a parent of containers).
+    #[error(
+        "linux.cgroupsPath: cgroup {path:?} is not this container's: {why}; give the container \
+         a cgroupsPath of its own"
+    )]
+    NotOwn { path: PathBuf, why: String },
+    /// The cgroup still holds processes that are not the container's: left in place.
+    #[error(
+        "cgroup {path:?} still has {n} process(es) that are not this container's (pids {pids}); \
+         left in place",
+        n = pids.len(),
+        pids = pids.iter().map(i32::to_string).collect::<Vec<_>>().join(" ")
+    )]
+    Busy { path: PathBuf, pids: Vec<i32> },
     #[error("write {value:?} to {path:?}: {source}")]
     Write {
         path: PathBuf,
@@ -68,6 +84,22 @@ impl CgroupError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cgroup {
     path: PathBuf,
+    /// What this value knows about whose cgroup it is, which decides what [`Cgroup::destroy`]
+    /// may do.
+    claim: Cell<Claim>,
+}
+
+/// Whose the cgroup is, as far as this value knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// Resolved from a config and not (successfully) created: nothing in it is known to be
+    /// ours, and a failed creation already removed what it made. Never touched.
+    Unclaimed,
+    /// Read back from a state file: its processes are killed by the caller, who knows which
+    /// are the container's; destroy only removes directories.
+    Recorded,
+    /// Made (or found empty) by this value's `create`: everything in it is ours.
+    Made,
 }
 
 /// Where relative and absent `cgroupsPath`s go. Not under the caller's cgroup as runc does: on a
@@ -101,15 +133,18 @@ impl Cgroup {
                 ));
             }
             let spec = cgroups_path.map(|p| p.to_string_lossy().into_owned());
-            return Ok(Self {
-                path: systemd_path(spec.as_deref().unwrap_or(""), id)?,
-            });
+            return Ok(Self::with(
+                systemd_path(spec.as_deref().unwrap_or(""), id)?,
+                Claim::Unclaimed,
+            ));
         }
         let under_base = |p: &Path| {
             let c = clean(p);
             Path::new(BASE).join(c.strip_prefix("/").unwrap_or(&c))
         };
-        let path = match cgroups_path {
+        // `""` is no path at all (as runc reads it): the container's own `/husk/<id>`.
+        let given = cgroups_path.filter(|p| !p.as_os_str().is_empty());
+        let path = match given {
             None => under_base(Path::new(id)),
             Some(p) if p.is_absolute() => clean(p),
             Some(p) => under_base(p),
@@ -120,20 +155,41 @@ impl Cgroup {
                 "must not be the root cgroup",
             ));
         }
-        Ok(Self { path })
+        if path == Path::new(BASE) {
+            return Err(CgroupError::config(
+                "linux.cgroupsPath",
+                format!(
+                    "{:?} resolves to {BASE}, the parent of every husk container's cgroup; give \
+                     the container a path of its own (or none, for {BASE}/<id>)",
+                    given.unwrap_or(Path::new(""))
+                ),
+            ));
+        }
+        Ok(Self::with(path, Claim::Unclaimed))
+    }
+
+    fn with(path: PathBuf, claim: Claim) -> Self {
+        Self {
+            path,
+            claim: Cell::new(claim),
+        }
     }
 
     /// The cgroup recorded in `state.json` (empty: the container has none, see [`Cgroup::none`]).
     pub fn from_path(path: PathBuf) -> Self {
-        Self { path }
+        Self::with(path, Claim::Recorded)
     }
 
     /// No cgroup of the container's own (`--cgroup-manager=disabled`): it stays in the caller's.
     /// Removal and listing are no-ops; what needs a cgroup (pause, update, stats) says so.
     pub fn none() -> Self {
-        Self {
-            path: PathBuf::new(),
-        }
+        Self::with(PathBuf::new(), Claim::Recorded)
+    }
+
+    /// True for the paths no container may own: the root and husk's shared parent. A state file
+    /// that records one (written by an older husk) must not lead to killing its members.
+    pub fn is_shared(&self) -> bool {
+        self.path == Path::new("/") || self.path == Path::new(BASE)
     }
 
     pub fn is_none(&self) -> bool {
@@ -173,7 +229,18 @@ impl Cgroup {
         if self.is_none() {
             return Ok(());
         }
-        create_in(&Layout::host()?, &self.path, resources)
+        let res = create_in(&Layout::host()?, &self.path, resources);
+        self.note(&res);
+        res
+    }
+
+    /// Remember what creation did: a cgroup it could not make (in use by others, or any other
+    /// failure, after which it removed what it made) is not touched again.
+    fn note<T>(&self, res: &Result<T, CgroupError>) {
+        self.claim.set(match res {
+            Ok(_) => Claim::Made,
+            Err(_) => Claim::Unclaimed,
+        });
     }
 
     /// [`Cgroup::create`] in two halves around the init's clone: this one checks the resources
@@ -190,11 +257,13 @@ impl Cgroup {
         }
         let layout = Layout::host()?;
         let mut created = Vec::new();
-        undo_on_error(&layout, |c| {
+        let res = undo_on_error(&layout, |c| {
             early(&layout, &self.path, resources, c)?;
             created = c.clone();
             Ok(())
-        })?;
+        });
+        self.note(&res);
+        res?;
         Ok(created)
     }
 
@@ -235,12 +304,64 @@ impl Cgroup {
         !self.is_none() && Layout::host().is_ok_and(|l| is_frozen_in(&l, &self.path))
     }
 
-    /// Kill whatever is left and remove the directories; a cgroup that is already gone is fine.
+    /// Remove the cgroup; a cgroup that is already gone is fine. One this value made is its
+    /// caller's alone: whatever is left in it is killed first. One read back from a state file
+    /// is only removed (see [`Cgroup::remove`]): the caller kills the container's processes,
+    /// knowing which they are. One this value did not make (found in use by others, or never
+    /// created) is left alone.
     pub fn destroy(&self) -> Result<(), CgroupError> {
-        if self.is_none() {
+        if self.is_none() || self.is_shared() {
             return Ok(());
         }
-        destroy_in(&Layout::host()?, &self.path)
+        match self.claim.get() {
+            Claim::Unclaimed => Ok(()),
+            Claim::Made => destroy_in(&Layout::host()?, &self.path),
+            Claim::Recorded => self.remove(),
+        }
+    }
+
+    /// Remove the cgroup's directories without signalling anything: empty child cgroups go
+    /// first (a container may make its own); a directory that still has processes stays, and
+    /// the error says which (they are not the container's once its own are dead).
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        if self.is_none() || self.is_shared() {
+            return Ok(());
+        }
+        remove_in(&Layout::host()?, &self.path)
+    }
+
+    /// True when the cgroup has child cgroups in some hierarchy (its own, or other containers'
+    /// nested below it).
+    pub fn has_children(&self) -> bool {
+        !self.is_none()
+            && Layout::host().is_ok_and(|l| l.dirs(&self.path).iter().any(|d| subtree(d).len() > 1))
+    }
+
+    /// The pids [`Cgroup::kill_members`] would kill.
+    pub fn own_pids(
+        &self,
+        skip: &[PathBuf],
+        keep: &dyn Fn(i32) -> bool,
+    ) -> Result<Vec<i32>, CgroupError> {
+        if self.is_none() || self.is_shared() {
+            return Ok(Vec::new());
+        }
+        Ok(own_pids(&Layout::host()?, &self.path, skip, keep))
+    }
+
+    /// SIGKILL the processes of the cgroup's subtree, except those in the `skip` sub-cgroups
+    /// (other containers' cgroups nested below this one), and those `keep` says are not the
+    /// container's. For a container with no pid namespace of its own, whose processes are
+    /// its cgroup's. Frozen first where nothing is skipped, so none can fork away meanwhile.
+    pub fn kill_members(
+        &self,
+        skip: &[PathBuf],
+        keep: &dyn Fn(i32) -> bool,
+    ) -> Result<(), CgroupError> {
+        if self.is_none() || self.is_shared() {
+            return Ok(());
+        }
+        kill_own_in(&Layout::host()?, &self.path, skip, keep)
     }
 
     /// Freeze every task (v1 freezer.state, v2 cgroup.freeze), returning once the kernel says so.
@@ -463,6 +584,7 @@ fn early(
     let r = resources.unwrap_or(&empty);
     validate_in(layout, r)?;
     devices::rules(r.devices().as_ref())?;
+    check_unused(layout, path)?;
     match &layout.mode {
         Mode::V2 { .. } => v2::mkdirs(layout, path, created),
         Mode::V1 {
@@ -648,6 +770,48 @@ pub(crate) fn set_frozen_in(layout: &Layout, path: &Path, frozen: bool) -> Resul
     }
 }
 
+/// A cgroup `create` may take: absent, or present with no process, no child cgroup and not
+/// frozen (runc 1.2 refuses a non-empty one too). Anything else is somebody else's.
+fn check_unused(layout: &Layout, path: &Path) -> Result<(), CgroupError> {
+    let not_own = |why: String| CgroupError::NotOwn {
+        path: path.to_path_buf(),
+        why,
+    };
+    for dir in layout.dirs(path) {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut children: Vec<String> = rd
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if !children.is_empty() {
+            children.sort();
+            return Err(not_own(format!(
+                "it already has child cgroups ({}) in {}",
+                children.join(", "),
+                dir.display()
+            )));
+        }
+        let n = layout::read_opt(&dir.join("cgroup.procs"))?
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count();
+        if n > 0 {
+            return Err(not_own(format!(
+                "it already has {n} process(es) in {}",
+                dir.display()
+            )));
+        }
+    }
+    if is_frozen_in(layout, path) {
+        return Err(not_own("it is frozen".into()));
+    }
+    Ok(())
+}
+
 fn kill_all(pids: &[i32]) {
     for &pid in pids {
         if pid > 0 {
@@ -658,9 +822,21 @@ fn kill_all(pids: &[i32]) {
     }
 }
 
+/// [`Cgroup::destroy`] of a cgroup this process made: everything in it is its own.
 fn destroy_in(layout: &Layout, path: &Path) -> Result<(), CgroupError> {
     // The common case — the container is gone and made no sub-cgroups — needs one rmdir per
     // hierarchy; only a busy directory takes the full path below.
+    if !remove_leaves(layout, path) {
+        return Ok(());
+    }
+    if !pids_in(layout, path)?.is_empty() {
+        kill_own_in(layout, path, &[], &|_| false)?;
+    }
+    remove_in(layout, path)
+}
+
+/// One rmdir per hierarchy; true when some directory is still there.
+fn remove_leaves(layout: &Layout, path: &Path) -> bool {
     let mut busy = false;
     for dir in layout.dirs(path) {
         match layout::remove_dir(layout, &dir) {
@@ -669,71 +845,185 @@ fn destroy_in(layout: &Layout, path: &Path) -> Result<(), CgroupError> {
             Err(_) => busy = true,
         }
     }
-    if !busy {
-        return Ok(());
-    }
-    let dirs: Vec<PathBuf> = layout
-        .dirs(path)
-        .into_iter()
-        .filter(|d| d.exists())
-        .collect();
-    if dirs.is_empty() {
-        return Ok(());
-    }
-    if !pids_in(layout, path)?.is_empty() {
-        kill_members(layout, path, &dirs)?;
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    for dir in &dirs {
-        // Children first; a directory still busy with exiting tasks is retried until the deadline.
-        for d in subtree(dir).iter().rev() {
-            remove_dir_retry(layout, d, deadline)?;
-        }
-    }
-    Ok(())
+    busy
 }
 
-/// Kill every task of the subtree so none can fork away meanwhile: `cgroup.kill` where the kernel
-/// has it (v2, and the hybrid cgroup2 dir that every task also joined), else freeze, SIGKILL, thaw.
-fn kill_members(layout: &Layout, path: &Path, dirs: &[PathBuf]) -> Result<(), CgroupError> {
+/// [`Cgroup::remove`]: every directory of the subtree, children first, none of them emptied by
+/// force. A directory with processes left makes [`CgroupError::Busy`] (the rest still goes);
+/// one the kernel still calls busy with no process listed (tasks on their way out) is retried
+/// for a while.
+fn remove_in(layout: &Layout, path: &Path) -> Result<(), CgroupError> {
+    if !remove_leaves(layout, path) {
+        return Ok(());
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut busy: BTreeSet<i32> = BTreeSet::new();
+    let mut busy_dir = None;
+    for dir in layout.dirs(path) {
+        for d in subtree(&dir).iter().rev() {
+            // A directory with live processes stays busy: no point waiting for it.
+            let live = || -> Vec<i32> {
+                pids_of_subtree(d)
+                    .into_iter()
+                    .filter(|&p| alive(p))
+                    .collect()
+            };
+            match remove_dir_retry(layout, d, deadline, &|| !live().is_empty()) {
+                Ok(()) => {}
+                Err(e) => {
+                    let pids: Vec<i32> = live();
+                    if pids.is_empty() {
+                        return Err(e);
+                    }
+                    busy.extend(pids);
+                    busy_dir.get_or_insert_with(|| d.clone());
+                }
+            }
+        }
+    }
+    match busy_dir {
+        None => Ok(()),
+        Some(path) => Err(CgroupError::Busy {
+            path,
+            pids: busy.into_iter().collect(),
+        }),
+    }
+}
+
+/// The pids in the subtree of one directory (one hierarchy).
+fn pids_of_subtree(dir: &Path) -> Vec<i32> {
+    let mut out = BTreeSet::new();
+    for d in subtree(dir) {
+        if let Ok(Some(text)) = layout::read_opt(&d.join("cgroup.procs")) {
+            out.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// The pids of the cgroup's subtree in every hierarchy, leaving out the `skip` sub-cgroups
+/// (paths like the cgroup's own) and whatever `keep` spares.
+fn own_pids(
+    layout: &Layout,
+    path: &Path,
+    skip: &[PathBuf],
+    keep: &dyn Fn(i32) -> bool,
+) -> Vec<i32> {
+    let skipped: Vec<PathBuf> = skip
+        .iter()
+        .filter(|s| s.starts_with(path) && s.as_path() != path)
+        .flat_map(|s| layout.dirs(s))
+        .collect();
+    let mut out = BTreeSet::new();
+    for dir in layout.dirs(path) {
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            if skipped.contains(&d) {
+                continue;
+            }
+            if let Ok(Some(text)) = layout::read_opt(&d.join("cgroup.procs")) {
+                out.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+            if let Ok(rd) = std::fs::read_dir(&d) {
+                stack.extend(
+                    rd.flatten()
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path()),
+                );
+            }
+        }
+    }
+    out.into_iter().filter(|&p| p > 0 && !keep(p)).collect()
+}
+
+/// Kill the cgroup's own processes (see [`Cgroup::kill_members`]) and wait for them to go.
+/// `cgroup.kill` where the kernel has it and nothing is skipped (it takes the whole subtree);
+/// else freeze (only when nothing is skipped: a frozen parent freezes its children), SIGKILL,
+/// thaw, so that the kills are delivered.
+fn kill_own_in(
+    layout: &Layout,
+    path: &Path,
+    skip: &[PathBuf],
+    keep: &dyn Fn(i32) -> bool,
+) -> Result<(), CgroupError> {
+    // cgroup.kill and the freezer act on the whole subtree: only for a cgroup without child
+    // cgroups, whose processes are all in view.
+    let whole = layout.dirs(path).iter().all(|d| subtree(d).len() <= 1);
     let unified = match &layout.mode {
         Mode::V1 { unified, .. } => unified
             .as_ref()
             .map(|u| u.join(path.strip_prefix("/").unwrap_or(path))),
-        Mode::V2 { .. } => dirs.first().cloned(),
+        Mode::V2 { .. } => layout.dirs(path).into_iter().next(),
     };
-    if let Some(u) = unified.filter(|u| u.join("cgroup.kill").exists()) {
-        layout::write(layout, &u, "cgroup.kill", "1")?;
+    let mut pids = own_pids(layout, path, skip, keep);
+    if pids.is_empty() {
+        return Ok(());
     }
-    // Tasks that sat only in v1 hierarchies (or a kernel without cgroup.kill): freeze them, so the
-    // pid list can't go stale, then kill and thaw so the kills are delivered.
-    let left = pids_in(layout, path)?;
-    if !left.is_empty() {
-        let frozen = set_frozen_in(layout, path, true).is_ok();
-        kill_all(&pids_in(layout, path)?);
-        if frozen {
+    let untouched = own_pids(layout, path, skip, &|_| false).len() == pids.len();
+    if whole && untouched {
+        if let Some(u) = unified.filter(|u| u.join("cgroup.kill").exists()) {
+            layout::write(layout, &u, "cgroup.kill", "1")?;
+            pids = own_pids(layout, path, skip, keep);
+        }
+    }
+    let was_frozen = is_frozen_in(layout, path);
+    if !pids.is_empty() {
+        let frozen =
+            whole && untouched && (was_frozen || set_frozen_in(layout, path, true).is_ok());
+        kill_all(&own_pids(layout, path, skip, keep));
+        if frozen || was_frozen {
+            // A frozen task dies only once thawed (runc thaws after SIGKILL too).
             set_frozen_in(layout, path, false)?;
         }
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !pids_in(layout, path)?.is_empty() {
+    loop {
+        let left = own_pids(layout, path, skip, keep);
+        if left.is_empty() {
+            return Ok(());
+        }
         if Instant::now() > deadline {
             return Err(CgroupError::Unsupported(format!(
-                "kill the processes of cgroup {}: still there after 5s",
-                path.display()
+                "kill the processes of cgroup {}: {} still there after 5s",
+                path.display(),
+                left.len()
             )));
         }
+        // New children forked before the kill landed.
+        kill_all(&left);
         std::thread::sleep(Duration::from_millis(1));
     }
-    Ok(())
 }
 
-fn remove_dir_retry(layout: &Layout, d: &Path, deadline: Instant) -> Result<(), CgroupError> {
+/// True while `pid` runs (not a zombie): a zombie still listed in a cgroup is on its way out.
+fn alive(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat.get(i + 2..i + 3))
+        .unwrap_or("X");
+    state != "Z" && state != "X"
+}
+
+/// rmdir `d`, retrying while the kernel calls it busy (tasks on their way out) until
+/// `deadline`, unless `stuck` says waiting is pointless.
+fn remove_dir_retry(
+    layout: &Layout,
+    d: &Path,
+    deadline: Instant,
+    stuck: &dyn Fn() -> bool,
+) -> Result<(), CgroupError> {
     loop {
         match layout::remove_dir(layout, d) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EBUSY)
+                    && Instant::now() < deadline
+                    && !stuck() =>
+            {
                 std::thread::sleep(Duration::from_millis(1));
             }
             Err(source) => {

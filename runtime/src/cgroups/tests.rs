@@ -123,6 +123,39 @@ fn resolve_paths() {
         Cgroup::from_path(PathBuf::from("/x")).path(),
         Path::new("/x")
     );
+    // "" is no path (the container's own /husk/<id>); husk's shared base is nobody's.
+    assert_eq!(r(Some("")).unwrap().path(), Path::new("/husk/c1"));
+    for base in [".", "x/..", "/husk", "/husk/", "/x/../husk"] {
+        let e = r(Some(base)).unwrap_err().to_string();
+        assert!(
+            e.contains("linux.cgroupsPath") && e.contains("/husk"),
+            "{base}: {e}"
+        );
+    }
+}
+
+#[test]
+fn create_refuses_a_cgroup_in_use() {
+    let t = TempDir::new("own");
+    let l = fake_v1(&t);
+    let path = Path::new("/husk/own");
+    // A child cgroup in one hierarchy is enough.
+    fs::create_dir_all(t.0.join("memory/husk/own/child")).unwrap();
+    let e = create_in(&l, path, None).unwrap_err();
+    assert!(matches!(e, CgroupError::NotOwn { .. }), "{e}");
+    assert!(e.to_string().contains("child cgroups (child)"), "{e}");
+    assert!(
+        t.0.join("memory/husk/own/child").is_dir(),
+        "a refused create touched it"
+    );
+    fs::remove_dir(t.0.join("memory/husk/own/child")).unwrap();
+    // Processes in it.
+    fs::write(t.0.join("memory/husk/own/cgroup.procs"), "42\n").unwrap();
+    let e = create_in(&l, path, None).unwrap_err();
+    assert!(e.to_string().contains("1 process(es)"), "{e}");
+    fs::remove_file(t.0.join("memory/husk/own/cgroup.procs")).unwrap();
+    // Empty: taken (as runc does).
+    create_in(&l, path, None).unwrap();
 }
 
 #[test]

@@ -126,7 +126,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32, CheckpointError> {
         return Err(e);
     }
     if let Some(p) = &opts.pid_file {
-        write_pid_file(p, st.pid)?;
+        crate::state::write_pid_file(p, st.pid)?;
     }
     if opts.detach {
         return Ok(0);
@@ -428,22 +428,6 @@ fn forwardable() -> nix::sys::signal::SigSet {
         set.remove(s);
     }
     set
-}
-
-/// `--pid-file`, written atomically as runc does (a reader never sees it empty).
-fn write_pid_file(path: &Path, pid: i32) -> Result<(), CheckpointError> {
-    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let tmp = abs.with_file_name(format!(
-        ".{}.tmp",
-        abs.file_name().and_then(|n| n.to_str()).unwrap_or("pid")
-    ));
-    let fail = |e: std::io::Error| CheckpointError::Path {
-        flag: "--pid-file",
-        path: abs.clone(),
-        message: e.to_string(),
-    };
-    std::fs::write(&tmp, pid.to_string()).map_err(fail)?;
-    std::fs::rename(&tmp, &abs).map_err(fail)
 }
 
 /// The caller's user name from /etc/passwd (as create does: no NSS in a static binary).

@@ -355,19 +355,10 @@ impl Observer for CreateObserver<'_> {
 }
 
 /// Write the pid file atomically (a reader never sees it empty), as runc does.
+/// `--pid-file`: atomically, and only where a regular file or nothing is (see
+/// [`crate::state::write_pid_file`]); `exec` and `restore` write theirs the same way.
 pub(crate) fn write_pid_file(path: &Path, pid: i32) -> Result<(), ContainerError> {
-    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let tmp = abs.with_file_name(format!(
-        ".{}.tmp",
-        abs.file_name().and_then(|n| n.to_str()).unwrap_or("pid")
-    ));
-    let io = |what, source| ContainerError::Io {
-        what,
-        path: abs.clone(),
-        source,
-    };
-    std::fs::write(&tmp, pid.to_string()).map_err(|e| io("write pid file", e))?;
-    std::fs::rename(&tmp, &abs).map_err(|e| io("rename pid file", e))
+    Ok(crate::state::write_pid_file(path, pid)?)
 }
 
 /// The caller's user name from the host's /etc/passwd (not NSS: loading NSS modules would cost

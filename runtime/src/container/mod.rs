@@ -15,11 +15,11 @@ use std::path::PathBuf;
 pub use create::{create, CgroupManager, CreateOptions};
 pub use delete::delete;
 pub use exec::{exec, ExecOptions};
-pub use kill::{kill, parse_signal};
+pub use kill::{kill, kill_leftovers, parse_signal};
 pub use ops::{events, pause, pids, resume, update};
 pub use run::{run, wait_exit};
 pub use start::start;
-pub use status::{list, load, Loaded};
+pub use status::{list, load, Listed, Loaded};
 
 use crate::cgroups::CgroupError;
 use crate::process::ProcessError;

@@ -1,6 +1,6 @@
 //! Reading containers: one (`state`) or all (`list`), with the status derived from the system.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{ContainerError, Status};
 use crate::cgroups::Cgroup;
@@ -52,18 +52,46 @@ pub fn load(root: &Path, id: &str, lock: bool) -> Result<Loaded, ContainerError>
 }
 
 pub(crate) fn status_of(dir: &StateDir, state: &State) -> Status {
+    // No pid yet is a create at work only while that create holds the lock; a negative pid is
+    // never one husk wrote.
+    if state.pid < 0 || (state.pid == 0 && !dir.locked_elsewhere()) {
+        return Status::Stopped;
+    }
     let fifo = dir.fifo_path().exists();
     state.status(fifo, || Cgroup::from_path(state.cgroup.clone()).is_frozen())
 }
 
-/// Every container under `root`; ones whose state can't be read are skipped (a create in
-/// progress, or a directory that isn't ours).
-pub fn list(root: &Path) -> Result<Vec<Loaded>, ContainerError> {
+/// One entry of `list`: a container, or one whose state can't be read (with the reason).
+#[derive(Debug)]
+pub enum Listed {
+    Ok(Box<Loaded>),
+    Unreadable { id: String, error: ContainerError },
+}
+
+/// Every container under `root`. One whose `state.json` is missing is a create that has not
+/// written it yet, and is left out; one whose state can't be read is listed as such.
+pub fn list(root: &Path) -> Result<Vec<Listed>, ContainerError> {
     let mut out = Vec::new();
     for id in state::list_ids(root)? {
-        if let Ok(l) = load(root, &id, false) {
-            out.push(l);
+        match load(root, &id, false) {
+            Ok(l) => out.push(Listed::Ok(Box::new(l))),
+            Err(ContainerError::State(state::StateError::NotFound(_))) => {}
+            Err(error) => out.push(Listed::Unreadable { id, error }),
         }
     }
     Ok(out)
+}
+
+/// The cgroups of the other containers under `root` whose state can be read: those nested in
+/// a container's cgroup are theirs, not its.
+pub(crate) fn other_cgroups(root: &Path, id: &str) -> Vec<PathBuf> {
+    let Ok(ids) = state::list_ids(root) else {
+        return Vec::new();
+    };
+    ids.iter()
+        .filter(|o| o.as_str() != id)
+        .filter_map(|o| StateDir::open_unlocked(root, o).ok()?.load().ok()?)
+        .map(|s| s.cgroup)
+        .filter(|c| !c.as_os_str().is_empty())
+        .collect()
 }

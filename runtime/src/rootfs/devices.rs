@@ -94,13 +94,40 @@ pub fn create(root: &OwnedFd, nodes: &[Node], userns: bool) -> Result<(), Rootfs
             .map_err(|err| e("bind host device", err))?;
             continue;
         }
-        // A file the image left at this path is replaced: the container gets the device the
-        // config names, not whatever the image planted (a symlink to a host path included).
-        let _ = nix::unistd::unlinkat(
+        // What is already at this path decides. In a `/dev` that is a tmpfs of the container's
+        // own, an entry is replaced: the container gets the device the config names, not what
+        // an image planted (a symlink to a host path included). Anywhere else it is the
+        // rootfs on disk (or a volume), which husk never unlinks: the same device already
+        // there is done, anything else is an error (runc leaves any existing file and goes on
+        // silently; a device the container asked for that it does not get is an error here).
+        let fresh = in_fresh_dev(&n.path, &dir);
+        match nix::sys::stat::fstatat(
             Some(dir.as_raw_fd()),
             name.as_path(),
-            nix::unistd::UnlinkatFlags::NoRemoveDir,
-        );
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(_) if fresh => {
+                let _ = nix::unistd::unlinkat(
+                    Some(dir.as_raw_fd()),
+                    name.as_path(),
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                );
+            }
+            Ok(st) if is_node(&st, n) => continue,
+            Ok(st) => {
+                return Err(RootfsError::Device {
+                    path: n.path.clone(),
+                    message: format!(
+                        "linux.devices: the rootfs already has {} there, not this device; \
+                         husk replaces no file outside a /dev tmpfs (remove it from the image, \
+                         or give the device another path)",
+                        kind_of(st.st_mode)
+                    ),
+                })
+            }
+            Err(Errno::ENOENT) => {}
+            Err(err) => return Err(e("inspect", err)),
+        }
         mknodat(
             Some(dir.as_raw_fd()),
             name.as_path(),
@@ -131,6 +158,37 @@ pub fn create(root: &OwnedFd, nodes: &[Node], userns: bool) -> Result<(), Rootfs
             .map_err(|err| e("chown", err))?;
     }
     Ok(())
+}
+
+/// True when `path` is lexically under `/dev` and `dir` (its resolved parent) is on a tmpfs:
+/// the `/dev` the container mounted for itself, where nothing of the image's can be lost.
+fn in_fresh_dev(path: &Path, dir: &OwnedFd) -> bool {
+    use std::path::Component;
+    let lexical = path.starts_with("/dev")
+        && !path
+            .components()
+            .any(|c| matches!(c, Component::ParentDir | Component::CurDir));
+    lexical
+        && nix::sys::statfs::fstatfs(dir)
+            .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+}
+
+/// True when `st` is the device node `n` describes (type and numbers).
+fn is_node(st: &nix::sys::stat::FileStat, n: &Node) -> bool {
+    st.st_mode & libc::S_IFMT == n.kind.bits() && st.st_rdev == makedev(n.major, n.minor)
+}
+
+fn kind_of(mode: u32) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFREG => "a regular file",
+        libc::S_IFDIR => "a directory",
+        libc::S_IFLNK => "a symlink",
+        libc::S_IFCHR => "another character device",
+        libc::S_IFBLK => "another block device",
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFSOCK => "a socket",
+        _ => "a file",
+    }
 }
 
 /// `/dev/fd`, `/dev/std{in,out,err}`, `/dev/core` and `/dev/ptmx` (to the devpts instance).

@@ -26,7 +26,8 @@ pub enum RootfsError {
     Device { path: PathBuf, message: String },
     #[error("{path}: {message}")]
     Path { path: String, message: String },
-    #[error("join the container's cgroup: {0}")]
+    /// The init's cgroup join failed (its message names the join).
+    #[error("{0}")]
     Cgroup(String),
     #[error("{step}: {source}")]
     Step {

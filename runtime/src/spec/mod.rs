@@ -5,6 +5,7 @@
 
 pub mod default;
 pub mod inmemory;
+mod input;
 mod namespaces;
 mod validate;
 
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Process, Spec};
 
+pub use input::{read_bounded, read_open, ReadError, LIMIT as INPUT_LIMIT};
 pub use namespaces::{proc_name, Namespaces};
 
 /// The oldest and newest runtime-spec releases husk implements.
@@ -26,6 +28,8 @@ pub enum SpecError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Input(#[from] ReadError),
     #[error("{file:?}: {path}: {message}")]
     Parse {
         file: PathBuf,
@@ -66,10 +70,7 @@ pub fn load(bundle: &Path) -> Result<Plan, SpecError> {
 
 /// Parse a spec (or any serde type, like a `--process` file) naming the JSON path on a type error.
 pub fn parse_file<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T, SpecError> {
-    let bytes = std::fs::read(file).map_err(|source| SpecError::Read {
-        path: file.to_path_buf(),
-        source,
-    })?;
+    let bytes = read_bounded(file, INPUT_LIMIT)?;
     parse_bytes(&bytes, file)
 }
 

@@ -45,9 +45,13 @@ pub(super) fn plan(spec: Spec, bundle: PathBuf, file: &Path) -> Result<Plan, Spe
         crate::hooks::validate(hooks).map_err(|e| cx.err("hooks", e.to_string()))?;
     }
     if let Some(resources) = linux.resources() {
-        crate::cgroups::Cgroup::validate(resources)
-            .map_err(|e| cx.err("linux.resources", e.to_string()))?;
+        crate::cgroups::Cgroup::validate(resources).map_err(|e| match e {
+            // Already names its field (`linux.resources.memory.swap`, ...).
+            crate::cgroups::CgroupError::Config { path, message } => cx.err(path, message),
+            e => cx.err("linux.resources", e.to_string()),
+        })?;
     }
+    memory_policy(&cx, linux)?;
     let seccomp = match linux.seccomp() {
         Some(s) => Some(crate::seccomp::compile(s).map_err(|e| match e {
             crate::seccomp::SeccompError::Invalid { path, message } => cx.err(path, message),
@@ -89,6 +93,13 @@ fn rootfs(cx: &Ctx, spec: &Spec, bundle: &Path) -> Result<PathBuf, SpecError> {
         .root()
         .as_ref()
         .ok_or_else(|| cx.err("root", "missing: the container needs a root filesystem"))?;
+    // Required by the runtime-spec; empty would make the bundle itself the root filesystem.
+    if root.path().as_os_str().is_empty() {
+        return Err(cx.err(
+            "root.path",
+            "missing: the path of the root filesystem (e.g. \"rootfs\")",
+        ));
+    }
     let path = bundle.join(root.path());
     match std::fs::canonicalize(&path) {
         Ok(p) if p.is_dir() => Ok(p),
@@ -258,18 +269,29 @@ fn idmaps(cx: &Ctx, linux: &Linux, ns: &Namespaces) -> Result<(), SpecError> {
     let gids = linux.gid_mappings().as_deref().unwrap_or_default();
     let new_user = ns.new.contains(CloneFlags::CLONE_NEWUSER);
     if !ns.has(CloneFlags::CLONE_NEWUSER) && (!uids.is_empty() || !gids.is_empty()) {
+        // Blame the field that is there.
+        let which = if uids.is_empty() {
+            "linux.gidMappings"
+        } else {
+            "linux.uidMappings"
+        };
         return Err(cx.err(
-            "linux.uidMappings",
+            which,
             "mappings need a user namespace (add {\"type\": \"user\"} to linux.namespaces)",
         ));
     }
     if new_user && (uids.is_empty() || gids.is_empty()) {
-        let which = if uids.is_empty() {
-            "linux.uidMappings"
+        let (missing, given) = if uids.is_empty() {
+            ("linux.uidMappings", "linux.gidMappings")
         } else {
-            "linux.gidMappings"
+            ("linux.gidMappings", "linux.uidMappings")
         };
-        return Err(cx.err(which, "a new user namespace needs at least one mapping"));
+        let message = if uids.is_empty() && gids.is_empty() {
+            "missing: a new user namespace needs at least one mapping".to_string()
+        } else {
+            format!("missing: a new user namespace needs it as well as {given}")
+        };
+        return Err(cx.err(missing, message));
     }
     for (name, maps) in [("linux.uidMappings", uids), ("linux.gidMappings", gids)] {
         for (i, m) in maps.iter().enumerate() {
@@ -302,6 +324,25 @@ fn mounts(cx: &Ctx, spec: &Spec) -> Result<(), SpecError> {
             .map_err(|e| cx.err(format!("mounts[{i}].options"), e))?;
     }
     Ok(())
+}
+
+/// `linux.memoryPolicy.nodes`: a NUMA node list in the kernel's list syntax (`0-1,3`), checked
+/// here so that a bad one never reaches the init.
+fn memory_policy(cx: &Ctx, linux: &Linux) -> Result<(), SpecError> {
+    let Some(nodes) = linux
+        .memory_policy()
+        .as_ref()
+        .and_then(|m| m.nodes().as_deref())
+    else {
+        return Ok(());
+    };
+    match crate::process::cpuset::parse(nodes) {
+        Ok(n) if n.iter().all(|&n| n < 1024) => Ok(()),
+        _ => Err(cx.err(
+            "linux.memoryPolicy.nodes",
+            format!("expected a NUMA node list like \"0-1,3\" (nodes below 1024), found {nodes:?}"),
+        )),
+    }
 }
 
 fn linux(cx: &Ctx, linux: &Linux, ns: &Namespaces) -> Result<(), SpecError> {
@@ -470,6 +511,44 @@ mod tests {
         assert!(sysctl("kernel.shmmax", &ns(CloneFlags::CLONE_NEWIPC)).is_ok());
         assert!(sysctl("fs.mqueue.msg_max", &ns(CloneFlags::empty())).is_err());
         assert!(sysctl("vm.swappiness", &ns(CloneFlags::all())).is_err());
+    }
+
+    #[test]
+    fn id_mappings_blame_the_field_at_fault() {
+        let cx = Ctx {
+            file: Path::new("config.json"),
+        };
+        let check = |linux: serde_json::Value, flags| {
+            let linux: Linux = serde_json::from_value(linux).unwrap();
+            idmaps(&cx, &linux, &ns(flags))
+                .map_err(|e| e.to_string())
+                .unwrap_err()
+        };
+        let m = serde_json::json!([{"containerID": 0, "hostID": 1000, "size": 1}]);
+        let e = check(serde_json::json!({"gidMappings": m}), CloneFlags::empty());
+        assert!(e.contains("linux.gidMappings:"), "{e}");
+        let e = check(
+            serde_json::json!({"gidMappings": m}),
+            CloneFlags::CLONE_NEWUSER,
+        );
+        assert!(
+            e.contains("linux.uidMappings:") && e.contains("as well as linux.gidMappings"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn memory_policy_nodes_are_numa_nodes() {
+        let cx = Ctx {
+            file: Path::new("config.json"),
+        };
+        let linux: Linux = serde_json::from_value(
+            serde_json::json!({"memoryPolicy": {"mode": "MPOL_BIND", "nodes": "x"}}),
+        )
+        .unwrap();
+        let e = memory_policy(&cx, &linux).unwrap_err().to_string();
+        assert!(e.contains("linux.memoryPolicy.nodes:"), "{e}");
+        assert!(e.contains("NUMA node list") && !e.contains("CPU"), "{e}");
     }
 
     #[test]

@@ -33,12 +33,13 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path:?}: {source}")]
+    #[error("{path:?} is not a valid state file: {error}")]
     Corrupt {
         path: PathBuf,
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
+    #[error("{path:?}: {message}")]
+    Input { path: PathBuf, message: String },
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
@@ -160,6 +161,25 @@ impl StateDir {
         self._lock.as_ref().map(|l| l.as_raw_fd())
     }
 
+    /// True while another process holds the directory's lock (a `create` still at work); false
+    /// when this value holds it or nobody does.
+    pub fn locked_elsewhere(&self) -> bool {
+        if self._lock.is_some() {
+            return false;
+        }
+        let Ok(f) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(&self.dir)
+        else {
+            return false;
+        };
+        matches!(
+            Flock::lock(f, FlockArg::LockExclusiveNonblock),
+            Err((_, nix::errno::Errno::EWOULDBLOCK))
+        )
+    }
+
     pub fn fifo_path(&self) -> PathBuf {
         self.dir.join(EXEC_FIFO)
     }
@@ -167,12 +187,19 @@ impl StateDir {
     /// Read `state.json`; `Ok(None)` when the create never got as far as writing it.
     pub fn load(&self) -> Result<Option<State>, StateError> {
         let path = self.dir.join(STATE_FILE);
-        match std::fs::read(&path) {
+        match crate::spec::read_bounded(&path, STATE_LIMIT) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
-                .map_err(|source| StateError::Corrupt { path, source }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io("read", &path)(e)),
+                .map_err(|error| StateError::Corrupt { path, error }),
+            Err(crate::spec::ReadError::Io { error, .. })
+                if error.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(StateError::Input {
+                path,
+                message: e.reason(),
+            }),
         }
     }
 
@@ -186,9 +213,9 @@ impl StateDir {
     pub fn save(&self, state: &State) -> Result<(), StateError> {
         let tmp = self.dir.join(".state.json.tmp");
         let path = self.dir.join(STATE_FILE);
-        let bytes = serde_json::to_vec(state).map_err(|source| StateError::Corrupt {
+        let bytes = serde_json::to_vec(state).map_err(|error| StateError::Corrupt {
             path: path.clone(),
-            source,
+            error,
         })?;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -237,6 +264,38 @@ pub fn list_ids(root: &Path) -> Result<Vec<String>, StateError> {
     Ok(ids)
 }
 
+/// Write `--pid-file` atomically (a reader never sees it empty), as runc does, but only where
+/// a regular file or nothing is: `/dev/full` or a FIFO given by mistake is refused by name,
+/// never replaced by a regular file.
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<(), StateError> {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    // What a symlink there points to counts (the rename replaces the link, not its target).
+    match std::fs::metadata(&abs) {
+        Ok(m) if !m.is_file() => {
+            let kind = crate::spec::ReadError::kind_of(m.file_type());
+            return Err(StateError::Input {
+                path: abs,
+                message: format!(
+                    "--pid-file: is {kind}, not a regular file; husk writes a pid file only \
+                     where a regular file or nothing is"
+                ),
+            });
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("inspect pid file", &abs)(e)),
+    }
+    let tmp = abs.with_file_name(format!(
+        ".{}.tmp",
+        abs.file_name().and_then(|n| n.to_str()).unwrap_or("pid")
+    ));
+    std::fs::write(&tmp, pid.to_string()).map_err(io("write pid file", &tmp))?;
+    std::fs::rename(&tmp, &abs).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io("rename pid file", &abs)(e)
+    })
+}
+
 /// Start time (clock ticks since boot) of `pid`, and whether it is a zombie; `None` if gone.
 pub fn proc_start_time(pid: i32) -> Option<(u64, bool)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -248,6 +307,40 @@ pub fn proc_start_time(pid: i32) -> Option<(u64, bool)> {
     let start = fields.get(19)?.parse().ok()?;
     Some((start, zombie))
 }
+
+/// What can still be read of a damaged `state.json`: the leading fields husk writes before
+/// the (long) config, each taken only when it parses whole.
+#[derive(Debug, Default)]
+pub struct Salvaged {
+    pub id: Option<String>,
+    pub pid: Option<i32>,
+    pub start_time: Option<u64>,
+    pub cgroup: Option<PathBuf>,
+}
+
+/// Read back the fields `delete --force` needs from a state file that won't parse.
+pub fn salvage(path: &Path) -> Option<Salvaged> {
+    let bytes = crate::spec::read_bounded(path, STATE_LIMIT).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let field = |key: &str| -> Option<serde_json::Value> {
+        let at = text.find(&format!("\"{key}\":"))? + key.len() + 3;
+        serde_json::Deserializer::from_str(&text[at..])
+            .into_iter::<serde_json::Value>()
+            .next()?
+            .ok()
+    };
+    Some(Salvaged {
+        id: field("id").and_then(|v| v.as_str().map(String::from)),
+        pid: field("pid")
+            .and_then(|v| v.as_i64())
+            .and_then(|p| i32::try_from(p).ok()),
+        start_time: field("startTime").and_then(|v| v.as_u64()),
+        cgroup: field("cgroup").and_then(|v| v.as_str().map(PathBuf::from)),
+    })
+}
+
+/// The largest `state.json` husk reads (its own are a few KiB, the config included).
+pub const STATE_LIMIT: u64 = 64 << 20;
 
 impl State {
     /// The derived status: see the module doc.
@@ -312,9 +405,64 @@ pub fn now_rfc3339() -> String {
     )
 }
 
+/// Seconds since the epoch of an RFC 3339 UTC time as [`now_rfc3339`] writes it.
+pub fn parse_rfc3339(s: &str) -> Option<f64> {
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let frac = s
+        .get(19..)
+        .and_then(|f| f.strip_suffix('Z'))
+        .and_then(|f| f.strip_prefix('.'))
+        .and_then(|f| format!("0.{f}").parse::<f64>().ok())
+        .unwrap_or(0.0);
+    // Days from civil (Howard Hinnant), the inverse of `now_rfc3339`.
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3600 + mi * 60 + se) as f64 + frac)
+}
+
+/// When `pid` started, in seconds since the epoch (to about a clock tick), from its start time
+/// and the time since boot; `None` once it is gone.
+pub fn proc_started_at(pid: i32) -> Option<f64> {
+    let (ticks, _) = proc_start_time(pid)?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no memory preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as f64 } else { 100.0 };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    Some(now - (uptime - ticks as f64 / hz))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_round_trip_and_start_times() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let t = parse_rfc3339(&now_rfc3339()).unwrap();
+        assert!((t - now).abs() < 1.0, "{t} vs {now}");
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:01.5Z"), Some(1.5));
+        assert_eq!(parse_rfc3339("2000-03-01T00:00:00Z"), Some(951_868_800.0));
+        let me = proc_started_at(std::process::id() as i32).unwrap();
+        assert!(me <= now + 0.1 && me > now - 3600.0, "{me} vs {now}");
+    }
 
     #[test]
     fn ids_follow_runc_rules() {
@@ -332,6 +480,24 @@ mod tests {
         let (t, zombie) = proc_start_time(me).expect("own stat");
         assert!(t > 0);
         assert!(!zombie);
+    }
+
+    #[test]
+    fn pid_files_replace_only_regular_files() {
+        let e = write_pid_file(Path::new("/dev/full"), 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/dev/full") && e.contains("character device"),
+            "{e}"
+        );
+        let dir = std::env::temp_dir().join(format!("husk-pidfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("pid");
+        write_pid_file(&p, 42).unwrap();
+        write_pid_file(&p, 43).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "43");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -176,9 +176,16 @@ fn bytes(flag: &str, s: &str) -> Result<i64> {
 pub fn update(root: &Path, a: &UpdateArgs) -> Result<()> {
     let resources: LinuxResources = match &a.resources {
         Some(p) if p == Path::new("-") => {
-            let mut buf = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+            // A pipe is fine here; the bound still applies.
+            let stdin = std::os::fd::AsFd::as_fd(&std::io::stdin())
+                .try_clone_to_owned()
                 .context("read resources from stdin")?;
+            let buf = husk_runtime::spec::read_open(
+                std::fs::File::from(stdin),
+                Path::new("<stdin>"),
+                husk_runtime::spec::INPUT_LIMIT,
+                false,
+            )?;
             husk_runtime::spec::parse_bytes(&buf, Path::new("<stdin>"))?
         }
         Some(p) => husk_runtime::spec::parse_file(p)?,

@@ -247,30 +247,48 @@ fn debug_create(verb: &str, cli: &Cli, a: &CreateArgs) {
 
 /// The processes still in a stopped container's cgroup get the signal (`kill --all`).
 fn kill_leftovers(root: &std::path::Path, id: &str, sig: Sig) -> Result<()> {
-    let c = container::load(root, id, false)?;
-    let cg = c.cgroup();
-    if cg.is_none() {
-        return Ok(());
-    }
-    for pid in cg
-        .pids()
-        .with_context(|| format!("list the processes of container {id}"))?
-    {
-        let _ = sig.send(pid);
-    }
-    Ok(())
+    container::kill_leftovers(root, id, sig)
+        .with_context(|| format!("signal the processes left in container {id}"))
 }
 
 fn list(root: &std::path::Path, format: &str, quiet: bool) -> Result<()> {
     let all = container::list(root)?;
+    // A container whose state can't be read is still listed (status "unknown"), and why goes
+    // to stderr: it may still have processes and a cgroup, and `delete --force` removes it.
+    for c in &all {
+        if let container::Listed::Unreadable { id, error } = c {
+            eprintln!(
+                "husk list: container {id}: status unknown: {}",
+                husk_runtime::init::chain(error)
+            );
+        }
+    }
     if quiet {
         for c in &all {
-            println!("{}", c.state.id);
+            match c {
+                container::Listed::Ok(c) => println!("{}", c.state.id),
+                container::Listed::Unreadable { id, .. } => println!("{id}"),
+            }
         }
         return Ok(());
     }
     if format == "json" {
-        let v: Vec<_> = all.iter().map(|c| c.to_json()).collect();
+        let v: Vec<_> = all
+            .iter()
+            .map(|c| match c {
+                container::Listed::Ok(c) => c.to_json(),
+                container::Listed::Unreadable { id, .. } => serde_json::json!({
+                    "ociVersion": "",
+                    "id": id,
+                    "pid": 0,
+                    "status": "unknown",
+                    "bundle": "",
+                    "rootfs": "",
+                    "created": "0001-01-01T00:00:00Z",
+                    "owner": "",
+                }),
+            })
+            .collect();
         // runc prints a nil slice, "null", when there are no containers.
         if v.is_empty() {
             println!("null");
@@ -281,20 +299,30 @@ fn list(root: &std::path::Path, format: &str, quiet: bool) -> Result<()> {
     }
     let rows: Vec<[String; 6]> = all
         .iter()
-        .map(|c| {
-            let pid = if c.status == container::Status::Stopped {
-                0
-            } else {
-                c.state.pid
-            };
-            [
-                c.state.id.clone(),
-                pid.to_string(),
-                c.status.to_string(),
-                c.state.bundle.display().to_string(),
-                c.state.created.clone(),
-                c.state.owner.clone(),
-            ]
+        .map(|c| match c {
+            container::Listed::Ok(c) => {
+                let pid = if c.status == container::Status::Stopped {
+                    0
+                } else {
+                    c.state.pid
+                };
+                [
+                    c.state.id.clone(),
+                    pid.to_string(),
+                    c.status.to_string(),
+                    c.state.bundle.display().to_string(),
+                    c.state.created.clone(),
+                    c.state.owner.clone(),
+                ]
+            }
+            container::Listed::Unreadable { id, .. } => [
+                id.clone(),
+                "0".into(),
+                "unknown".into(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ],
         })
         .collect();
     let header = ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(String::from);
