@@ -7,7 +7,7 @@
 //! - [`criu`] finds a CRIU that works on this kernel (≥ 4.1);
 //! - [`rpc`] is the `criu swrk` socket conversation;
 //! - [`mounts`] says which mounts are external and prepares the rootfs for a restore;
-//! - [`dump`] and [`restore`] are the two verbs.
+//! - `dump` and `restore` (the modules behind [`checkpoint`] and [`restore()`]) are the two verbs.
 //!
 //! On failure both name the step and CRIU's log file (`dump.log`/`restore.log` in the work
 //! directory, which defaults to the image directory) and quote its first error line.
