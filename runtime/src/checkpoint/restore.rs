@@ -94,7 +94,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32, CheckpointError> {
         cgroup: cgroup.path().to_path_buf(),
         config: plan.spec.clone(),
     };
-    st.owner = owner_name();
+    st.owner = crate::container::owner_name();
     let mut restored_pid = 0;
     let res = (|| {
         dir.save(&st)?;
@@ -132,7 +132,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32, CheckpointError> {
         return Ok(0);
     }
     drop(dir);
-    let mask = forwardable();
+    let mask = crate::container::forwardable();
     let mut old = nix::sys::signal::SigSet::empty();
     let _ = nix::sys::signal::sigprocmask(
         nix::sys::signal::SigmaskHow::SIG_BLOCK,
@@ -411,35 +411,4 @@ fn read_json<T: serde::de::DeserializeOwned>(
             path,
             message: format!("expected a JSON array of strings: {e}"),
         })
-}
-
-/// Every signal worth passing on to the container (not SIGKILL/SIGSTOP, nor fault signals).
-fn forwardable() -> nix::sys::signal::SigSet {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::all();
-    for s in [
-        Signal::SIGKILL,
-        Signal::SIGSTOP,
-        Signal::SIGSEGV,
-        Signal::SIGBUS,
-        Signal::SIGILL,
-        Signal::SIGFPE,
-    ] {
-        set.remove(s);
-    }
-    set
-}
-
-/// The caller's user name from /etc/passwd (as create does: no NSS in a static binary).
-fn owner_name() -> String {
-    let uid = nix::unistd::geteuid().as_raw();
-    std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|p| {
-            p.lines().find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.len() > 2 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[0].to_string())
-            })
-        })
-        .unwrap_or_else(|| uid.to_string())
 }

@@ -362,8 +362,8 @@ pub(crate) fn write_pid_file(path: &Path, pid: i32) -> Result<(), ContainerError
 }
 
 /// The caller's user name from the host's /etc/passwd (not NSS: loading NSS modules would cost
-/// more than the rest of `create`).
-fn owner_name() -> String {
+/// more than the rest of `create`). `restore` records its owner the same way.
+pub(crate) fn owner_name() -> String {
     let uid = nix::unistd::geteuid().as_raw();
     std::fs::read_to_string("/etc/passwd")
         .ok()

@@ -12,11 +12,13 @@ mod status;
 
 use std::path::PathBuf;
 
+pub(crate) use create::owner_name;
 pub use create::{create, CgroupManager, CreateOptions};
 pub use delete::delete;
 pub use exec::{exec, ExecOptions};
 pub use kill::{kill, kill_leftovers, parse_signal};
 pub use ops::{events, pause, pids, resume, update};
+pub(crate) use run::forwardable;
 pub use run::{run, wait_exit};
 pub use start::start;
 pub use status::{list, load, Listed, Loaded};
