@@ -69,13 +69,6 @@ impl<'a> Prepared<'a> {
         })
     }
 
-    /// The host pid the seccomp agent is told about (`husk exec` learns it late).
-    pub fn set_listener_pid(&mut self, pid: i32) {
-        if let Some((_, state)) = &mut self.listener {
-            state.set_pid(Some(pid));
-        }
-    }
-
     /// Reset the signal state, mark descriptors close-on-exec, install the filter, execve.
     /// Returns only on failure.
     pub fn exec(self) -> ChildError {

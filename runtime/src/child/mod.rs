@@ -78,12 +78,6 @@ impl ChildError {
         }
     }
 
-    /// The exit status of a child that failed this way: 1, as runc's init (engines map the
-    /// reason, which the parent reports, not this status).
-    pub fn exit_code(&self) -> i32 {
-        1
-    }
-
     /// The stage that failed, for [`sync::Failure::step`].
     pub fn stage(&self) -> &'static str {
         match self {

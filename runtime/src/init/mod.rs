@@ -79,7 +79,8 @@ pub fn run(mut init: Init) -> ! {
     };
     let failure = Failure::new(e.step(), &e);
     let _ = init.chan.send(&Msg::Error(failure));
-    sys::exit_now(e.exit_code())
+    // 1 for any failure, as runc's init: engines map the reason the parent reports.
+    sys::exit_now(1)
 }
 
 impl InitError {
@@ -92,13 +93,6 @@ impl InitError {
             InitError::Hook(_) => "run hooks",
             InitError::Sync(_) => "talk to the runtime",
             InitError::Step { .. } | InitError::Other(_) => "container init",
-        }
-    }
-
-    fn exit_code(&self) -> i32 {
-        match self {
-            InitError::Child(e) => e.exit_code(),
-            _ => 1,
         }
     }
 }

@@ -150,7 +150,8 @@ pub fn spawn(
             }
         };
         let _ = child_end.send(&Msg::Error(Failure::new(e.stage(), &e)));
-        sys::exit_now(e.exit_code());
+        // Exit 1, as runc's init: engines map the reason the parent reports, not this status.
+        sys::exit_now(1);
     }
     let _ = nix::sched::setns(own_pid.as_fd(), CloneFlags::CLONE_NEWPID);
     if let Some(t) = &own_time {

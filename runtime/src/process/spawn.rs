@@ -85,15 +85,8 @@ fn child_sets_up(plan: &Plan) -> bool {
 pub struct Spawned {
     pub pid: i32,
     /// The parent's end of the sync socket: an init without a start barrier reports a failed
-    /// `execve` on it before it exits (see [`Spawned::exec_failure`]).
+    /// `execve` on it before it exits (`Channel::pending_error`, as `run` reads it).
     pub chan: Channel,
-}
-
-impl Spawned {
-    /// Why the program could not be executed, once the init has exited; `None` when it ran.
-    pub fn exec_failure(&self) -> Option<sync::Failure> {
-        self.chan.pending_error()
-    }
 }
 
 /// Create the container init; returns it once it reported `Ready`.
