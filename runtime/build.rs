@@ -16,6 +16,25 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
+#[path = "src/sandbox/profile_gen.rs"]
+mod profile_gen;
+
+/// The sandbox's seccomp profile, reduced from the embedded engine profile once here rather
+/// than on every run (src/sandbox/profile.rs).
+fn judge_profile() {
+    let src = "src/sandbox/seccomp-default.json";
+    println!("cargo:rerun-if-changed={src}");
+    println!("cargo:rerun-if-changed=src/sandbox/profile_gen.rs");
+    let text = std::fs::read_to_string(src).unwrap_or_else(|e| panic!("read {src}: {e}"));
+    let engine: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{src}: {e}"));
+    let judge = profile_gen::judge_profile(&engine);
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let path = out.join("judge-seccomp.json");
+    std::fs::write(&path, judge.to_string())
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
 fn output(cmd: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(cmd).args(args).output().ok()?;
     if !out.status.success() {
@@ -52,6 +71,7 @@ fn build_facts() {
 
 fn main() {
     build_facts();
+    judge_profile();
     let script = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default())
         .join("link")
         .join("hot.ld");

@@ -743,3 +743,49 @@ fn dir_rules_from_0700_dirs_read_only_and_rw() {
     // The box was a fresh tmpfs: nothing came back to the current directory.
     assert!(!d.path("boxfile").exists());
 }
+
+/// A dead husk's cgroup with a process still in it (a program that outlived everything) is
+/// removed by the next run, the process killed: the sweep owns what its name says is a dead
+/// sandbox's.
+#[test]
+fn the_next_run_sweeps_a_dead_husks_cgroup_and_what_runs_in_it() {
+    if common::skip() {
+        return;
+    }
+    // A pid that is gone: a child that exited.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let name = format!("husk-sandbox-{dead}-0");
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let dirs: Vec<PathBuf> = if v2 {
+        vec![Path::new("/sys/fs/cgroup").join(&name)]
+    } else {
+        ["memory", "cpuacct", "pids"]
+            .iter()
+            .map(|h| Path::new("/sys/fs/cgroup").join(h).join(&name))
+            .collect()
+    };
+    let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
+    struct Cleanup(Vec<PathBuf>, u32);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            nix_kill(self.1 as i32);
+            for d in &self.0 {
+                let _ = fs::remove_dir(d);
+            }
+        }
+    }
+    let _cleanup = Cleanup(dirs.clone(), sleeper.id());
+    for d in &dirs {
+        fs::create_dir(d).unwrap();
+        fs::write(d.join("cgroup.procs"), sleeper.id().to_string()).unwrap();
+    }
+    let t = Tmp::new("sweep");
+    let o = husk(&t.0, &["--", "true"]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let left: Vec<&PathBuf> = dirs.iter().filter(|d| d.exists()).collect();
+    assert!(left.is_empty(), "the dead husk's cgroup is still there: {left:?}");
+    let status = sleeper.wait().unwrap();
+    assert!(status.code().is_none(), "the process in it was not killed: {status}");
+}

@@ -29,20 +29,20 @@ impl Cgroup {
     /// Open what a new process needs to join this (existing) cgroup.
     pub fn open_join(&self) -> Result<Join, CgroupError> {
         self.need("joining the container's cgroup")?;
-        open_join_in(&Layout::host()?, self.path(), true, true)
+        open_join_in(&self.layout()?, self.path(), true, true)
     }
 
     /// Only the `CLONE_INTO_CGROUP` directory (after [`Cgroup::create_early`]).
     pub fn open_into(&self) -> Result<Join, CgroupError> {
         self.need("joining the container's cgroup")?;
-        open_join_in(&Layout::host()?, self.path(), true, false)
+        open_join_in(&self.layout()?, self.path(), true, false)
     }
 
     /// Only the v1 `tasks` files (after [`Cgroup::create_late`]), for a child that is already
     /// running: they travel to it over the sync socket.
     pub fn open_tasks(&self) -> Result<Vec<OwnedFd>, CgroupError> {
         self.need("joining the container's cgroup")?;
-        Ok(open_join_in(&Layout::host()?, self.path(), false, true)?.tasks)
+        Ok(open_join_in(&self.layout()?, self.path(), false, true)?.tasks)
     }
 }
 

@@ -7,7 +7,7 @@
 //! root is needed.
 
 use std::fs;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -73,17 +73,12 @@ impl Layout {
                 return Ok(l.clone());
             }
         }
-        let path = Path::new("/proc/self/mountinfo");
-        // Room for the whole file up front: procfs reports size 0, and std then reads in
-        // doubling steps from 32 bytes, eight syscalls for a short mountinfo.
-        let mut text = String::with_capacity(16 << 10);
-        fs::File::open(path)
-            .and_then(|mut f| f.read_to_string(&mut text))
-            .map_err(|source| CgroupError::Io {
-                op: "read",
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let path = "/proc/self/mountinfo";
+        let text = crate::sys::read_proc(path).map_err(|source| CgroupError::Io {
+            op: "read",
+            path: path.into(),
+            source,
+        })?;
         let l = Self::from_mountinfo(&text)?;
         *cache = Some((Instant::now(), l.clone()));
         Ok(l)
@@ -143,6 +138,26 @@ impl Layout {
             mode,
             create_files: false,
         })
+    }
+
+    /// This layout narrowed to the v1 hierarchies that carry one of `controllers`, without the
+    /// hybrid cgroup2 directory; a v2 layout (one hierarchy) is unchanged.
+    pub fn only(self, controllers: &[&str]) -> Self {
+        let mode = match self.mode {
+            Mode::V1 { hierarchies, .. } => Mode::V1 {
+                hierarchies: hierarchies
+                    .into_iter()
+                    .filter(|h| {
+                        h.controllers
+                            .iter()
+                            .any(|c| controllers.contains(&c.as_str()))
+                    })
+                    .collect(),
+                unified: None,
+            },
+            v2 => v2,
+        };
+        Self { mode, ..self }
     }
 
     pub fn is_v2(&self) -> bool {

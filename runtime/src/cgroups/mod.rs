@@ -84,6 +84,9 @@ impl CgroupError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cgroup {
     path: PathBuf,
+    /// On v1, the controllers whose hierarchies make up this cgroup (see
+    /// [`Cgroup::limited_to`]); None: every mounted hierarchy, as runc's.
+    only: Option<&'static [&'static str]>,
     /// What this value knows about whose cgroup it is, which decides what [`Cgroup::destroy`]
     /// may do.
     claim: Cell<Claim>,
@@ -171,8 +174,35 @@ impl Cgroup {
     fn with(path: PathBuf, claim: Claim) -> Self {
         Self {
             path,
+            only: None,
             claim: Cell::new(claim),
         }
+    }
+
+    /// On v1, make the cgroup of only the hierarchies that carry `controllers` (a caller that
+    /// needs no more, as the sandbox: each hierarchy is a mkdir, a join and an rmdir per run);
+    /// on v2 nothing changes. Every later call on this value (join, stats, destroy) sees the
+    /// same subset.
+    pub fn limited_to(self, controllers: &'static [&'static str]) -> Self {
+        Self {
+            only: Some(controllers),
+            ..self
+        }
+    }
+
+    /// A cgroup the caller made in an earlier life and knows to be wholly its own (a dead
+    /// `husk sandbox`'s, found by name): [`Cgroup::destroy`] kills what is left in it.
+    pub fn adopt(path: PathBuf) -> Self {
+        Self::with(path, Claim::Made)
+    }
+
+    /// The host's layout, narrowed to [`Cgroup::limited_to`]'s hierarchies.
+    pub(crate) fn layout(&self) -> Result<Layout, CgroupError> {
+        let l = Layout::host()?;
+        Ok(match self.only {
+            Some(c) => l.only(c),
+            None => l,
+        })
     }
 
     /// The cgroup recorded in `state.json` (empty: the container has none, see [`Cgroup::none`]).
@@ -229,7 +259,7 @@ impl Cgroup {
         if self.is_none() {
             return Ok(());
         }
-        let res = create_in(&Layout::host()?, &self.path, resources);
+        let res = create_in(&self.layout()?, &self.path, resources);
         self.note(&res);
         res
     }
@@ -255,7 +285,7 @@ impl Cgroup {
         if self.is_none() {
             return Ok(Vec::new());
         }
-        let layout = Layout::host()?;
+        let layout = self.layout()?;
         let mut created = Vec::new();
         let res = undo_on_error(&layout, |c| {
             early(&layout, &self.path, resources, c)?;
@@ -271,7 +301,7 @@ impl Cgroup {
     /// (a parent it made is empty again once the cgroup is gone).
     pub fn undo_early(&self, made: &[PathBuf]) {
         let _ = self.destroy();
-        if let Ok(layout) = Layout::host() {
+        if let Ok(layout) = self.layout() {
             for d in made.iter().rev() {
                 let _ = layout::remove_dir(&layout, d);
             }
@@ -282,7 +312,7 @@ impl Cgroup {
         if self.is_none() {
             return Ok(());
         }
-        create_late_in(&Layout::host()?, &self.path, resources)
+        create_late_in(&self.layout()?, &self.path, resources)
     }
 
     /// Move `pid` into the cgroup (every hierarchy on v1).
@@ -290,18 +320,18 @@ impl Cgroup {
         if self.is_none() {
             return Ok(());
         }
-        add_pid_in(&Layout::host()?, &self.path, pid)
+        add_pid_in(&self.layout()?, &self.path, pid)
     }
 
     /// Every pid in the cgroup (and its descendants), sorted.
     pub fn pids(&self) -> Result<Vec<i32>, CgroupError> {
         self.need("listing the container's processes")?;
-        pids_in(&Layout::host()?, &self.path)
+        pids_in(&self.layout()?, &self.path)
     }
 
     /// True when the cgroup is frozen (paused).
     pub fn is_frozen(&self) -> bool {
-        !self.is_none() && Layout::host().is_ok_and(|l| is_frozen_in(&l, &self.path))
+        !self.is_none() && self.layout().is_ok_and(|l| is_frozen_in(&l, &self.path))
     }
 
     /// Remove the cgroup; a cgroup that is already gone is fine. One this value made is its
@@ -315,7 +345,7 @@ impl Cgroup {
         }
         match self.claim.get() {
             Claim::Unclaimed => Ok(()),
-            Claim::Made => destroy_in(&Layout::host()?, &self.path),
+            Claim::Made => destroy_in(&self.layout()?, &self.path),
             Claim::Recorded => self.remove(),
         }
     }
@@ -327,14 +357,16 @@ impl Cgroup {
         if self.is_none() || self.is_shared() {
             return Ok(());
         }
-        remove_in(&Layout::host()?, &self.path)
+        remove_in(&self.layout()?, &self.path)
     }
 
     /// True when the cgroup has child cgroups in some hierarchy (its own, or other containers'
     /// nested below it).
     pub fn has_children(&self) -> bool {
         !self.is_none()
-            && Layout::host().is_ok_and(|l| l.dirs(&self.path).iter().any(|d| subtree(d).len() > 1))
+            && self
+                .layout()
+                .is_ok_and(|l| l.dirs(&self.path).iter().any(|d| subtree(d).len() > 1))
     }
 
     /// The pids [`Cgroup::kill_members`] would kill.
@@ -346,7 +378,7 @@ impl Cgroup {
         if self.is_none() || self.is_shared() {
             return Ok(Vec::new());
         }
-        Ok(own_pids(&Layout::host()?, &self.path, skip, keep))
+        Ok(own_pids(&self.layout()?, &self.path, skip, keep))
     }
 
     /// SIGKILL the processes of the cgroup's subtree, except those in the `skip` sub-cgroups
@@ -361,44 +393,44 @@ impl Cgroup {
         if self.is_none() || self.is_shared() {
             return Ok(());
         }
-        kill_own_in(&Layout::host()?, &self.path, skip, keep)
+        kill_own_in(&self.layout()?, &self.path, skip, keep)
     }
 
     /// Freeze every task (v1 freezer.state, v2 cgroup.freeze), returning once the kernel says so.
     pub fn freeze(&self) -> Result<(), CgroupError> {
         self.need("pause")?;
-        set_frozen_in(&Layout::host()?, &self.path, true)
+        set_frozen_in(&self.layout()?, &self.path, true)
     }
 
     pub fn thaw(&self) -> Result<(), CgroupError> {
         self.need("resume")?;
-        set_frozen_in(&Layout::host()?, &self.path, false)
+        set_frozen_in(&self.layout()?, &self.path, false)
     }
 
     /// Counters in `runc events --stats` shape.
     pub fn stats(&self) -> Result<Stats, CgroupError> {
         self.need("stats")?;
-        Ok(stats::collect(&Layout::host()?, &self.path))
+        Ok(stats::collect(&self.layout()?, &self.path))
     }
 
     /// Change resources of a live cgroup (`husk update`): validated first, then written as at
     /// creation, honouring `memory.checkBeforeUpdate`. Device rules are rewritten only when given.
     pub fn update(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
         self.need("update")?;
-        update_in(&Layout::host()?, &self.path, resources)
+        update_in(&self.layout()?, &self.path, resources)
     }
 
     /// How many tasks the OOM killer has killed in this cgroup.
     pub fn oom_kill_count(&self) -> Result<u64, CgroupError> {
         self.need("OOM counting")?;
-        oom::kill_count(&Layout::host()?, &self.path)
+        oom::kill_count(&self.layout()?, &self.path)
     }
 
     /// A pollable fd that becomes readable on OOM events (v1 eventfd on memory.oom_control, v2
     /// inotify on memory.events); compare [`Cgroup::oom_kill_count`] after each wake-up.
     pub fn oom_notifier(&self) -> Result<OomNotifier, CgroupError> {
         self.need("OOM events")?;
-        OomNotifier::new(&Layout::host()?, &self.path)
+        OomNotifier::new(&self.layout()?, &self.path)
     }
 }
 

@@ -292,7 +292,11 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
     barrier.cgroup(&init.chan)?;
     // From here the container outlives the `husk create` that made it, which may exit as soon
     // as it reads Ready: disarm first. A parent that died meanwhile makes the send fail.
-    nix::sys::prctl::set_pdeathsig(None).map_err(step("clear parent death signal"))?;
+    // A sandbox's init (the runtime waits for the program's status) instead dies with its
+    // runtime, and its pid namespace with it: armed again, as the id change of `prepare`
+    // cleared it.
+    let pdeathsig = init.status_fd.map(|_| nix::sys::signal::Signal::SIGKILL);
+    nix::sys::prctl::set_pdeathsig(pdeathsig).map_err(step("set parent death signal"))?;
     init.chan.send(&Msg::Ready)?;
     // startContainer hooks run once `start` came, and `start` hears how they went: it returns
     // (and runs poststart) only after them.

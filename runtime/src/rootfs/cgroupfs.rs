@@ -27,7 +27,7 @@ pub struct Hierarchy {
 
 /// The cgroup hierarchies mounted under /sys/fs/cgroup, from `/proc/self/mountinfo`.
 pub fn hierarchies() -> Vec<Hierarchy> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+    let Ok(info) = crate::sys::read_proc("/proc/self/mountinfo") else {
         return Vec::new();
     };
     let mut out = Vec::new();

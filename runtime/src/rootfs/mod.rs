@@ -125,7 +125,7 @@ pub fn prepare(
 /// The mount at or above `rootfs` (under containerd the rootfs is itself a mount point), made
 /// private when it is shared, as runc's `rootfsParentMountPrivate` does.
 fn make_parent_private(rootfs: &Path) -> Result<(), RootfsError> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let info = crate::sys::read_proc("/proc/self/mountinfo").unwrap_or_default();
     let Some((mount_point, shared)) = mount_at_or_above(&info, rootfs) else {
         return Ok(());
     };

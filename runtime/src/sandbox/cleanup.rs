@@ -78,13 +78,11 @@ pub fn stale_cgroups() {
             }
             if seen.insert(name.to_string()) {
                 let path = Path::new("/").join(name);
-                if let Ok(c) = crate::cgroups::Cgroup::resolve(Some(&path), "sandbox", false) {
-                    if let Err(e) = c.destroy() {
-                        crate::logging::debug(&format!(
-                            "remove the stale sandbox cgroup {path:?}: {}",
-                            crate::init::chain(&e)
-                        ));
-                    }
+                if let Err(e) = super::plan::stale_cgroup(&path).destroy() {
+                    crate::logging::debug(&format!(
+                        "remove the stale sandbox cgroup {path:?}: {}",
+                        crate::init::chain(&e)
+                    ));
                 }
             }
         }

@@ -21,6 +21,7 @@ pub mod output;
 pub mod plan;
 pub mod pool;
 pub mod profile;
+pub mod profile_gen;
 pub mod run;
 pub mod stats;
 pub mod verdict;

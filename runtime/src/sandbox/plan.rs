@@ -28,6 +28,7 @@ use oci_spec::runtime::Spec;
 use serde_json::{json, Value};
 
 use super::limits::{environment, workdir, Options};
+use crate::cgroups::{Cgroup, CgroupError};
 use crate::spec::{Plan, SpecError};
 
 /// Where the skeleton root lives on the host (root's; see [`skeleton`]).
@@ -102,6 +103,34 @@ pub fn without_cgroup(o: &Options) -> Option<String> {
 /// Prefix of the sandbox cgroups (`/husk-sandbox-<pid>-<n>`): one level, so removing a run's
 /// cgroup leaves nothing behind.
 pub const CGROUP_PARENT: &str = "/husk-sandbox";
+
+/// The v1 hierarchies a sandbox's cgroup is made of: what it limits and measures (memory,
+/// pids, cpuacct's usage) and devices (a v1 cgroup without it reaches every device; runc and
+/// husk refuse that). Not cpu (no shares or quota), freezer (the pid namespace's death takes
+/// every process), blkio, hugetlb or the named/hybrid ones: each would be a mkdir, a join and
+/// an rmdir per run for nothing. cpuset only with --cpus (its mkdir copies the parent's cpus
+/// and mems). On cgroup v2 the one hierarchy is used as is.
+const CONTROLLERS: &[&str] = &["devices", "memory", "cpuacct", "pids"];
+const CONTROLLERS_CPUSET: &[&str] = &["devices", "memory", "cpuacct", "pids", "cpuset"];
+
+/// The sandbox cgroup `name` (`CGROUP_PARENT-...`), of the hierarchies above; `cpuset` when
+/// the program's CPUs are limited (a pool slot's jobs may each ask).
+pub fn cgroup(name: &Path, cpuset: bool) -> Result<Cgroup, CgroupError> {
+    Ok(Cgroup::resolve(Some(name), "sandbox", false)?.limited_to(controllers(cpuset)))
+}
+
+fn controllers(cpuset: bool) -> &'static [&'static str] {
+    if cpuset {
+        CONTROLLERS_CPUSET
+    } else {
+        CONTROLLERS
+    }
+}
+
+/// A dead sandbox's cgroup, to be removed with whatever still runs in it.
+pub fn stale_cgroup(name: &Path) -> Cgroup {
+    Cgroup::adopt(name.to_path_buf()).limited_to(CONTROLLERS_CPUSET)
+}
 
 /// Top-level host entries the sandbox gets fresh (or not at all) instead of bound.
 const NOT_BOUND: &[&str] = &["proc", "sys", "dev", "tmp", "run", "lost+found", "box"];

@@ -231,7 +231,7 @@ impl Pool {
     fn spawn_slot(&mut self) -> Result<Slot, String> {
         let (id, name) = self.ids.allocate();
         let chain = |e: &dyn std::error::Error| crate::init::chain(e);
-        let cgroup = Cgroup::resolve(Some(&name), "sandbox", false).map_err(|e| chain(&e))?;
+        let cgroup = super::plan::cgroup(&name, true).map_err(|e| chain(&e))?;
         let mut resources = super::plan::resources(&self.base);
         if let Some(r) = resources.as_object_mut() {
             r.remove("memory");

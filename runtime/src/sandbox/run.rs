@@ -383,7 +383,7 @@ impl Observer for Joiner<'_> {
     }
 }
 
-/// Helpers (watchdogs, idmap namespace holders) killed but not waited for.
+/// Helpers (idmap namespace holders) killed but not waited for.
 static UNREAPED: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
 
 /// Kill a helper process of husk's own; it is reaped later ([`reap_helpers`]), as its exit
@@ -405,81 +405,6 @@ pub fn reap_helpers() {
                 Ok(WaitStatus::StillAlive)
             )
         });
-    }
-}
-
-/// A fork of husk that outlives it only to kill the sandbox when husk dies (a judge's own
-/// `timeout -s KILL`): it blocks reading a pipe whose only writer is husk, which sends it the
-/// init's pid once spawned; end of file means husk is gone, and it kills the init (its pid
-/// namespace, and so every process of the program, dies with it) and removes the cgroup with
-/// whatever still runs in it (which also covers husk dying before it sent the pid: the init
-/// is in the cgroup before it runs anything of the user's). A run that ends normally kills the
-/// watchdog first. The next run sweeps what a watchdog couldn't ([`super::cleanup`]).
-pub struct Watchdog {
-    pid: i32,
-    husk_alive: OwnedFd,
-}
-
-impl Watchdog {
-    pub fn start(cgroup: &Cgroup) -> Option<Watchdog> {
-        reap_helpers();
-        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
-        match crate::sys::fork() {
-            Ok(0) => {
-                drop(w);
-                // Nothing of husk's but the pipe: a copy of the status pipe's write end (or
-                // the caller's stdout) held here would keep their readers waiting.
-                if nix::unistd::dup2(r.as_raw_fd(), 3).is_err() {
-                    crate::sys::exit_now(1);
-                }
-                // SAFETY: close_range only closes descriptors; none is used below but fd 3.
-                unsafe {
-                    libc::close_range(0, 2, 0);
-                    libc::close_range(4, u32::MAX, 0);
-                }
-                use nix::sys::signal::{signal, SigHandler, Signal as S};
-                for s in [S::SIGINT, S::SIGTERM, S::SIGHUP, S::SIGQUIT, S::SIGPIPE] {
-                    // SAFETY: SIG_IGN installs no handler code.
-                    let _ = unsafe { signal(s, SigHandler::SigIgn) };
-                }
-                let mut buf = [0u8; 4];
-                let mut got = 0;
-                let mut rest = [0u8; 16];
-                loop {
-                    let into: &mut [u8] = if got < 4 { &mut buf[got..] } else { &mut rest };
-                    match nix::unistd::read(3, into) {
-                        Err(nix::errno::Errno::EINTR) => continue,
-                        Ok(n) if n > 0 => got += n,
-                        _ => break,
-                    }
-                }
-                if got >= 4 {
-                    kill(i32::from_ne_bytes(buf));
-                }
-                let _ = cgroup.destroy();
-                crate::sys::exit_now(0)
-            }
-            Ok(pid) => Some(Watchdog { pid, husk_alive: w }),
-            Err(_) => None,
-        }
-    }
-
-    /// husk's end of the pipe: the init must close its copy, or it would keep the pipe open.
-    pub fn fd(&self) -> RawFd {
-        self.husk_alive.as_raw_fd()
-    }
-
-    /// The init to kill should husk die.
-    pub fn watch(&self, init: i32) {
-        let _ = nix::unistd::write(&self.husk_alive, &init.to_ne_bytes());
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        // Killed before husk's end of the pipe closes, so it never mistakes the normal end
-        // for husk's death. Reaped without waiting: it may take a scheduling round to die.
-        kill_helper(self.pid);
     }
 }
 
@@ -545,11 +470,6 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
         seccomp_listener: None,
         close_in_child: Vec::new(),
     };
-    let watchdog = Watchdog::start(cgroup);
-    let opts = spawn::Options {
-        close_in_child: watchdog.iter().map(Watchdog::fd).collect(),
-        ..opts
-    };
     let mut joiner = Joiner {
         cgroup,
         netns: plan
@@ -575,9 +495,6 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
         Err(e) => return Err(internal(&e)),
     };
     let started = Instant::now();
-    if let Some(w) = &watchdog {
-        w.watch(pid);
-    }
     let fill = super::fill::Fill::open(pid, o);
     stats.reset_peak();
     let cpu_base = stats.cpu_ns().unwrap_or(0);
@@ -655,7 +572,7 @@ fn run_in(
         }
         Err(e) => return Verdict::internal(crate::init::chain(&e)),
     };
-    let mut cgroup = match Cgroup::resolve(Some(Path::new(&name)), "sandbox", false) {
+    let mut cgroup = match super::plan::cgroup(Path::new(&name), o.cpus.is_some()) {
         Ok(c) => c,
         Err(e) => return Verdict::internal(crate::init::chain(&e)),
     };

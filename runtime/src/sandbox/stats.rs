@@ -55,7 +55,7 @@ pub fn hierarchies_from(mountinfo: &str) -> Hierarchies {
 pub fn host() -> &'static Hierarchies {
     static H: OnceLock<Hierarchies> = OnceLock::new();
     H.get_or_init(|| {
-        hierarchies_from(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+        hierarchies_from(&crate::sys::read_proc("/proc/self/mountinfo").unwrap_or_default())
     })
 }
 

@@ -129,6 +129,8 @@ fn private_mount_ns() -> Result<(), nix::Error> {
 /// `inside`'s. Made by a child cloned straight into a new user namespace: its maps are written
 /// and its namespace taken before it need ever run, then it is killed.
 fn mapping_userns(inside: (u32, u32), outside: (u32, u32)) -> Result<OwnedFd, String> {
+    // The holders of earlier runs (a batch makes one per run) are reaped as they go.
+    super::run::reap_helpers();
     // SAFETY: husk is single-threaded; the child only waits to be killed, then _exits.
     let pid = match unsafe { crate::sys::clone_fork(libc::CLONE_NEWUSER) } {
         Ok(0) => loop {

@@ -240,6 +240,18 @@ pub unsafe fn clone3_fork(flags: u64, cgroup: Option<RawFd>) -> Result<libc::pid
     Errno::result(ret).map(|p| p as libc::pid_t)
 }
 
+/// A procfs file whole (mountinfo, uid_map), read with room for it up front: procfs reports
+/// size 0, and `std::fs::read_to_string` then grows its buffer from 32 bytes, a read per
+/// doubling (nine for a short mountinfo, each a walk of the mount table). At most 4 MiB.
+pub fn read_proc(path: &str) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::with_capacity(16 << 10);
+    std::fs::File::open(path)?
+        .take(4 << 20)
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// True when husk runs without real root: a non-zero euid, or root of a user namespace other
 /// than the initial one (rootless podman runs its runtime so). As runc's rootless detection.
 pub fn rootless() -> bool {
@@ -248,7 +260,7 @@ pub fn rootless() -> bool {
 
 /// True in a user namespace other than the initial one, which maps the whole id range.
 pub fn in_user_namespace() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| {
+    read_proc("/proc/self/uid_map").is_ok_and(|m| {
         let f: Vec<&str> = m.split_whitespace().collect();
         f != ["0", "0", "4294967295"]
     })
