@@ -785,7 +785,13 @@ fn the_next_run_sweeps_a_dead_husks_cgroup_and_what_runs_in_it() {
     let o = husk(&t.0, &["--", "true"]);
     assert_eq!(o.code, Some(0), "{}", o.stderr);
     let left: Vec<&PathBuf> = dirs.iter().filter(|d| d.exists()).collect();
-    assert!(left.is_empty(), "the dead husk's cgroup is still there: {left:?}");
+    assert!(
+        left.is_empty(),
+        "the dead husk's cgroup is still there: {left:?}"
+    );
     let status = sleeper.wait().unwrap();
-    assert!(status.code().is_none(), "the process in it was not killed: {status}");
+    assert!(
+        status.code().is_none(),
+        "the process in it was not killed: {status}"
+    );
 }

@@ -77,9 +77,13 @@ pub fn run(mut init: Init) -> ! {
         Ok(never) => match never {},
         Err(e) => e,
     };
-    let failure = Failure::new(e.step(), &e);
-    let _ = init.chan.send(&Msg::Error(failure));
-    // 1 for any failure, as runc's init: engines map the reason the parent reports.
+    fail(&init.chan, &e)
+}
+
+/// Report `e` to the runtime and exit: 1 for any failure, as runc's init (engines map the
+/// reason the parent reports).
+fn fail(chan: &Channel, e: &InitError) -> ! {
+    let _ = chan.send(&Msg::Error(Failure::new(e.step(), e)));
     sys::exit_now(1)
 }
 
@@ -318,15 +322,32 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
         }
     };
     drop(fd_dir);
-    if let Some(fd) = init.status_fd {
-        reaper::fork_program(fd, started.as_ref().map(|s| s.fd()))?;
+    let program_only = started.as_ref().map(|s| s.fd());
+    let (mut prepared, mut started) = (Some(prepared), started);
+    let chan = &init.chan;
+    match init.status_fd {
+        Some(fd) => match reaper::fork_program(fd, program_only, &mut || {
+            exec_or_fail(&mut prepared, &mut started, chan)
+        })? {},
+        None => exec_or_fail(&mut prepared, &mut started, chan),
     }
-    let e = InitError::Child(prepared.exec());
-    // The exec failed: `start` (if it is waiting) hears it on the fifo, a parent on the socket.
-    if let Some(s) = started {
+}
+
+/// The exec. On failure `start` (if it is waiting) hears it on the fifo, a parent on the
+/// socket, and the process exits 1.
+fn exec_or_fail(
+    prepared: &mut Option<crate::child::Prepared<'_>>,
+    started: &mut Option<barrier::Started>,
+    chan: &Channel,
+) -> ! {
+    let Some(p) = prepared.take() else {
+        sys::exit_now(1)
+    };
+    let e = InitError::Child(p.exec());
+    if let Some(s) = started.take() {
         s.failed(&chain(&e));
     }
-    Err(e)
+    fail(chan, &e)
 }
 
 fn open_ns(name: &str) -> Result<OwnedFd, InitError> {

@@ -60,18 +60,40 @@ impl Report {
     }
 }
 
-/// Fork: the child returns (to exec the program); this process stays pid 1, reaps until the
+/// Start the program (`program`, which execs it and returns only on failure, in a child that
+/// shares this process's memory until then: `CLONE_VM | CLONE_VFORK`, as posix_spawn does, so
+/// neither a copy of the runtime's address space nor its copy-on-write faults are paid; this
+/// process waits, suspended, until the exec). Then this process stays pid 1, reaps until the
 /// program ends, writes its [`Report`] to `status_fd` and exits (which ends the namespace).
 /// `program_only` is a descriptor only the program may hold (the start barrier's, which
 /// `start` watches for the exec): the reaper closes it.
-pub fn fork_program(status_fd: RawFd, program_only: Option<RawFd>) -> Result<(), InitError> {
+pub fn fork_program(
+    status_fd: RawFd,
+    program_only: Option<RawFd>,
+    program: &mut dyn FnMut() -> isize,
+) -> Result<std::convert::Infallible, InitError> {
     // Not dumpable: the program runs as the same user and must not reach the reaper's
     // descriptors through /proc/1/fd. The program's exec makes it dumpable again.
     nix::sys::prctl::set_dumpable(false).map_err(step("make the reaper non-dumpable"))?;
-    let child = sys::fork().map_err(step("fork the program"))?;
-    if child == 0 {
-        return Ok(());
+    // The child's own stack (it must not run on this one, which it shares): the child path
+    // before execve needs a few KiB; a failure's message formatting a little more.
+    let mut stack = vec![0u8; 256 << 10];
+    use nix::sched::CloneFlags as F;
+    // SAFETY: the child runs `program` on its own stack while this process is suspended
+    // (CLONE_VFORK) until it execs or exits, so nothing else touches the shared memory
+    // meanwhile; the runtime is single-threaded (no lock is held across the clone). It ends in
+    // execve or _exit and never returns into this frame.
+    let child = unsafe {
+        nix::sched::clone(
+            Box::new(|| program()),
+            &mut stack,
+            F::CLONE_VM | F::CLONE_VFORK,
+            Some(libc::SIGCHLD),
+        )
     }
+    .map_err(step("start the program"))?
+    .as_raw();
+    drop(stack);
     if let Some(fd) = program_only {
         let _ = nix::unistd::close(fd);
     }

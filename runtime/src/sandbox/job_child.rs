@@ -26,6 +26,8 @@ pub struct Job<'a> {
     /// Written to once the job's mounts are made: its CPU and wall time count from there, as a
     /// single run's do from the end of the init's set-up.
     pub ready_fd: RawFd,
+    /// Where the program's process writes why its exec failed (before it exits 127).
+    pub err_fd: RawFd,
     /// The program's working directory (inside).
     pub cwd: PathBuf,
     /// The caller's environment (for `--full-env` and `--env NAME`).
@@ -144,6 +146,18 @@ pub fn become_job(job: &Job) -> Result<std::convert::Infallible, String> {
         listener: None,
     })
     .map_err(|e| crate::child::chain(&e))?;
-    crate::init::reaper::fork_program(job.report_fd, None).map_err(|e| crate::init::chain(&e))?;
-    Err(crate::child::chain(&prepared.exec()))
+    let mut prepared = Some(prepared);
+    // The program's process: its exec, or why it failed on the job's error pipe and 127.
+    let mut exec = || {
+        if let Some(p) = prepared.take() {
+            let e = crate::child::chain(&p.exec());
+            // SAFETY: a write from a live buffer to the pipe the zygote made for this job.
+            unsafe { libc::write(job.err_fd, e.as_ptr().cast(), e.len()) };
+        }
+        sys::exit_now(127)
+    };
+    match crate::init::reaper::fork_program(job.report_fd, None, &mut exec) {
+        Ok(never) => match never {},
+        Err(e) => Err(crate::init::chain(&e)),
+    }
 }

@@ -163,6 +163,7 @@ fn run_job(seed: &Seed, o: &Options, stdio: &[OwnedFd], stats: &mut Stats) -> Ve
                 stdio,
                 report_fd: report_w.as_raw_fd(),
                 ready_fd: ready_w.as_raw_fd(),
+                err_fd: err_w.as_raw_fd(),
                 cwd,
                 caller_env: seed.caller_env,
             };
