@@ -85,7 +85,7 @@ pub fn fork_program(
     // execve or _exit and never returns into this frame.
     let child = unsafe {
         nix::sched::clone(
-            Box::new(|| program()),
+            Box::new(program),
             &mut stack,
             F::CLONE_VM | F::CLONE_VFORK,
             Some(libc::SIGCHLD),

@@ -69,9 +69,14 @@ fn cpus(o: &Options) -> u64 {
         .and_then(|c| crate::process::cpuset::parse(c).ok())
         .map(|v| v.len() as u64)
         .or_else(|| {
-            std::thread::available_parallelism()
-                .ok()
-                .map(|n| n.get() as u64)
+            // The affinity the program inherits: one syscall, where std's
+            // available_parallelism also reads cgroup files (a batch asked it per job).
+            let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok()?;
+            Some(
+                (0..nix::sched::CpuSet::count())
+                    .filter(|&c| set.is_set(c).unwrap_or(false))
+                    .count() as u64,
+            )
         })
         .unwrap_or(1)
         .max(1)
@@ -101,11 +106,11 @@ pub fn watch_relaying(
         step: "watch the program (pidfd_open)",
         source,
     })?;
-    let ncpu = cpus(o);
     let cpu_kill_ns = o
         .time
         .map(|t| ((t + o.extra_time) * 1e9) as u64)
         .filter(|_| w.stats.cpu_ns().is_some());
+    let ncpu = if cpu_kill_ns.is_some() { cpus(o) } else { 1 };
     let wall = o.wall_time.map(Duration::from_secs_f64);
     loop {
         let mut timeout: Option<Duration> = None;
