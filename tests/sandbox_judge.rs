@@ -89,25 +89,27 @@ impl Out {
     }
 }
 
-/// The sandbox cgroups husk `pid` made (`/husk-sandbox-<pid>-*` in any hierarchy).
+/// The sandbox cgroups husk `pid` made (`/husk-sandbox-<pid>-*` at a hierarchy's root: each v1
+/// hierarchy's, or the one of cgroup v2).
 fn cgroups_of(pid: u32) -> Vec<PathBuf> {
     let prefix = format!("husk-sandbox-{pid}-");
+    let base = Path::new("/sys/fs/cgroup");
+    let roots: Vec<PathBuf> = if base.join("cgroup.controllers").exists() {
+        vec![base.to_path_buf()]
+    } else {
+        fs::read_dir(base)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|h| h.path())
+            .collect()
+    };
     let mut out = Vec::new();
-    for h in fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let mut dirs = vec![h.path()];
-        if h.file_name() == "unified" || !h.path().join("cgroup.procs").exists() {
-            dirs = vec![h.path()];
-        }
-        for d in dirs {
-            for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if e.path().is_dir() && name.starts_with(&prefix) {
-                    out.push(e.path());
-                }
+    for root in roots {
+        for e in fs::read_dir(&root).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.path().is_dir() && name.starts_with(&prefix) {
+                out.push(e.path());
             }
         }
     }
