@@ -242,13 +242,12 @@ pub unsafe fn clone3_fork(flags: u64, cgroup: Option<RawFd>) -> Result<libc::pid
 
 /// A procfs file whole (mountinfo, uid_map), read with room for it up front: procfs reports
 /// size 0, and `std::fs::read_to_string` then grows its buffer from 32 bytes, a read per
-/// doubling (nine for a short mountinfo, each a walk of the mount table). At most 4 MiB.
+/// doubling (nine for a short mountinfo, each a walk of the mount table). The kernel writes
+/// these files; their size is the mount table's or the id map's.
 pub fn read_proc(path: &str) -> std::io::Result<String> {
     use std::io::Read;
     let mut text = String::with_capacity(16 << 10);
-    std::fs::File::open(path)?
-        .take(4 << 20)
-        .read_to_string(&mut text)?;
+    std::fs::File::open(path)?.read_to_string(&mut text)?;
     Ok(text)
 }
 
