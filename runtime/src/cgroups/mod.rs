@@ -105,6 +105,22 @@ enum Claim {
     Made,
 }
 
+/// The root of the unified hierarchy on a pure cgroup v2 host (None on v1 or hybrid hosts).
+pub fn v2_root() -> Option<PathBuf> {
+    match Layout::host().ok()?.mode {
+        Mode::V2 { root, .. } => Some(root),
+        Mode::V1 { .. } => None,
+    }
+}
+
+/// Where the v1 hierarchy carrying `controller` is mounted, if it is.
+pub fn v1_mount(controller: &str) -> Option<PathBuf> {
+    Layout::host()
+        .ok()?
+        .v1_mount(controller)
+        .map(Path::to_path_buf)
+}
+
 /// Where relative and absent `cgroupsPath`s go. Not under the caller's cgroup as runc does: on a
 /// shared host that is somebody else's cgroup.
 const BASE: &str = "/husk";

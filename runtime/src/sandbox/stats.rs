@@ -20,42 +20,15 @@ pub enum Hierarchies {
     },
 }
 
-/// Parse `/proc/self/mountinfo` text for the hierarchies (pure v2 when `/sys/fs/cgroup` is a
-/// cgroup2 mount; otherwise v1 controllers by their super options).
-pub fn hierarchies_from(mountinfo: &str) -> Hierarchies {
-    let mut cpuacct = None;
-    let mut memory = None;
-    for line in mountinfo.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        let Some(mp) = pre.split(' ').nth(4) else {
-            continue;
-        };
-        let mut post = post.split(' ');
-        let fstype = post.next().unwrap_or("");
-        let _source = post.next();
-        let opts = post.next().unwrap_or("");
-        if fstype == "cgroup2" && mp == "/sys/fs/cgroup" {
-            return Hierarchies::V2(PathBuf::from(mp));
-        }
-        if fstype == "cgroup" {
-            for o in opts.split(',') {
-                match o {
-                    "cpuacct" if cpuacct.is_none() => cpuacct = Some(PathBuf::from(mp)),
-                    "memory" if memory.is_none() => memory = Some(PathBuf::from(mp)),
-                    _ => {}
-                }
-            }
-        }
-    }
-    Hierarchies::V1 { cpuacct, memory }
-}
-
+/// The host's, from the runtime's cgroup layout (one mountinfo read for both).
 pub fn host() -> &'static Hierarchies {
     static H: OnceLock<Hierarchies> = OnceLock::new();
-    H.get_or_init(|| {
-        hierarchies_from(&crate::sys::read_proc("/proc/self/mountinfo").unwrap_or_default())
+    H.get_or_init(|| match crate::cgroups::v2_root() {
+        Some(root) => Hierarchies::V2(root),
+        None => Hierarchies::V1 {
+            cpuacct: crate::cgroups::v1_mount("cpuacct"),
+            memory: crate::cgroups::v1_mount("memory"),
+        },
     })
 }
 
@@ -181,25 +154,6 @@ pub fn key_value(text: &str, key: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn v1_hybrid_and_v2() {
-        let v1 = "33 25 0:28 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory\n\
-                  34 25 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
-                  35 25 0:30 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(
-            hierarchies_from(v1),
-            Hierarchies::V1 {
-                cpuacct: Some(PathBuf::from("/sys/fs/cgroup/cpu,cpuacct")),
-                memory: Some(PathBuf::from("/sys/fs/cgroup/memory")),
-            }
-        );
-        let v2 = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
-        assert_eq!(
-            hierarchies_from(v2),
-            Hierarchies::V2(PathBuf::from("/sys/fs/cgroup"))
-        );
-    }
 
     #[test]
     fn key_values() {
