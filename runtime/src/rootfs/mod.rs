@@ -82,8 +82,12 @@ pub fn prepare(
     )
     .map_err(step("set propagation of /"))?;
     // pivot_root refuses a new root whose parent mount is shared, and a shared parent would
-    // carry the bind below back to the host.
-    make_parent_private(&plan.rootfs)?;
+    // carry the bind below back to the host. Only a shared `/` leaves one shared: slave and
+    // private (recursive) made every mount of the namespace unshared, and reading the mount
+    // table to find none is a walk of every mount.
+    if prop.contains(MsFlags::MS_SHARED) {
+        make_parent_private(&plan.rootfs)?;
+    }
     sys_mount(
         Some(&plan.rootfs),
         &plan.rootfs,
