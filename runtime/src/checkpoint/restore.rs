@@ -71,30 +71,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32, CheckpointError> {
         _ => None,
     };
     let linux = plan.spec.linux().as_ref();
-    let cgroup = match opts.cgroup_manager {
-        CgroupManager::Disabled => Cgroup::none(),
-        m => Cgroup::resolve(
-            linux.and_then(|l| l.cgroups_path().as_deref()),
-            &opts.id,
-            m == CgroupManager::Systemd,
-        )?,
-    };
+    let cgroup = crate::container::cgroup_for(opts.cgroup_manager, &plan, &opts.id)?;
     let resources = linux.and_then(|l| l.resources().as_ref());
-
     let dir = StateDir::create(&opts.root, &opts.id)?;
-    let mut st = State {
-        oci_version: plan.spec.version().clone(),
-        id: opts.id.clone(),
-        pid: 0,
-        start_time: 0,
-        bundle: plan.bundle.clone(),
-        rootfs: plan.rootfs.clone(),
-        created: state::now_rfc3339(),
-        owner: String::new(),
-        cgroup: cgroup.path().to_path_buf(),
-        config: plan.spec.clone(),
-    };
-    st.owner = crate::container::owner_name();
+    let mut st = crate::container::initial_state(&plan, &opts.id, &cgroup);
     let mut restored_pid = 0;
     let res = (|| {
         dir.save(&st)?;

@@ -87,41 +87,14 @@ pub fn create(mut opts: CreateOptions) -> Result<Created, ContainerError> {
         }
         _ => None,
     };
-    let cgroups_path = plan
-        .spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.cgroups_path().as_deref());
     let resources = plan
         .spec
         .linux()
         .as_ref()
         .and_then(|l| l.resources().as_ref());
-    let cgroup = match opts.cgroup_manager {
-        CgroupManager::Disabled if asks_limits(resources) => {
-            return Err(ContainerError::Invalid(format!(
-                "{}: linux.resources sets limits, but --cgroup-manager=disabled makes no cgroup \
-                 to apply them to",
-                plan.bundle.join("config.json").display()
-            )))
-        }
-        CgroupManager::Disabled => Cgroup::none(),
-        m => Cgroup::resolve(cgroups_path, &opts.id, m == CgroupManager::Systemd)?,
-    };
-
+    let cgroup = cgroup_for(opts.cgroup_manager, &plan, &opts.id)?;
     let dir = StateDir::create(&opts.root, &opts.id)?;
-    let mut st = State {
-        oci_version: plan.spec.version().clone(),
-        id: opts.id.clone(),
-        pid: 0,
-        start_time: 0,
-        bundle: plan.bundle.clone(),
-        rootfs: plan.rootfs.clone(),
-        created: state::now_rfc3339(),
-        owner: owner_name(),
-        cgroup: cgroup.path().to_path_buf(),
-        config: plan.spec.clone(),
-    };
+    let mut st = initial_state(&plan, &opts.id, &cgroup);
     match build(&opts, &plan, resources, &dir, &mut st, &cgroup, console) {
         Ok(spawned) => Ok(Created {
             pid: spawned.pid,
@@ -281,6 +254,48 @@ fn host_root(plan: &Plan) -> (u32, u32) {
 /// Whether `linux.resources` sets any limit (device rules alone don't need a cgroup of ours:
 /// without one the caller's device access applies, as with runc's rootless and crun's disabled
 /// managers; runc's own `spec` has a deny-all rule in every config).
+/// The container's cgroup under `manager` (from `linux.cgroupsPath`), or none with
+/// `--cgroup-manager=disabled`, which refuses a spec that asks for limits. For create and
+/// restore.
+pub(crate) fn cgroup_for(
+    manager: CgroupManager,
+    plan: &crate::spec::Plan,
+    id: &str,
+) -> Result<Cgroup, ContainerError> {
+    let linux = plan.spec.linux().as_ref();
+    Ok(match manager {
+        CgroupManager::Disabled if asks_limits(linux.and_then(|l| l.resources().as_ref())) => {
+            return Err(ContainerError::Invalid(format!(
+                "{}: linux.resources sets limits, but --cgroup-manager=disabled makes no cgroup \
+                 to apply them to",
+                plan.bundle.join("config.json").display()
+            )))
+        }
+        CgroupManager::Disabled => Cgroup::none(),
+        m => Cgroup::resolve(
+            linux.and_then(|l| l.cgroups_path().as_deref()),
+            id,
+            m == CgroupManager::Systemd,
+        )?,
+    })
+}
+
+/// What a new container's state.json starts as (no pid yet), for create and restore.
+pub(crate) fn initial_state(plan: &crate::spec::Plan, id: &str, cgroup: &Cgroup) -> State {
+    State {
+        oci_version: plan.spec.version().clone(),
+        id: id.to_string(),
+        pid: 0,
+        start_time: 0,
+        bundle: plan.bundle.clone(),
+        rootfs: plan.rootfs.clone(),
+        created: state::now_rfc3339(),
+        owner: owner_name(),
+        cgroup: cgroup.path().to_path_buf(),
+        config: plan.spec.clone(),
+    }
+}
+
 fn asks_limits(r: Option<&oci_spec::runtime::LinuxResources>) -> bool {
     let Some(r) = r else { return false };
     let mut v = serde_json::to_value(r).unwrap_or_default();

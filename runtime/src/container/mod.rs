@@ -12,7 +12,7 @@ mod status;
 
 use std::path::PathBuf;
 
-pub(crate) use create::owner_name;
+pub(crate) use create::{cgroup_for, initial_state};
 pub use create::{create, CgroupManager, CreateOptions};
 pub use delete::delete;
 pub use exec::{exec, ExecOptions};
