@@ -388,31 +388,6 @@ impl Observer for Joiner<'_> {
     }
 }
 
-/// Helpers (idmap namespace holders) killed but not waited for.
-static UNREAPED: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
-
-/// Kill a helper process of husk's own; it is reaped later ([`reap_helpers`]), as its exit
-/// may take a scheduling round on a busy host.
-pub fn kill_helper(pid: i32) {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
-    if let Ok(mut v) = UNREAPED.lock() {
-        v.push(pid);
-    }
-}
-
-/// Reap the helpers that have died, so a batch of many single runs piles up no zombies.
-pub fn reap_helpers() {
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    if let Ok(mut v) = UNREAPED.lock() {
-        v.retain(|p| {
-            matches!(
-                waitpid(nix::unistd::Pid::from_raw(*p), Some(WaitPidFlag::WNOHANG)),
-                Ok(WaitStatus::StillAlive)
-            )
-        });
-    }
-}
-
 /// Is an init failure the program's own (it doesn't exist) rather than the sandbox's?
 fn missing_program(message: &str) -> bool {
     message.contains("executable file not found") || message.contains("no such executable")

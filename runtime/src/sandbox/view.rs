@@ -130,7 +130,7 @@ fn private_mount_ns() -> Result<(), nix::Error> {
 /// and its namespace taken before it need ever run, then it is killed.
 fn mapping_userns(inside: (u32, u32), outside: (u32, u32)) -> Result<OwnedFd, String> {
     // The holders of earlier runs (a batch makes one per run) are reaped as they go.
-    super::run::reap_helpers();
+    reap_helpers();
     // SAFETY: husk is single-threaded; the child only waits to be killed, then _exits.
     let pid = match unsafe { crate::sys::clone_fork(libc::CLONE_NEWUSER) } {
         Ok(0) => loop {
@@ -155,7 +155,7 @@ fn mapping_userns(inside: (u32, u32), outside: (u32, u32)) -> Result<OwnedFd, St
     })();
     // Not waited for: on a busy host its exit can take a scheduling round, and nothing here
     // needs it gone (husk's exit reaps it).
-    super::run::kill_helper(child.as_raw());
+    kill_helper(child.as_raw());
     result
 }
 
@@ -193,4 +193,32 @@ fn attach_idmapped(dir: &Path, userns: &OwnedFd, at: &Path) -> Result<(), nix::E
         nix::sys::stat::Mode::empty(),
     )?;
     crate::sys::move_mount_fd(&tree, &target)
+}
+
+/// Namespace holders killed but not waited for.
+static UNREAPED: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Kill a helper process of husk's own; it is reaped later ([`reap_helpers`]), as its exit
+/// may take a scheduling round on a busy host.
+fn kill_helper(pid: i32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    if let Ok(mut v) = UNREAPED.lock() {
+        v.push(pid);
+    }
+}
+
+/// Reap the helpers that have died, so a batch of many single runs piles up no zombies.
+fn reap_helpers() {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    if let Ok(mut v) = UNREAPED.lock() {
+        v.retain(|p| {
+            matches!(
+                waitpid(nix::unistd::Pid::from_raw(*p), Some(WaitPidFlag::WNOHANG)),
+                Ok(WaitStatus::StillAlive)
+            )
+        });
+    }
 }
