@@ -184,6 +184,35 @@ fn batch_with_a_390k_line_between_sleeps_keeps_every_job_apart() {
 }
 
 #[test]
+fn a_jobs_leftover_processes_die_with_it_and_charge_nothing_to_the_next() {
+    if common::skip() {
+        return;
+    }
+    let d = Tmp::new("leftover");
+    // The first job of each pair leaves a CPU-bound loop behind when its program exits; the
+    // second, in the same slot (--jobs 1), sleeps under a CPU limit it would blow if the loop
+    // (or the first job's teardown) were charged to it.
+    let burner = r#"{"args": ["sh", "-c", "sh -c 'while :; do :; done' & exit 0"]}"#;
+    let sleeper = r#"{"args": ["sleep", "0.3"], "time": 0.1}"#;
+    let jobs = [burner, sleeper].repeat(3).join("\n") + "\n";
+    fs::write(d.path("jobs.jsonl"), jobs).unwrap();
+    let o = husk(&d.0, &["--batch", "jobs.jsonl", "--jobs", "1"]);
+    let v: Vec<Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(v.len(), 6, "{}{}", o.stdout, o.stderr);
+    for (i, v) in v.iter().enumerate() {
+        assert_eq!(v["status"], "OK", "job {i}: {v}");
+        if i % 2 == 1 {
+            let cpu = v["cpu_time_s"].as_f64().unwrap_or(f64::MAX);
+            assert!(cpu < 0.05, "job {i} was charged {cpu} s of CPU: {v}");
+        }
+    }
+}
+
+#[test]
 fn a_fork_bomb_keeps_its_own_pids_limit_beside_other_jobs() {
     if common::skip() {
         return;

@@ -71,7 +71,7 @@ impl<'a> Prepared<'a> {
 
     /// Reset the signal state, mark descriptors close-on-exec, install the filter, execve.
     /// Returns only on failure.
-    pub fn exec(self) -> ChildError {
+    pub fn exec(&self) -> ChildError {
         // The container starts with the signal state of a fresh process: nothing blocked (husk
         // run blocks signals to read them from a signalfd) and SIGPIPE at its default (the Rust
         // runtime ignores it, and an ignored signal stays ignored across execve).
@@ -116,7 +116,7 @@ impl<'a> Prepared<'a> {
         let filtered =
             self.seccomp.is_some() && matches!(errno, nix::Error::EPERM | nix::Error::ENOSYS);
         ChildError::Exec {
-            program: self.shown,
+            program: self.shown.clone(),
             errno,
             hint: if filtered {
                 " (the seccomp profile may deny execve/execveat)"

@@ -72,6 +72,16 @@ pub fn fork_program(
     program_only: Option<RawFd>,
     program: &mut dyn FnMut() -> isize,
 ) -> Result<std::convert::Infallible, InitError> {
+    let child = start_program(program_only, program)?;
+    report_when_done(child, status_fd)
+}
+
+/// The first half of [`fork_program`]: the program started (exec'd, or failed and exited), its
+/// pid. Everything this allocated is freed when it returns.
+pub fn start_program(
+    program_only: Option<RawFd>,
+    program: &mut dyn FnMut() -> isize,
+) -> Result<i32, InitError> {
     // Not dumpable: the program runs as the same user and must not reach the reaper's
     // descriptors through /proc/1/fd. The program's exec makes it dumpable again.
     nix::sys::prctl::set_dumpable(false).map_err(step("make the reaper non-dumpable"))?;
@@ -97,13 +107,28 @@ pub fn fork_program(
     if let Some(fd) = program_only {
         let _ = nix::unistd::close(fd);
     }
+    Ok(child)
+}
+
+/// The second half of [`fork_program`]: reap until `child` ends, write its [`Report`] to
+/// `status_fd`, exit. Only raw system calls on this stack: no allocation and no errno, so a
+/// reaper that shares its parent's memory (the batch zygote's job init) leaves it alone.
+pub fn report_when_done(child: i32, status_fd: RawFd) -> ! {
     loop {
         let mut status: libc::c_int = 0;
         // SAFETY: rusage is plain integers; all-zero is valid and is overwritten by wait4.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
         // SAFETY: both out-pointers are valid for writes for the duration of the call.
-        let pid = unsafe { libc::wait4(-1, &mut status, 0, &mut ru) };
-        if pid == child {
+        let pid = unsafe {
+            sys::raw_syscall4(
+                libc::SYS_wait4,
+                -1isize as usize,
+                &mut status as *mut libc::c_int as usize,
+                0,
+                &mut ru as *mut libc::rusage as usize,
+            )
+        };
+        if pid == child as isize {
             let us = |t: libc::timeval| t.tv_sec * 1_000_000 + t.tv_usec;
             let report = Report {
                 status,
@@ -115,10 +140,18 @@ pub fn fork_program(
             };
             let bytes = report.encode();
             // SAFETY: writes from a live buffer to a descriptor this process holds.
-            let _ = unsafe { libc::write(status_fd, bytes.as_ptr().cast(), bytes.len()) };
+            let _ = unsafe {
+                sys::raw_syscall4(
+                    libc::SYS_write,
+                    status_fd as usize,
+                    bytes.as_ptr() as usize,
+                    bytes.len(),
+                    0,
+                )
+            };
             sys::exit_now(0);
         }
-        if pid < 0 && nix::errno::Errno::last() != nix::errno::Errno::EINTR {
+        if pid < 0 && pid != -(libc::EINTR as isize) {
             sys::exit_now(1);
         }
     }

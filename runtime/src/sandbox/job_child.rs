@@ -1,17 +1,25 @@
 //! A batch job's pid 1, inside the zygote's root: a fresh /tmp and /proc of its own, then
-//! [`become_job`] turns it into the program.
+//! [`become_job`] starts the program through the runtime's child path (limits, identity,
+//! capabilities, no_new_privs, cwd, executable lookup, seccomp, execve) and this process
+//! stays its reaper.
 //!
-//! [`become_job`] is the one call into the runtime's child set-up (limits, identity,
-//! capabilities, no_new_privs, cwd, executable lookup, seccomp, reaper, execve); it moves to
-//! the runtime's single child path once that exists, with nothing else here changing.
+//! It shares the zygote's memory ([`crate::sys::clone_vm`]): no copy of the zygote's page
+//! tables when it is made, no copy-on-write faults on either side while it sets up, nothing to
+//! unmap when it exits — a third of what a job cost. The price is a handshake: the zygote
+//! waits on the ready pipe while this process allocates, and this process frees everything it
+//! allocated and writes the ready byte only once the program has started; from then on it
+//! runs [`reaper::report_when_done`](crate::init::reaper::report_when_done), which touches
+//! nothing but its own stack.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use nix::mount::{mount, MsFlags};
 use serde_json::Value;
 
 use super::limits::{environment, Options};
+use super::stats::Stats;
 use crate::spec::Plan;
 use crate::sys;
 
@@ -34,15 +42,50 @@ pub struct Job<'a> {
     pub caller_env: &'a [(String, String)],
 }
 
-/// Set the job up and exec the program; returns only why that failed.
-pub fn run(job: &Job) -> String {
-    match setup(job) {
-        Ok(never) => match never {},
-        Err(e) => e,
+/// What the zygote hands its job's init, in the memory they share.
+pub struct Start<'a> {
+    pub job: Job<'a>,
+    /// The slot's cgroup figures: the init resets the peak and reads the CPU base right
+    /// before the program starts.
+    pub stats: &'a mut Stats,
+    /// Written by the init: when the program was started and the cgroup's CPU time then.
+    pub began: Option<(Instant, u64)>,
+}
+
+/// The job's init, the entry of [`crate::sys::clone_vm`]: set up, start the program, report how
+/// it ended. Never returns.
+pub extern "C" fn init(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: the zygote passes a `Start` that lives in its frame until this process has
+    // written the ready byte or exited, and does not touch it meanwhile.
+    let start = unsafe { &mut *arg.cast::<Start>() };
+    let (report_fd, ready_fd, err_fd) = (start.job.report_fd, start.job.ready_fd, start.job.err_fd);
+    match setup(start) {
+        Ok(child) => {
+            // Every allocation of the set-up is freed (its frames have returned): the zygote
+            // may run again.
+            // SAFETY: a one-byte write from a static buffer to the zygote's pipe.
+            unsafe {
+                sys::raw_syscall4(
+                    libc::SYS_write,
+                    ready_fd as usize,
+                    b"R".as_ptr() as usize,
+                    1,
+                    0,
+                )
+            };
+            crate::init::reaper::report_when_done(child, report_fd)
+        }
+        Err(e) => {
+            // SAFETY: a write from a live buffer to the zygote's error pipe.
+            unsafe { libc::write(err_fd, e.as_ptr().cast(), e.len()) };
+            drop(e);
+            sys::exit_now(127)
+        }
     }
 }
 
-fn setup(job: &Job) -> Result<std::convert::Infallible, String> {
+fn setup(start: &mut Start) -> Result<i32, String> {
+    let job = &start.job;
     let m = |what: &str, e: nix::Error| format!("{what}: {e}");
     // The zygote may die (its pool gone): the job dies with it, and its pid namespace with it.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
@@ -71,9 +114,14 @@ fn setup(job: &Job) -> Result<std::convert::Infallible, String> {
     for (i, f) in job.stdio.iter().enumerate() {
         nix::unistd::dup2(f.as_raw_fd(), i as RawFd).map_err(|e| m("redirect stdio", e))?;
     }
-    // SAFETY: a one-byte write from a live buffer to a pipe the zygote made for this job.
-    unsafe { libc::write(job.ready_fd, b"R".as_ptr().cast(), 1) };
-    become_job(job)
+    let stats = &mut *start.stats;
+    let began = &mut start.began;
+    // The job's own set-up is not the program's time: its CPU and wall time count from here,
+    // as a single run's do from the end of the init's set-up.
+    become_job(&start.job, &mut || {
+        stats.reset_peak();
+        *began = Some((Instant::now(), stats.cpu_ns().unwrap_or(0)));
+    })
 }
 
 /// A fresh, bounded /tmp. Binds below /tmp (a box there) would be hidden by it: detached
@@ -118,8 +166,9 @@ fn fresh_tmp(plan: &Plan, o: &Options) -> Result<(), String> {
 
 /// The program's process: rlimits, no capabilities, the job's uid/gid, no_new_privs, the
 /// working directory (checked to be inside the root, CVE-2024-21626), the executable, seccomp
-/// last, the reaper, execve. The one place to switch to the runtime's child path.
-pub fn become_job(job: &Job) -> Result<std::convert::Infallible, String> {
+/// last, execve. `begin` runs right before the program's process is made. Returns its pid once
+/// it has exec'd (or failed), with everything allocated here freed.
+pub fn become_job(job: &Job, begin: &mut dyn FnMut()) -> Result<i32, String> {
     let o = job.options;
     let limits: Vec<oci_spec::runtime::PosixRlimit> =
         serde_json::from_value(Value::Array(super::plan::rlimits(o, true)))
@@ -146,18 +195,15 @@ pub fn become_job(job: &Job) -> Result<std::convert::Infallible, String> {
         listener: None,
     })
     .map_err(|e| crate::child::chain(&e))?;
-    let mut prepared = Some(prepared);
     // The program's process: its exec, or why it failed on the job's error pipe and 127.
+    // It borrows `prepared`, which this process frees once the program has started.
     let mut exec = || {
-        if let Some(p) = prepared.take() {
-            let e = crate::child::chain(&p.exec());
-            // SAFETY: a write from a live buffer to the pipe the zygote made for this job.
-            unsafe { libc::write(job.err_fd, e.as_ptr().cast(), e.len()) };
-        }
+        let e = crate::child::chain(&prepared.exec());
+        // SAFETY: a write from a live buffer to the pipe the zygote made for this job.
+        unsafe { libc::write(job.err_fd, e.as_ptr().cast(), e.len()) };
+        drop(e);
         sys::exit_now(127)
     };
-    match crate::init::reaper::fork_program(job.report_fd, None, &mut exec) {
-        Ok(never) => match never {},
-        Err(e) => Err(crate::init::chain(&e)),
-    }
+    begin();
+    crate::init::reaper::start_program(None, &mut exec).map_err(|e| crate::init::chain(&e))
 }

@@ -51,6 +51,10 @@ pub struct Watch {
     /// OOM kills the cgroup had seen before (a pool slot's cgroup outlives its jobs).
     pub oom_base: u64,
     pub stats: Stats,
+    /// What turns readable when the program has ended: the reaper's report pipe (its report,
+    /// or EOF when the init died without one). `None`: the init's exit (a pidfd), which comes
+    /// only after the kernel has torn its namespaces and memory down.
+    pub end: Option<OwnedFd>,
 }
 
 /// Why the sandbox killed the program.
@@ -102,10 +106,17 @@ pub fn watch_relaying(
     o: &Options,
     mut fwd: Option<&mut super::output::Forward>,
 ) -> Result<Option<Kill>, RunError> {
-    let pidfd = pidfd_open(w.pid).map_err(|source| RunError::Step {
-        step: "watch the program (pidfd_open)",
-        source,
-    })?;
+    let pidfd;
+    let end = match &w.end {
+        Some(f) => f.as_fd(),
+        None => {
+            pidfd = pidfd_open(w.pid).map_err(|source| RunError::Step {
+                step: "watch the program (pidfd_open)",
+                source,
+            })?;
+            pidfd.as_fd()
+        }
+    };
     let cpu_kill_ns = o
         .time
         .map(|t| ((t + o.extra_time) * 1e9) as u64)
@@ -132,7 +143,7 @@ pub fn watch_relaying(
             let left = wall - elapsed;
             timeout = Some(timeout.map_or(left, |t| t.min(left)));
         }
-        if exited(&pidfd, timeout, fwd.as_deref_mut())? {
+        if exited(end, timeout, fwd.as_deref_mut())? {
             return Ok(None);
         }
         if fwd.as_ref().is_some_and(|f| f.exceeded) {
@@ -143,12 +154,12 @@ pub fn watch_relaying(
 }
 
 fn exited(
-    pidfd: &OwnedFd,
+    end: std::os::fd::BorrowedFd,
     timeout: Option<Duration>,
     fwd: Option<&mut super::output::Forward>,
 ) -> Result<bool, RunError> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let mut fds = vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    let mut fds = vec![PollFd::new(end, PollFlags::POLLIN)];
     let relays = fwd.as_ref().map(|f| f.fds()).unwrap_or_default();
     fds.extend(relays.iter().map(|f| PollFd::new(*f, PollFlags::POLLIN)));
     let ms = match timeout {
@@ -193,13 +204,8 @@ fn kill(pid: i32) {
 /// sandbox killed the namespace) from the init's own wait status.
 pub fn ended(pid: i32, report: Option<&OwnedFd>) -> Result<Report, RunError> {
     let (status, ru) = reap(pid)?;
-    if let Some(fd) = report {
-        let mut buf = [0u8; REPORT_FIELDS * 8];
-        if let Ok(n) = nix::unistd::read(fd.as_raw_fd(), &mut buf) {
-            if let Some(r) = Report::decode(&buf[..n]) {
-                return Ok(r);
-            }
-        }
+    if let Some(r) = report.and_then(read_report) {
+        return Ok(r);
     }
     let us = |t: libc::timeval| t.tv_sec * 1_000_000 + t.tv_usec;
     Ok(Report {
@@ -210,6 +216,16 @@ pub fn ended(pid: i32, report: Option<&OwnedFd>) -> Result<Report, RunError> {
         nvcsw: ru.ru_nvcsw,
         nivcsw: ru.ru_nivcsw,
     })
+}
+
+/// The reaper's report from its pipe, if it wrote one (a read that finds none returns at
+/// once only when the reaper is gone or the pipe is non-blocking).
+pub fn read_report(fd: &OwnedFd) -> Option<Report> {
+    let mut buf = [0u8; REPORT_FIELDS * 8];
+    // One read: the reaper writes its report with one write, below PIPE_BUF, so it arrives
+    // whole or not at all.
+    let n = nix::unistd::read(fd.as_raw_fd(), &mut buf).ok()?;
+    Report::decode(&buf[..n])
 }
 
 /// Reap a child: its wait status and resource usage.
@@ -484,6 +500,7 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
         cpu_base,
         oom_base: 0,
         stats,
+        end: None,
     };
     let killed = match watch_relaying(&w, o, relay.as_mut()) {
         Ok(k) => k,

@@ -59,11 +59,11 @@ pub fn main(seed: &Seed, chan: Channel) -> ! {
     // The pool may die: so does the zygote, and every job with it.
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
     match setup(seed, &chan) {
-        Ok(stats) => {
+        Ok((stats, stacks)) => {
             if chan.send(&FromZygote::Ready, &[]).is_err() {
                 sys::exit_now(0);
             }
-            serve(seed, &chan, stats)
+            serve(seed, &chan, stats, stacks)
         }
         Err(message) => {
             let _ = chan.send(&FromZygote::Failed { message }, &[]);
@@ -72,7 +72,11 @@ pub fn main(seed: &Seed, chan: Channel) -> ! {
     }
 }
 
-fn setup(seed: &Seed, chan: &Channel) -> Result<Stats, String> {
+/// The stack of a job's init (which shares the zygote's memory): its set-up runs the
+/// runtime's mount and child-path code, well within this.
+const INIT_STACK: usize = 1 << 20;
+
+fn setup(seed: &Seed, chan: &Channel) -> Result<(Stats, [sys::Stack; 2]), String> {
     match chan.recv::<ToZygote>() {
         Ok((ToZygote::Go, _)) => {}
         Ok((other, _)) => return Err(format!("expected Go from the pool, got {other:?}")),
@@ -96,7 +100,7 @@ fn setup(seed: &Seed, chan: &Channel) -> Result<Stats, String> {
     crate::rootfs::prepare(seed.plan, false, false, None, false, &mut || Ok(()))
         .map_err(|e| chain(&e))?;
     crate::rootfs::pivot(&seed.plan.rootfs, false).map_err(|e| chain(&e))?;
-    crate::rootfs::finish(&seed.plan.spec, false).map_err(|e| chain(&e))?;
+    crate::rootfs::finish(&without_paths(&seed.plan.spec), false).map_err(|e| chain(&e))?;
     // Private: nothing a job mounts in its copy may reach the zygote's (or another job's).
     mount(
         None::<&str>,
@@ -106,19 +110,40 @@ fn setup(seed: &Seed, chan: &Channel) -> Result<Stats, String> {
         None::<&str>,
     )
     .map_err(|e| format!("make the sandbox mounts private: {e}"))?;
-    Ok(stats)
+    let stack = || sys::Stack::new(INIT_STACK).map_err(|e| format!("map a job stack: {e}"));
+    Ok((stats, [stack()?, stack()?]))
 }
 
-fn serve(seed: &Seed, chan: &Channel, mut stats: Stats) -> ! {
+/// The spec without its masked and read-only paths: they are all under /proc, and every job
+/// mounts a /proc of its own over the zygote's and applies them there (`job_child`). Made in
+/// the zygote too they would be hidden from every job yet copied into each job's mount
+/// namespace and torn down with it: seven mounts more per job, for nothing.
+fn without_paths(spec: &oci_spec::runtime::Spec) -> oci_spec::runtime::Spec {
+    let mut spec = spec.clone();
+    if let Some(mut l) = spec.linux().clone() {
+        l.set_masked_paths(None);
+        l.set_readonly_paths(None);
+        spec.set_linux(Some(l));
+    }
+    spec
+}
+
+fn serve(seed: &Seed, chan: &Channel, mut stats: Stats, mut stacks: [sys::Stack; 2]) -> ! {
+    // The last job's init: its program has ended and been reported, but the kernel may still
+    // be tearing its namespaces down (see `run_job`).
+    let mut ending: Option<Ending> = None;
     loop {
         let (msg, fds) = match chan.recv::<ToZygote>() {
             Ok(m) => m,
             // The pool closed the channel (done) or went away.
-            Err(_) => sys::exit_now(0),
+            Err(_) => {
+                reap_ending(&mut ending);
+                sys::exit_now(0)
+            }
         };
         let v = match msg {
             ToZygote::Job { options, .. } if fds.len() == 3 => {
-                run_job(seed, &options, &fds, &mut stats)
+                run_job(seed, &options, &fds, &mut stats, &mut stacks, &mut ending)
             }
             ToZygote::Job { .. } => Verdict::internal("a job came without its stdio descriptors"),
             ToZygote::Go => Verdict::internal("a second Go from the pool"),
@@ -133,57 +158,104 @@ fn serve(seed: &Seed, chan: &Channel, mut stats: Stats) -> ! {
     }
 }
 
+/// A job's init that has reported and is exiting.
+struct Ending {
+    pid: i32,
+    /// Which of the zygote's two init stacks it ran on: the next job's init takes the other,
+    /// as this one may not have left its last frames yet.
+    stack: usize,
+}
+
+/// Wait until the last job's init is gone (a no-op when it already is).
+fn reap_ending(ending: &mut Option<Ending>) {
+    if let Some(e) = ending.take() {
+        let _ = run::reap(e.pid);
+    }
+}
+
 /// One job: clone it into new mount, pid and ipc namespaces, watch it, measure it.
-fn run_job(seed: &Seed, o: &Options, stdio: &[OwnedFd], stats: &mut Stats) -> Verdict {
+///
+/// The verdict goes out as soon as the reaper has reported how the program ended, not when
+/// the job's init has exited: that exit is the kernel tearing the init's memory, mount
+/// namespace (its /tmp, /proc and masks) and pid namespace down, a third of a job's cost, and
+/// it overlaps with the hand-over of the next job. The init is reaped (`ending`) before the
+/// next one is made, so no job's CPU time or memory is charged to the next one in the slot's
+/// cgroup.
+fn run_job(
+    seed: &Seed,
+    o: &Options,
+    stdio: &[OwnedFd],
+    stats: &mut Stats,
+    stacks: &mut [sys::Stack; 2],
+    ending: &mut Option<Ending>,
+) -> Verdict {
     let cwd = o.chdir.clone().unwrap_or_else(|| seed.cwd.clone());
     if let Some(v) = super::exec_check::check(o, &cwd, &|p: &Path| Some(p.to_path_buf())) {
         return v;
     }
-    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC);
-    let ((report_r, report_w), (err_r, err_w), (ready_r, ready_w)) = match (pipe(), pipe(), pipe())
-    {
-        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-            return Verdict::internal(format!("create a pipe: {e}"))
-        }
-    };
+    use nix::fcntl::OFlag;
+    let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC);
+    // Non-blocking: it is read once the program has ended, while the init (which holds the
+    // write end) may still be alive; whatever the program's exec wrote is in it by then.
+    let err_pipe = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK);
+    let ((report_r, report_w), (err_r, err_w), (ready_r, ready_w)) =
+        match (pipe(), err_pipe, pipe()) {
+            (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                return Verdict::internal(format!("create a pipe: {e}"))
+            }
+        };
     let baseline = stats.usage_bytes().unwrap_or(0);
     let oom_base = stats.oom_kills().unwrap_or(0);
     let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC;
-    // SAFETY: the zygote is single-threaded (a fork of the single-threaded runtime); the child
-    // runs `job_child::run`, which ends in execve or _exit.
-    let pid = match unsafe { sys::clone_fork(flags.bits()) } {
-        Ok(0) => {
-            drop(report_r);
-            drop(err_r);
-            drop(ready_r);
-            let job = super::job_child::Job {
-                plan: seed.plan,
-                options: o,
-                stdio,
-                report_fd: report_w.as_raw_fd(),
-                ready_fd: ready_w.as_raw_fd(),
-                err_fd: err_w.as_raw_fd(),
-                cwd,
-                caller_env: seed.caller_env,
-            };
-            let e = super::job_child::run(&job);
-            let _ = nix::unistd::write(&err_w, e.as_bytes());
-            sys::exit_now(127)
-        }
-        Ok(pid) => pid,
-        Err(e) => return Verdict::internal(format!("clone the job: {e}")),
+    let stack = match ending {
+        Some(Ending { stack: 0, .. }) => 1,
+        _ => 0,
+    };
+    reap_ending(ending);
+    let mut start = super::job_child::Start {
+        job: super::job_child::Job {
+            plan: seed.plan,
+            options: o,
+            stdio,
+            report_fd: report_w.as_raw_fd(),
+            ready_fd: ready_w.as_raw_fd(),
+            err_fd: err_w.as_raw_fd(),
+            cwd,
+            caller_env: seed.caller_env,
+        },
+        stats: &mut *stats,
+        began: None,
+    };
+    let arg: *mut super::job_child::Start = &mut start;
+    // SAFETY: the init runs `job_child::init` on a stack no other init uses (the last one's
+    // is the other), with `start`, which lives in this frame until after the handshake. Until
+    // its ready byte (written once it has freed all it allocated) or its exit closes the
+    // pipe, this process makes only system calls that succeed (close, read) and so touches
+    // neither the heap nor errno.
+    let made = unsafe {
+        sys::clone_vm(
+            flags.bits(),
+            &mut stacks[stack],
+            super::job_child::init,
+            arg.cast(),
+        )
     };
     drop(report_w);
     drop(err_w);
     drop(ready_w);
-    // The job's own set-up (mounts) is not the program's time: count from its ready byte (or
-    // from its failure, which closes the pipe).
+    let pid = match made {
+        Ok(pid) => pid,
+        Err(e) => return Verdict::internal(format!("clone the job: {e}")),
+    };
     let mut b = [0u8; 1];
     while let Err(nix::errno::Errno::EINTR) = nix::unistd::read(ready_r.as_raw_fd(), &mut b) {}
-    let started = Instant::now();
-    stats.reset_peak();
-    let cpu_base = stats.cpu_ns().unwrap_or(0);
+    // SAFETY: a read of this frame's own variable, which the init wrote through `arg` before
+    // its ready byte (or never, when it failed first).
+    let began = unsafe { std::ptr::read_volatile(std::ptr::addr_of!(start.began)) };
+    drop(start);
+    let (started, cpu_base) =
+        began.unwrap_or_else(|| (Instant::now(), stats.cpu_ns().unwrap_or(0)));
     let fill = super::fill::Fill::open(pid, o);
     let taken = std::mem::replace(stats, Stats::empty());
     let mut w = Watch {
@@ -192,9 +264,22 @@ fn run_job(seed: &Seed, o: &Options, stdio: &[OwnedFd], stats: &mut Stats) -> Ve
         cpu_base,
         oom_base,
         stats: taken,
+        end: Some(report_r),
     };
     let killed = run::watch(&w, o);
-    let report = run::ended(pid, Some(&report_r));
+    // Ended by itself with a report: the init is left to finish exiting (see above). Killed,
+    // or no report (the init failed or died): reaped now, its own status the fallback.
+    let early = match (&killed, &w.end) {
+        (Ok(None), Some(end)) => run::read_report(end),
+        _ => None,
+    };
+    let report = match early {
+        Some(r) => {
+            *ending = Some(Ending { pid, stack });
+            Ok(r)
+        }
+        None => run::ended(pid, w.end.as_ref()),
+    };
     let mut err = [0u8; 4096];
     let err_len = nix::unistd::read(err_r.as_raw_fd(), &mut err).unwrap_or(0);
     let mut v = match (killed, report) {

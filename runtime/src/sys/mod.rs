@@ -264,3 +264,129 @@ pub fn in_user_namespace() -> bool {
         f != ["0", "0", "4294967295"]
     })
 }
+
+/// A child's own stack: `size` bytes below a guard page (an overflow faults instead of
+/// writing over the memory it shares with its parent), mapped once and reused.
+pub struct Stack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl Stack {
+    pub fn new(size: usize) -> Result<Stack, Errno> {
+        let page = 4096;
+        let len = size.div_ceil(page) * page + page;
+        // SAFETY: an anonymous private mapping at an address the kernel picks; no memory of
+        // ours is referenced.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(Errno::last());
+        }
+        let stack = Stack { base, len };
+        // SAFETY: the lowest page of the mapping just made (stacks grow down onto it).
+        Errno::result(unsafe { libc::mprotect(base, page, libc::PROT_NONE) })?;
+        Ok(stack)
+    }
+
+    /// The initial stack pointer: the top, 16-byte aligned (the mapping is page aligned).
+    fn top(&self) -> *mut libc::c_void {
+        // SAFETY: one past the end of the mapping this struct owns.
+        unsafe { self.base.cast::<u8>().add(self.len).cast() }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+/// `clone(2)` of a child that shares this process's memory (`CLONE_VM`, plus `flags`) and runs
+/// `entry(arg)` on `stack`; its return value is the child's exit status. Nothing is allocated
+/// here: nix's `clone` frees a box in the parent after the call, which a child running on the
+/// same heap could be using at that moment.
+///
+/// # Safety
+/// Until the child has stopped using memory other than `stack` and `arg` (exec, exit, or a
+/// handshake of the caller's), the caller must not run code that uses that memory either: the
+/// allocator and thread-local state (errno) are shared, with no lock between the two. `stack`
+/// must not be in use by another child, and `arg` must outlive the child's use of it.
+pub unsafe fn clone_vm(
+    flags: libc::c_int,
+    stack: &mut Stack,
+    entry: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+    arg: *mut libc::c_void,
+) -> Result<libc::pid_t, Errno> {
+    // SAFETY: the stack is a mapping of our own that no one else runs on (the caller's
+    // contract); the rest is the caller's contract above.
+    let pid = unsafe {
+        libc::clone(
+            entry,
+            stack.top(),
+            flags | libc::CLONE_VM | libc::SIGCHLD,
+            arg,
+        )
+    };
+    Errno::result(pid)
+}
+
+/// A system call that returns `-errno` rather than setting errno (thread-local state that a
+/// child sharing the caller's memory must not write: see [`clone_vm`]).
+///
+/// # Safety
+/// As for the system call `nr` with these arguments.
+pub unsafe fn raw_syscall4(nr: libc::c_long, a: usize, b: usize, c: usize, d: usize) -> isize {
+    let ret: isize;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the x86_64 Linux system call convention; rcx and r11 are clobbered by the
+    // instruction itself. Memory the call reads or writes is the caller's contract.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") nr as isize => ret,
+            in("rdi") a,
+            in("rsi") b,
+            in("rdx") c,
+            in("r10") d,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: the aarch64 Linux system call convention (number in x8, result in x0).
+    unsafe {
+        std::arch::asm!(
+            "svc 0",
+            in("x8") nr,
+            inlateout("x0") a as isize => ret,
+            in("x1") b,
+            in("x2") c,
+            in("x3") d,
+            options(nostack),
+        );
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        // Elsewhere through libc, which does set errno: the zygote's job init (the one user
+        // that shares memory) then shares errno with the zygote during its wait.
+        // SAFETY: the caller's contract.
+        let r = unsafe { libc::syscall(nr, a, b, c, d) };
+        ret = if r < 0 {
+            -(Errno::last_raw() as isize)
+        } else {
+            r as isize
+        };
+    }
+    ret
+}
