@@ -224,17 +224,21 @@ fn a_fork_bomb_keeps_its_own_pids_limit_beside_other_jobs() {
         r#"{"args": ["sh", "-c", "for i in $(seq 30); do sleep 0.5 & done; wait"], "pids": 64}"#,
     ];
     fs::write(d.path("jobs.jsonl"), jobs.join("\n") + "\n").unwrap();
-    let o = husk(&d.0, &["--batch", "jobs.jsonl", "--jobs", "2"]);
-    let v: Vec<Value> = o
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(v.len(), 3, "{}{}", o.stdout, o.stderr);
-    // The bomb can't start 60 sleeps under 17 pids; the others, under 64, can.
-    assert_ne!(v[0]["status"], "OK", "{}", v[0]);
-    assert_eq!(v[1]["status"], "OK", "{}", v[1]);
-    assert_eq!(v[2]["status"], "OK", "{}", v[2]);
+    // --jobs 1: the next job waits in the bomb's slot (a slot holds two), and must not bring
+    // its own limits along while the bomb runs.
+    for n in ["2", "1"] {
+        let o = husk(&d.0, &["--batch", "jobs.jsonl", "--jobs", n]);
+        let v: Vec<Value> = o
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(v.len(), 3, "--jobs {n}: {}{}", o.stdout, o.stderr);
+        // The bomb can't start 60 sleeps under 17 pids; the others, under 64, can.
+        assert_ne!(v[0]["status"], "OK", "--jobs {n}: {}", v[0]);
+        assert_eq!(v[1]["status"], "OK", "--jobs {n}: {}", v[1]);
+        assert_eq!(v[2]["status"], "OK", "--jobs {n}: {}", v[2]);
+    }
 }
 
 #[test]

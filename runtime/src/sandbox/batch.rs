@@ -99,7 +99,7 @@ pub fn run_file(path: &Path, base: &Options, n: usize) -> Result<Summary, BatchE
                 ordered.insert(index, Verdict::internal(m.clone()));
             }
             Line::Job(o) if o.same_layout(base) => {
-                while !pool.has_room() {
+                while !pool.has_room_for(o) {
                     if let Some((i, v)) = pool.wait_one() {
                         ordered.insert(i, v);
                     }

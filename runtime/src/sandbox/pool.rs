@@ -5,8 +5,13 @@
 //! grows, so a slot rebuilt after a failure never shares a cgroup with one still alive. A job
 //! that can't be handed over or whose zygote dies fails alone with an XX verdict naming the
 //! slot; the slot is torn down (killed, reaped, cgroup removed) and a new one made on demand.
+//!
+//! A slot holds up to [`DEPTH`] jobs: the one running and the next, already in the zygote's
+//! channel, so the zygote starts it without a round trip through the pool. Only a job with
+//! the running one's limits waits behind it (the slot's cgroup has one set of limits); if the
+//! zygote dies first, the waiting job never started and goes to another slot.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
@@ -92,14 +97,25 @@ pub fn slot_resources(o: &Options, zygote_bytes: u64) -> Result<LinuxResources, 
     serde_json::from_value(v)
 }
 
+/// Jobs a slot holds at once: the running one and the next.
+const DEPTH: usize = 2;
+
+/// A job handed to a slot.
+struct Handed {
+    index: usize,
+    /// Its options while it waits behind another: to hand it to another slot should this
+    /// one die before it starts.
+    waiting: Option<Box<Options>>,
+}
+
 struct Slot {
     id: u64,
     pid: i32,
     chan: Channel,
     cgroup: Cgroup,
     stats: Stats,
-    /// The job running (its index), if any.
-    busy: Option<usize>,
+    /// The jobs handed over, the running one first.
+    queue: VecDeque<Handed>,
     /// The (memory, pids) the cgroup is set to.
     limits: Option<(Option<u64>, Option<i64>)>,
 }
@@ -112,6 +128,9 @@ pub struct Pool {
     slots: Vec<Slot>,
     size: usize,
     ids: SlotIds,
+    /// Verdicts not yet returned by [`Pool::wait_one`] (of waiting jobs that could not be
+    /// handed to another slot).
+    done: VecDeque<(usize, Verdict)>,
 }
 
 impl Pool {
@@ -139,27 +158,40 @@ impl Pool {
             slots: Vec::new(),
             size: size.max(1),
             ids: SlotIds::default(),
+            done: VecDeque::new(),
         })
     }
 
-    pub fn busy(&self) -> usize {
-        self.slots.iter().filter(|s| s.busy.is_some()).count()
+    /// Whether job `o` can be handed over now: to an idle slot, a new one, or behind a
+    /// running job with the same limits.
+    pub fn has_room_for(&self, o: &Options) -> bool {
+        self.idle().is_some() || self.slots.len() < self.size || self.behind(o).is_some()
     }
 
-    /// Whether a job can start now without waiting.
-    pub fn has_room(&self) -> bool {
-        self.busy() < self.size
+    fn idle(&self) -> Option<usize> {
+        self.slots.iter().position(|s| s.queue.is_empty())
     }
 
-    /// Start job `index`; a job that can't start comes back as its verdict.
+    /// A slot where `o` may wait behind the running job: room, and the same limits.
+    fn behind(&self, o: &Options) -> Option<usize> {
+        let want = Some((o.memory, o.pids));
+        self.slots
+            .iter()
+            .position(|s| s.queue.len() < DEPTH && s.limits == want)
+    }
+
+    /// Hand job `index` over; a job that can't be comes back as its verdict.
     pub fn submit(&mut self, index: usize, o: &Options) -> Result<(), Verdict> {
-        let s = self.free_slot()?;
+        let s = self.free_slot(o)?;
         let fds = stdio_files(o).map_err(|e| Verdict::internal(e.to_string()))?;
         let slot = &mut self.slots[s];
-        if let Err(e) = set_limits(slot, o) {
-            let v = slot_failed(slot.id, &format!("set the job's limits: {e}"));
-            self.retire(s);
-            return Err(v);
+        // A slot with a job running has these limits already (`slot_for`).
+        if slot.queue.is_empty() {
+            if let Err(e) = set_limits(slot, o) {
+                let v = slot_failed(slot.id, &format!("set the job's limits: {e}"));
+                self.retire(s);
+                return Err(v);
+            }
         }
         let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
         let job = ToZygote::Job {
@@ -171,15 +203,19 @@ impl Pool {
             self.retire(s);
             return Err(v);
         }
-        slot.busy = Some(index);
+        let waiting = (!slot.queue.is_empty()).then(|| Box::new(o.clone()));
+        slot.queue.push_back(Handed { index, waiting });
         Ok(())
     }
 
     /// Wait for any running job's verdict: (its index, the verdict).
     pub fn wait_one(&mut self) -> Option<(usize, Verdict)> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        if let Some(d) = self.done.pop_front() {
+            return Some(d);
+        }
         let busy: Vec<usize> = (0..self.slots.len())
-            .filter(|i| self.slots[*i].busy.is_some())
+            .filter(|i| !self.slots[*i].queue.is_empty())
             .collect();
         if busy.is_empty() {
             return None;
@@ -202,30 +238,46 @@ impl Pool {
             }
         };
         let slot = &mut self.slots[ready];
-        let index = slot.busy.take().unwrap_or_default();
-        match slot.chan.recv::<FromZygote>() {
-            Ok((FromZygote::Done { verdict }, _)) => Some((index, *verdict)),
-            Ok((other, _)) => {
-                let v = slot_failed(slot.id, &format!("unexpected {other:?}"));
-                self.retire(ready);
-                Some((index, v))
+        let index = slot.queue.pop_front().map_or(0, |h| h.index);
+        let failed = match slot.chan.recv::<FromZygote>() {
+            Ok((FromZygote::Done { verdict }, _)) => {
+                // The next one is running now.
+                if let Some(next) = slot.queue.front_mut() {
+                    next.waiting = None;
+                }
+                return Some((index, *verdict));
             }
-            Err(e) => {
-                let v = slot_failed(slot.id, &format!("the zygote running the job died ({e})"));
-                self.retire(ready);
-                Some((index, v))
+            Ok((other, _)) => slot_failed(slot.id, &format!("unexpected {other:?}")),
+            Err(e) => slot_failed(slot.id, &format!("the zygote running the job died ({e})")),
+        };
+        // The jobs waiting behind it never started: to another slot.
+        let waiting: Vec<(usize, Box<Options>)> = slot
+            .queue
+            .drain(..)
+            .filter_map(|h| h.waiting.map(|o| (h.index, o)))
+            .collect();
+        self.retire(ready);
+        for (i, o) in waiting {
+            if let Err(v) = self.submit(i, &o) {
+                self.done.push_back((i, v));
             }
         }
+        Some((index, failed))
     }
 
-    /// A free slot, made now if there is none and the pool isn't full.
-    fn free_slot(&mut self) -> Result<usize, Verdict> {
-        if let Some(i) = self.slots.iter().position(|s| s.busy.is_none()) {
+    /// A slot for `o`: an idle one, a new one if the pool isn't full, else room behind a
+    /// running job with its limits.
+    fn free_slot(&mut self, o: &Options) -> Result<usize, Verdict> {
+        if let Some(i) = self.idle() {
             return Ok(i);
         }
-        let slot = self.spawn_slot().map_err(Verdict::internal)?;
-        self.slots.push(slot);
-        Ok(self.slots.len() - 1)
+        if self.slots.len() < self.size {
+            let slot = self.spawn_slot().map_err(Verdict::internal)?;
+            self.slots.push(slot);
+            return Ok(self.slots.len() - 1);
+        }
+        self.behind(o)
+            .ok_or_else(|| Verdict::internal("no pool slot is free (a pool bug)"))
     }
 
     fn spawn_slot(&mut self) -> Result<Slot, String> {
@@ -271,7 +323,7 @@ impl Pool {
             chan: ours,
             stats: Stats::open(stats::host(), cgroup.path()),
             cgroup,
-            busy: None,
+            queue: VecDeque::new(),
             limits: None,
         };
         let started = slot
