@@ -72,22 +72,27 @@ pub fn fork_program(
     program_only: Option<RawFd>,
     program: &mut dyn FnMut() -> isize,
 ) -> Result<std::convert::Infallible, InitError> {
-    let child = start_program(program_only, program)?;
+    let mut stack = sys::Stack::new(PROGRAM_STACK).map_err(step("map the program's stack"))?;
+    let child = start_program(program_only, &mut stack, program)?;
+    drop(stack);
     report_when_done(child, status_fd)
 }
 
-/// The first half of [`fork_program`]: the program started (exec'd, or failed and exited), its
-/// pid. Everything this allocated is freed when it returns.
+/// The stack the program's process runs on until its exec: the child path before execve needs
+/// a few KiB; a failure's message formatting a little more.
+pub const PROGRAM_STACK: usize = 256 << 10;
+
+/// The first half of [`fork_program`]: the program started (exec'd, or failed and exited) on
+/// `stack` (its own: it must not run on this one, which it shares), its pid. Everything this
+/// allocated is freed when it returns.
 pub fn start_program(
     program_only: Option<RawFd>,
+    stack: &mut sys::Stack,
     program: &mut dyn FnMut() -> isize,
 ) -> Result<i32, InitError> {
     // Not dumpable: the program runs as the same user and must not reach the reaper's
     // descriptors through /proc/1/fd. The program's exec makes it dumpable again.
     nix::sys::prctl::set_dumpable(false).map_err(step("make the reaper non-dumpable"))?;
-    // The child's own stack (it must not run on this one, which it shares): the child path
-    // before execve needs a few KiB; a failure's message formatting a little more.
-    let mut stack = vec![0u8; 256 << 10];
     use nix::sched::CloneFlags as F;
     // SAFETY: the child runs `program` on its own stack while this process is suspended
     // (CLONE_VFORK) until it execs or exits, so nothing else touches the shared memory
@@ -96,14 +101,13 @@ pub fn start_program(
     let child = unsafe {
         nix::sched::clone(
             Box::new(program),
-            &mut stack,
+            stack.slice(),
             F::CLONE_VM | F::CLONE_VFORK,
             Some(libc::SIGCHLD),
         )
     }
     .map_err(step("start the program"))?
     .as_raw();
-    drop(stack);
     if let Some(fd) = program_only {
         let _ = nix::unistd::close(fd);
     }

@@ -50,6 +50,9 @@ pub struct Start<'a> {
     pub stats: &'a mut Stats,
     /// Written by the init: when the program was started and the cgroup's CPU time then.
     pub began: Option<(Instant, u64)>,
+    /// The program's stack until its exec (the zygote's, mapped once: a fresh one per job
+    /// cost a 256 KiB memset from the heap).
+    pub program_stack: &'a mut sys::Stack,
 }
 
 /// The job's init, the entry of [`crate::sys::clone_vm`]: set up, start the program, report how
@@ -116,9 +119,10 @@ fn setup(start: &mut Start) -> Result<i32, String> {
     }
     let stats = &mut *start.stats;
     let began = &mut start.began;
+    let stack = &mut *start.program_stack;
     // The job's own set-up is not the program's time: its CPU and wall time count from here,
     // as a single run's do from the end of the init's set-up.
-    become_job(&start.job, &mut || {
+    become_job(&start.job, stack, &mut || {
         stats.reset_peak();
         *began = Some((Instant::now(), stats.cpu_ns().unwrap_or(0)));
     })
@@ -168,7 +172,11 @@ fn fresh_tmp(plan: &Plan, o: &Options) -> Result<(), String> {
 /// working directory (checked to be inside the root, CVE-2024-21626), the executable, seccomp
 /// last, execve. `begin` runs right before the program's process is made. Returns its pid once
 /// it has exec'd (or failed), with everything allocated here freed.
-pub fn become_job(job: &Job, begin: &mut dyn FnMut()) -> Result<i32, String> {
+pub fn become_job(
+    job: &Job,
+    stack: &mut sys::Stack,
+    begin: &mut dyn FnMut(),
+) -> Result<i32, String> {
     let o = job.options;
     let limits: Vec<oci_spec::runtime::PosixRlimit> =
         serde_json::from_value(Value::Array(super::plan::rlimits(o, true)))
@@ -205,5 +213,5 @@ pub fn become_job(job: &Job, begin: &mut dyn FnMut()) -> Result<i32, String> {
         sys::exit_now(127)
     };
     begin();
-    crate::init::reaper::start_program(None, &mut exec).map_err(|e| crate::init::chain(&e))
+    crate::init::reaper::start_program(None, stack, &mut exec).map_err(|e| crate::init::chain(&e))
 }

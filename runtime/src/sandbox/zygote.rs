@@ -76,7 +76,15 @@ pub fn main(seed: &Seed, chan: Channel) -> ! {
 /// runtime's mount and child-path code, well within this.
 const INIT_STACK: usize = 1 << 20;
 
-fn setup(seed: &Seed, chan: &Channel) -> Result<(Stats, [sys::Stack; 2]), String> {
+/// The zygote's stacks for its jobs (mapped once; pages touched stay).
+struct Stacks {
+    /// Two for the inits: the next job's init takes the one the last one did not use.
+    init: [sys::Stack; 2],
+    /// One for a program's process until its exec: one at a time, while the zygote waits.
+    program: sys::Stack,
+}
+
+fn setup(seed: &Seed, chan: &Channel) -> Result<(Stats, Stacks), String> {
     match chan.recv::<ToZygote>() {
         Ok((ToZygote::Go, _)) => {}
         Ok((other, _)) => return Err(format!("expected Go from the pool, got {other:?}")),
@@ -110,8 +118,12 @@ fn setup(seed: &Seed, chan: &Channel) -> Result<(Stats, [sys::Stack; 2]), String
         None::<&str>,
     )
     .map_err(|e| format!("make the sandbox mounts private: {e}"))?;
-    let stack = || sys::Stack::new(INIT_STACK).map_err(|e| format!("map a job stack: {e}"));
-    Ok((stats, [stack()?, stack()?]))
+    let stack = |n| sys::Stack::new(n).map_err(|e| format!("map a job stack: {e}"));
+    let stacks = Stacks {
+        init: [stack(INIT_STACK)?, stack(INIT_STACK)?],
+        program: stack(crate::init::reaper::PROGRAM_STACK)?,
+    };
+    Ok((stats, stacks))
 }
 
 /// The spec without its masked and read-only paths: they are all under /proc, and every job
@@ -128,7 +140,7 @@ fn without_paths(spec: &oci_spec::runtime::Spec) -> oci_spec::runtime::Spec {
     spec
 }
 
-fn serve(seed: &Seed, chan: &Channel, mut stats: Stats, mut stacks: [sys::Stack; 2]) -> ! {
+fn serve(seed: &Seed, chan: &Channel, mut stats: Stats, mut stacks: Stacks) -> ! {
     // The last job's init: its program has ended and been reported, but the kernel may still
     // be tearing its namespaces down (see `run_job`).
     let mut ending: Option<Ending> = None;
@@ -186,7 +198,7 @@ fn run_job(
     o: &Options,
     stdio: &[OwnedFd],
     stats: &mut Stats,
-    stacks: &mut [sys::Stack; 2],
+    stacks: &mut Stacks,
     ending: &mut Option<Ending>,
 ) -> Verdict {
     let cwd = o.chdir.clone().unwrap_or_else(|| seed.cwd.clone());
@@ -226,6 +238,7 @@ fn run_job(
         },
         stats: &mut *stats,
         began: None,
+        program_stack: &mut stacks.program,
     };
     let arg: *mut super::job_child::Start = &mut start;
     // SAFETY: the init runs `job_child::init` on a stack no other init uses (the last one's
@@ -236,7 +249,7 @@ fn run_job(
     let made = unsafe {
         sys::clone_vm(
             flags.bits(),
-            &mut stacks[stack],
+            &mut stacks.init[stack],
             super::job_child::init,
             arg.cast(),
         )

@@ -297,6 +297,13 @@ impl Stack {
         Ok(stack)
     }
 
+    /// The usable part (above the guard page), for a `clone` that takes a slice.
+    pub fn slice(&mut self) -> &mut [u8] {
+        // SAFETY: the mapping's pages above the guard are readable and writable and owned by
+        // this struct for as long as the borrow lasts.
+        unsafe { std::slice::from_raw_parts_mut(self.base.cast::<u8>().add(4096), self.len - 4096) }
+    }
+
     /// The initial stack pointer: the top, 16-byte aligned (the mapping is page aligned).
     fn top(&self) -> *mut libc::c_void {
         // SAFETY: one past the end of the mapping this struct owns.
