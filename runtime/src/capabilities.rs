@@ -30,20 +30,30 @@ fn to_set(v: Option<&Capabilities>) -> Result<CapsHashSet, CapsError> {
     Ok(out)
 }
 
-/// The highest capability the running kernel knows (`/proc/sys/kernel/cap_last_cap`).
+/// The highest capability the running kernel knows (`/proc/sys/kernel/cap_last_cap`), read
+/// once per process.
 fn last_cap() -> u8 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40)
+    static LAST: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    *LAST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(40)
+    })
 }
 
 /// Drop the bounding set to what's configured. Done while still privileged (before setuid).
+/// Only what is still in the set is dropped: a drop replaces the process's credentials (an
+/// allocation and an RCU free each), a read does not, and a process whose parent dropped the
+/// set already (the batch zygote's jobs) has nothing left to drop.
 pub fn drop_bounding(c: Option<&LinuxCapabilities>) -> Result<(), CapsError> {
     let keep = to_set(c.and_then(|c| c.bounding().as_ref()))?;
     let last = last_cap();
     for cap in caps::all() {
-        if cap.index() <= last && !keep.contains(&cap) {
+        if cap.index() <= last
+            && !keep.contains(&cap)
+            && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(true)
+        {
             caps::drop(None, CapSet::Bounding, cap).map_err(|source| CapsError::Set {
                 what: "bounding",
                 source,

@@ -118,6 +118,10 @@ fn setup(seed: &Seed, chan: &Channel) -> Result<(Stats, Stacks), String> {
         None::<&str>,
     )
     .map_err(|e| format!("make the sandbox mounts private: {e}"))?;
+    // Every job's program gets an empty bounding set: dropped here once, every job's own drop
+    // finds nothing left to do (the zygote keeps its effective capabilities; the bounding set
+    // only limits what an exec may gain, and the zygote never execs).
+    crate::capabilities::drop_bounding(None).map_err(|e| format!("drop the bounding set: {e}"))?;
     let stack = |n| sys::Stack::new(n).map_err(|e| format!("map a job stack: {e}"));
     let stacks = Stacks {
         init: [stack(INIT_STACK)?, stack(INIT_STACK)?],
