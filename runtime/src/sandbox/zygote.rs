@@ -76,11 +76,11 @@ pub fn main(seed: &Seed, chan: Channel) -> ! {
 /// runtime's mount and child-path code, well within this.
 const INIT_STACK: usize = 1 << 20;
 
-/// The zygote's stacks for its jobs (mapped once; pages touched stay).
+/// The zygote's stacks for its jobs (mapped once; pages touched stay). One job at a time
+/// uses them: the last job's init is reaped before the next is made.
 struct Stacks {
-    /// Two for the inits: the next job's init takes the one the last one did not use.
-    init: [sys::Stack; 2],
-    /// One for a program's process until its exec: one at a time, while the zygote waits.
+    init: sys::Stack,
+    /// The program's process's, until its exec.
     program: sys::Stack,
 }
 
@@ -124,7 +124,7 @@ fn setup(seed: &Seed, chan: &Channel) -> Result<(Stats, Stacks), String> {
     crate::capabilities::drop_bounding(None).map_err(|e| format!("drop the bounding set: {e}"))?;
     let stack = |n| sys::Stack::new(n).map_err(|e| format!("map a job stack: {e}"));
     let stacks = Stacks {
-        init: [stack(INIT_STACK)?, stack(INIT_STACK)?],
+        init: stack(INIT_STACK)?,
         program: stack(crate::init::reaper::PROGRAM_STACK)?,
     };
     Ok((stats, stacks))
@@ -147,7 +147,7 @@ fn without_paths(spec: &oci_spec::runtime::Spec) -> oci_spec::runtime::Spec {
 fn serve(seed: &Seed, chan: &Channel, mut stats: Stats, mut stacks: Stacks) -> ! {
     // The last job's init: its program has ended and been reported, but the kernel may still
     // be tearing its namespaces down (see `run_job`).
-    let mut ending: Option<Ending> = None;
+    let mut ending: Option<i32> = None;
     loop {
         let (msg, fds) = match chan.recv::<ToZygote>() {
             Ok(m) => m,
@@ -174,36 +174,27 @@ fn serve(seed: &Seed, chan: &Channel, mut stats: Stats, mut stacks: Stacks) -> !
     }
 }
 
-/// A job's init that has reported and is exiting.
-struct Ending {
-    pid: i32,
-    /// Which of the zygote's two init stacks it ran on: the next job's init takes the other,
-    /// as this one may not have left its last frames yet.
-    stack: usize,
-}
-
 /// Wait until the last job's init is gone (a no-op when it already is).
-fn reap_ending(ending: &mut Option<Ending>) {
-    if let Some(e) = ending.take() {
-        let _ = run::reap(e.pid);
+fn reap_ending(ending: &mut Option<i32>) {
+    if let Some(pid) = ending.take() {
+        let _ = run::reap(pid);
     }
 }
 
 /// One job: clone it into new mount, pid and ipc namespaces, watch it, measure it.
 ///
 /// The verdict goes out as soon as the reaper has reported how the program ended, not when
-/// the job's init has exited: that exit is the kernel tearing the init's memory, mount
-/// namespace (its /tmp, /proc and masks) and pid namespace down, a third of a job's cost, and
-/// it overlaps with the hand-over of the next job. The init is reaped (`ending`) before the
-/// next one is made, so no job's CPU time or memory is charged to the next one in the slot's
-/// cgroup.
+/// the job's init has exited: that exit is the kernel tearing the job's mount namespace (its
+/// /tmp, /proc and masks), ipc and pid namespaces down, and it overlaps with the hand-over of
+/// the next job. The init is reaped (`ending`) before the next one is made, so no job's CPU
+/// time or memory is charged to the next one in the slot's cgroup, and the stacks are free.
 fn run_job(
     seed: &Seed,
     o: &Options,
     stdio: &[OwnedFd],
     stats: &mut Stats,
     stacks: &mut Stacks,
-    ending: &mut Option<Ending>,
+    ending: &mut Option<i32>,
 ) -> Verdict {
     let cwd = o.chdir.clone().unwrap_or_else(|| seed.cwd.clone());
     if let Some(v) = super::exec_check::check(o, &cwd, &|p: &Path| Some(p.to_path_buf())) {
@@ -224,10 +215,6 @@ fn run_job(
     let baseline = stats.usage_bytes().unwrap_or(0);
     let oom_base = stats.oom_kills().unwrap_or(0);
     let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC;
-    let stack = match ending {
-        Some(Ending { stack: 0, .. }) => 1,
-        _ => 0,
-    };
     reap_ending(ending);
     let mut start = super::job_child::Start {
         job: super::job_child::Job {
@@ -245,15 +232,15 @@ fn run_job(
         program_stack: &mut stacks.program,
     };
     let arg: *mut super::job_child::Start = &mut start;
-    // SAFETY: the init runs `job_child::init` on a stack no other init uses (the last one's
-    // is the other), with `start`, which lives in this frame until after the handshake. Until
-    // its ready byte (written once it has freed all it allocated) or its exit closes the
-    // pipe, this process makes only system calls that succeed (close, read) and so touches
-    // neither the heap nor errno.
+    // SAFETY: the init runs `job_child::init` on a stack no other process uses (the last
+    // job's init is reaped), with `start`, which lives in this frame until after the
+    // handshake. Until its ready byte (written once it has freed all it allocated) or its exit
+    // closes the pipe, this process makes only system calls that succeed (close, read) and so
+    // touches neither the heap nor errno.
     let made = unsafe {
         sys::clone_vm(
             flags.bits(),
-            &mut stacks.init[stack],
+            &mut stacks.init,
             super::job_child::init,
             arg.cast(),
         )
@@ -292,7 +279,7 @@ fn run_job(
     };
     let report = match early {
         Some(r) => {
-            *ending = Some(Ending { pid, stack });
+            *ending = Some(pid);
             Ok(r)
         }
         None => run::ended(pid, w.end.as_ref()),
