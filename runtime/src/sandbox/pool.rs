@@ -6,7 +6,7 @@
 //! that can't be handed over or whose zygote dies fails alone with an XX verdict naming the
 //! slot; the slot is torn down (killed, reaped, cgroup removed) and a new one made on demand.
 //!
-//! A slot holds up to [`DEPTH`] jobs: the one running and the next, already in the zygote's
+//! A slot holds up to two jobs (`DEPTH`): the one running and the next, already in the zygote's
 //! channel, so the zygote starts it without a round trip through the pool. Only a job with
 //! the running one's limits waits behind it (the slot's cgroup has one set of limits); if the
 //! zygote dies first, the waiting job never started and goes to another slot.
