@@ -27,7 +27,9 @@ pub fn kill(root: &Path, id: &str, sig: Sig, all: bool) -> Result<(), ContainerE
     // runc: SIGKILL to a container sharing a pid namespace reaches all its processes, as the
     // kernel does by itself for one with its own (killing its init kills the namespace).
     let sigkill = sig.number() == libc::SIGKILL;
-    if all || (sigkill && !private) {
+    if sigkill && !private {
+        kill_cgroup(root, &c)?;
+    } else if all {
         for p in own_pids(root, &c)? {
             let _ = sig.send(p);
         }
@@ -51,10 +53,31 @@ pub fn kill(root: &Path, id: &str, sig: Sig, all: bool) -> Result<(), ContainerE
 /// left in its cgroup) gets the signal; nothing of anyone else's.
 pub fn kill_leftovers(root: &Path, id: &str, sig: Sig) -> Result<(), ContainerError> {
     let c = load(root, id, false)?;
+    if sig.number() == libc::SIGKILL && !private_pid_ns(&c.state.config) {
+        return kill_cgroup(root, &c);
+    }
     for p in own_pids(root, &c)? {
         let _ = sig.send(p);
     }
     Ok(())
+}
+
+/// SIGKILL every process of a container that shares a pid namespace (they are its cgroup's),
+/// as runc does: frozen first so none forks away between the listing and the kill, and
+/// returning only once the cgroup is empty (containerd's shim kills the rest of such a
+/// container when its init exits, and announces the exit after: whoever waits for it must find
+/// nothing left). `delete` kills the same way.
+pub(crate) fn kill_cgroup(root: &Path, c: &Loaded) -> Result<(), ContainerError> {
+    let cg = c.cgroup();
+    if c.state.pid <= 0 {
+        return Ok(());
+    }
+    let nested = if cg.has_children() {
+        super::status::other_cgroups(root, &c.state.id)
+    } else {
+        Vec::new()
+    };
+    Ok(cg.kill_members(&nested, &|_| false)?)
 }
 
 /// True when the container has a pid namespace of its own (one it made, not one it joined).
