@@ -192,7 +192,7 @@ fn build(
                     ),
                     None => None,
                 },
-                status_fd: None,
+                status: None,
             },
             &mut obs,
         )?;

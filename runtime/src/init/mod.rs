@@ -56,8 +56,8 @@ pub struct Init<'a> {
     pub no_pivot: bool,
     pub preserve_fds: u32,
     pub new_keyring: bool,
-    /// See `process::spawn::Options::status_fd`.
-    pub status_fd: Option<std::os::fd::RawFd>,
+    /// See `process::spawn::Options::status`.
+    pub status: Option<reaper::Reporting>,
     pub id: String,
     pub parent_pid: i32,
     /// The child enters/creates namespaces itself (see `process::spawn`).
@@ -299,7 +299,7 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
     // A sandbox's init (the runtime waits for the program's status) instead dies with its
     // runtime, and its pid namespace with it: armed again, as the id change of `prepare`
     // cleared it.
-    let pdeathsig = init.status_fd.map(|_| nix::sys::signal::Signal::SIGKILL);
+    let pdeathsig = init.status.map(|_| nix::sys::signal::Signal::SIGKILL);
     nix::sys::prctl::set_pdeathsig(pdeathsig).map_err(step("set parent death signal"))?;
     init.chan.send(&Msg::Ready)?;
     // startContainer hooks run once `start` came, and `start` hears how they went: it returns
@@ -325,8 +325,8 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
     let program_only = started.as_ref().map(|s| s.fd());
     let (mut prepared, mut started) = (Some(prepared), started);
     let chan = &init.chan;
-    match init.status_fd {
-        Some(fd) => match reaper::fork_program(fd, program_only, &mut || {
+    match init.status {
+        Some(status) => match reaper::fork_program(status, program_only, &mut || {
             exec_or_fail(&mut prepared, &mut started, chan)
         })? {},
         None => exec_or_fail(&mut prepared, &mut started, chan),

@@ -1,4 +1,4 @@
-//! A reaper as the pid namespace's init (`spawn::Options::status_fd`): the program runs as its
+//! A reaper as the pid namespace's init (`spawn::Options::status`): the program runs as its
 //! child, so it gets signals like any process, and the reaper reports how it ended.
 
 use std::os::fd::RawFd;
@@ -60,22 +60,94 @@ impl Report {
     }
 }
 
+/// Where a reaper reports (`spawn::Options::status`).
+#[derive(Debug, Clone, Copy)]
+pub struct Reporting {
+    /// Gets a [`Handover`] right before the program starts, then its [`Report`].
+    pub fd: RawFd,
+    /// A file whose contents the handover carries (the cgroup's CPU usage), read then.
+    pub sample: Option<RawFd>,
+}
+
+/// Bytes of the sampled file a [`Handover`] carries (a v1 `cpuacct.usage` is one number; a
+/// v2 `cpu.stat` starts with `usage_usec`).
+pub const SAMPLE_BYTES: usize = 240;
+
+/// What the reaper writes right before it starts the program: the monotonic clock and the
+/// sampled file then. The runtime charges the program's CPU and wall time from this point, not
+/// from whenever it next runs itself: on a busy machine the program may run a good while before
+/// the runtime's own process is scheduled again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
+    /// `CLOCK_MONOTONIC`, in nanoseconds.
+    pub at_ns: u64,
+    pub sample: Vec<u8>,
+}
+
+/// The encoded size of a [`Handover`] (below `PIPE_BUF`: one write arrives whole).
+pub const HANDOVER_BYTES: usize = 16 + SAMPLE_BYTES;
+
+impl Handover {
+    pub fn decode(bytes: &[u8]) -> Option<Handover> {
+        if bytes.len() != HANDOVER_BYTES {
+            return None;
+        }
+        let at_ns = u64::from_ne_bytes(bytes[..8].try_into().ok()?);
+        let len = u64::from_ne_bytes(bytes[8..16].try_into().ok()?) as usize;
+        let sample = bytes[16..].get(..len)?.to_vec();
+        Some(Handover { at_ns, sample })
+    }
+
+    fn encode(&self) -> [u8; HANDOVER_BYTES] {
+        let mut out = [0u8; HANDOVER_BYTES];
+        let len = self.sample.len().min(SAMPLE_BYTES);
+        out[..8].copy_from_slice(&self.at_ns.to_ne_bytes());
+        out[8..16].copy_from_slice(&(len as u64).to_ne_bytes());
+        out[16..16 + len].copy_from_slice(&self.sample[..len]);
+        out
+    }
+
+    /// Take the clock and the sample now, and write them to `s.fd`.
+    fn send(s: &Reporting) {
+        let mut sample = [0u8; SAMPLE_BYTES];
+        let len = s
+            .sample
+            .and_then(|fd| nix::sys::uio::pread(fd_ref(fd), &mut sample, 0).ok())
+            .unwrap_or(0);
+        let at_ns = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+            .unwrap_or(0);
+        let h = Handover {
+            at_ns,
+            sample: sample[..len].to_vec(),
+        };
+        let _ = nix::unistd::write(fd_ref(s.fd), &h.encode());
+    }
+}
+
+fn fd_ref<'a>(fd: RawFd) -> std::os::fd::BorrowedFd<'a> {
+    // SAFETY: the reaper's descriptors stay open for as long as it runs.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+}
+
 /// Start the program (`program`, which execs it and returns only on failure, in a child that
 /// shares this process's memory until then: `CLONE_VM | CLONE_VFORK`, as posix_spawn does, so
 /// neither a copy of the runtime's address space nor its copy-on-write faults are paid; this
-/// process waits, suspended, until the exec). Then this process stays pid 1, reaps until the
-/// program ends, writes its [`Report`] to `status_fd` and exits (which ends the namespace).
-/// `program_only` is a descriptor only the program may hold (the start barrier's, which
-/// `start` watches for the exec): the reaper closes it.
+/// process waits, suspended, until the exec). Right before, it sends the [`Handover`]. Then
+/// this process stays pid 1, reaps until the program ends, writes its [`Report`] to
+/// `status.fd` and exits (which ends the namespace). `program_only` is a descriptor only the
+/// program may hold (the start barrier's, which `start` watches for the exec): the reaper
+/// closes it.
 pub fn fork_program(
-    status_fd: RawFd,
+    status: Reporting,
     program_only: Option<RawFd>,
     program: &mut dyn FnMut() -> isize,
 ) -> Result<std::convert::Infallible, InitError> {
     let mut stack = sys::Stack::new(PROGRAM_STACK).map_err(step("map the program's stack"))?;
+    Handover::send(&status);
     let child = start_program(program_only, &mut stack, program)?;
     drop(stack);
-    report_when_done(child, status_fd)
+    report_when_done(child, status.fd)
 }
 
 /// The stack the program's process runs on until its exec: the child path before execve needs
@@ -177,5 +249,19 @@ mod tests {
         };
         assert_eq!(Report::decode(&r.encode()), Some(r));
         assert_eq!(Report::decode(&[0; 3]), None);
+    }
+
+    #[test]
+    fn handover_round_trip() {
+        let h = Handover {
+            at_ns: 123_456_789_012,
+            sample: b"usage_usec 1500\nuser_usec 1000\n".to_vec(),
+        };
+        assert_eq!(Handover::decode(&h.encode()), Some(h));
+        assert_eq!(Handover::decode(&[0; 16]), None);
+        // A length past the buffer is refused, not trusted.
+        let mut bad = [0u8; HANDOVER_BYTES];
+        bad[8..16].copy_from_slice(&(SAMPLE_BYTES as u64 + 1).to_ne_bytes());
+        assert_eq!(Handover::decode(&bad), None);
     }
 }

@@ -58,7 +58,7 @@ pub struct Options {
     /// Keep a reaper as the pid namespace's init and run the program as its child, reporting
     /// the program's wait status here (`husk sandbox`: pid 1 ignores signals it has no
     /// handler for, so a program that is pid 1 can't be killed by its own `kill -SEGV $$`).
-    pub status_fd: Option<std::os::fd::RawFd>,
+    pub status: Option<crate::init::reaper::Reporting>,
     /// The seccomp agent's socket, connected (`linux.seccomp.listenerPath`).
     pub seccomp_listener: Option<OwnedFd>,
     /// Descriptors of the caller's the init closes first thing (the state directory's lock).
@@ -148,7 +148,7 @@ pub fn spawn(plan: &Plan, opts: Options, obs: &mut dyn Observer) -> Result<Spawn
                 no_pivot: opts.no_pivot,
                 preserve_fds: opts.preserve_fds,
                 new_keyring: opts.new_keyring,
-                status_fd: opts.status_fd,
+                status: opts.status,
                 id: opts.id,
                 parent_pid,
                 child_setup,

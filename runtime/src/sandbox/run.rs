@@ -18,7 +18,7 @@ use super::limits::{usage, Options, UsageError};
 use super::stats::{self, Stats};
 use super::verdict::{Status, Verdict};
 use crate::cgroups::Cgroup;
-use crate::init::reaper::{Report, REPORT_FIELDS};
+use crate::init::reaper::{Handover, Report, Reporting, HANDOVER_BYTES, REPORT_FIELDS};
 use crate::process::spawn::{self, Observer};
 use crate::process::ProcessError;
 use crate::spec::Plan;
@@ -226,6 +226,31 @@ pub fn read_report(fd: &OwnedFd) -> Option<Report> {
     // whole or not at all.
     let n = nix::unistd::read(fd.as_raw_fd(), &mut buf).ok()?;
     Report::decode(&buf[..n])
+}
+
+/// The reaper's [`Handover`], read (blocking) once the init is running: it comes right
+/// before the program starts, or EOF when the init died first.
+fn read_handover(fd: &OwnedFd) -> Option<Handover> {
+    let mut buf = [0u8; HANDOVER_BYTES];
+    loop {
+        // One read: one write below PIPE_BUF, sent before the report, arrives whole and alone.
+        match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(n) => return Handover::decode(&buf[..n]),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// The `Instant` of a `CLOCK_MONOTONIC` reading in nanoseconds (`Instant` is that clock, but
+/// opaque).
+fn since_monotonic(at_ns: u64) -> Instant {
+    let now = Instant::now();
+    let now_ns = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(at_ns);
+    now.checked_sub(Duration::from_nanos(now_ns.saturating_sub(at_ns)))
+        .unwrap_or(now)
 }
 
 /// Reap a child: its wait status and resource usage.
@@ -461,7 +486,10 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
         id: "sandbox".into(),
         // keyctl is blocked by the filter, so the caller's session keyring is out of reach.
         new_keyring: false,
-        status_fd: Some(report_w.as_raw_fd()),
+        status: Some(Reporting {
+            fd: report_w.as_raw_fd(),
+            sample: stats.cpu_fd(),
+        }),
         cgroup_join: cgroup.open_join().ok(),
         seccomp_listener: None,
         close_in_child: Vec::new(),
@@ -490,10 +518,15 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
         }
         Err(e) => return Err(internal(&e)),
     };
-    let started = Instant::now();
+    // The program's clock starts at the reaper's handover (the init died before it: now).
+    let handover = read_handover(&report_r);
+    let (started, cpu_base) = match &handover {
+        Some(h) => (since_monotonic(h.at_ns), stats.cpu_ns_in(&h.sample)),
+        None => (Instant::now(), None),
+    };
+    let cpu_base = cpu_base.or_else(|| stats.cpu_ns()).unwrap_or(0);
     let fill = super::fill::Fill::open(pid, o);
     stats.reset_peak();
-    let cpu_base = stats.cpu_ns().unwrap_or(0);
     let mut w = Watch {
         pid,
         started,

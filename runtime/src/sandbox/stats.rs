@@ -103,12 +103,24 @@ impl Stats {
         let f = self.cpu.as_ref()?;
         let mut buf = [0u8; 256];
         let n = f.read_at(&mut buf, 0).ok()?;
-        let text = std::str::from_utf8(&buf[..n]).ok()?;
+        self.cpu_ns_in(&buf[..n])
+    }
+
+    /// The CPU time in the usage file's contents as read at some moment (by the reaper, at the
+    /// handover: [`cpu_fd`](Self::cpu_fd)).
+    pub fn cpu_ns_in(&self, contents: &[u8]) -> Option<u64> {
+        let text = std::str::from_utf8(contents).ok()?;
         if self.v2 {
             key_value(text, "usage_usec").map(|us| us * 1000)
         } else {
             text.trim().parse().ok()
         }
+    }
+
+    /// The open CPU usage file, for the reaper to sample.
+    pub fn cpu_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.cpu.as_ref().map(|f| f.as_raw_fd())
     }
 
     /// Memory the cgroup holds now, in bytes.
