@@ -114,10 +114,13 @@ fn memory_limit_oom_kills_and_events_report_it() {
     });
     fs::write(c.rootfs().join("tmp/go"), "").expect("write go file");
     let rc_file = c.rootfs().join("tmp/rc");
+    // The shell's `>` creates the file before `echo` writes it: wait for the whole line (a
+    // slow VM showed the empty file in between).
+    let mut rc = String::new();
     wait_for("the allocation to end", Duration::from_secs(20), || {
-        rc_file.exists()
+        rc = fs::read_to_string(&rc_file).unwrap_or_default();
+        rc.ends_with('\n')
     });
-    let rc = fs::read_to_string(&rc_file).unwrap_or_default();
     assert_eq!(rc.trim(), "137", "dd should be SIGKILLed by the OOM killer");
     // The streamed events must carry an oom record.
     wait_for("an oom event", Duration::from_secs(10), || {
