@@ -14,6 +14,7 @@ pub mod channel;
 pub mod cleanup;
 pub mod exec_check;
 pub mod fill;
+pub mod holder;
 pub mod job_child;
 pub mod limits;
 pub mod net;

@@ -561,7 +561,11 @@ pub struct Built {
     pub cwd: PathBuf,
 }
 
-/// Build and validate the plan of one run started in `cwd` (the caller's directory).
+/// Build and validate the plan of one run started in `cwd` (the caller's directory). `netns`:
+/// a network namespace made for it to join ([`super::holder::NetNs`]) rather than one made at
+/// its clone.
+// Each argument is an independent input of the run (see spec_json).
+#[allow(clippy::too_many_arguments)]
 pub fn build(
     o: &Options,
     cwd: &Path,
@@ -569,6 +573,7 @@ pub fn build(
     seccomp: &Value,
     mode: Mode,
     view: &super::view::View,
+    netns: Option<&Path>,
 ) -> Result<Built, PlanError> {
     let top = host_top_level()?;
     let root = skeleton()?;
@@ -576,6 +581,11 @@ pub fn build(
     let caller: Vec<(String, String)> = std::env::vars().collect();
     let mut v = spec_json(o, &top, cwd, &caller, cgroup, seccomp, mode, view);
     v["root"]["path"] = json!(root);
+    if let (Some(path), Some(ns)) = (netns, v["linux"]["namespaces"].as_array_mut()) {
+        for n in ns.iter_mut().filter(|n| n["type"] == "network") {
+            n["path"] = json!(path);
+        }
+    }
     let spec: Spec = serde_json::from_value(v).map_err(|e| PlanError::Spec(e.to_string()))?;
     let bundle = root.parent().unwrap_or(Path::new("/"));
     Ok(Built {

@@ -149,6 +149,7 @@ impl Pool {
             &seccomp,
             super::plan::Mode::root(),
             &view,
+            None,
         )?;
         Ok(Pool {
             cwd: built.cwd,

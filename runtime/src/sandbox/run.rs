@@ -567,11 +567,17 @@ pub fn run(o: &Options, seccomp: &serde_json::Value, seq: u64) -> Result<Verdict
         )
     })?;
     let rootless = !nix::unistd::geteuid().is_root();
+    // Made on the other CPU while this one builds the plan and the cgroup (a user's sandbox
+    // makes its own, owned by its user namespace; if this fails, so will that).
+    let net = match rootless || o.share_net {
+        true => None,
+        false => super::holder::NetNs::start().ok(),
+    };
     if !rootless {
         super::cleanup::stale_cgroups();
     }
     let view = super::view::prepare(&super::plan::bound_dirs(o, &cwd), o.uid, o.gid)?;
-    Ok(run_in(o, seccomp, seq, &cwd, &view, rootless))
+    Ok(run_in(o, seccomp, seq, &cwd, &view, rootless, net.as_ref()))
 }
 
 fn run_in(
@@ -581,7 +587,9 @@ fn run_in(
     cwd: &Path,
     view: &super::view::View,
     rootless: bool,
+    net: Option<&super::holder::NetNs>,
 ) -> Verdict {
+    let netns = net.map(super::holder::NetNs::path);
     let name = format!(
         "{}-{}-{seq}",
         super::plan::CGROUP_PARENT,
@@ -591,7 +599,7 @@ fn run_in(
         userns: rootless,
         cgroup: true,
     };
-    let mut plan = match super::plan::build(o, cwd, &name, seccomp, mode, view) {
+    let mut plan = match super::plan::build(o, cwd, &name, seccomp, mode, view, netns.as_deref()) {
         Ok(b) => {
             // The program is checked before anything is made for it.
             let check = super::exec_check::check(o, &b.cwd, &|p: &Path| host_path(&b.plan, p));
@@ -625,12 +633,15 @@ fn run_in(
         ));
         mode.cgroup = false;
         cgroup = Cgroup::none();
-        plan = match super::plan::build(o, cwd, &name, seccomp, mode, view) {
+        plan = match super::plan::build(o, cwd, &name, seccomp, mode, view, netns.as_deref()) {
             Ok(b) => b.plan,
             Err(e) => return Verdict::internal(crate::init::chain(&e)),
         };
     }
-    let mut v = run_plan(o, &plan, &cgroup);
+    let mut v = match net.map(super::holder::NetNs::ready) {
+        Some(Err(e)) => Verdict::internal(format!("make the sandbox's network namespace: {e}")),
+        _ => run_plan(o, &plan, &cgroup),
+    };
     if !mode.cgroup && v.status != Status::XX {
         if let Some(note) = super::plan::without_cgroup(o) {
             v.message = if v.message.is_empty() {

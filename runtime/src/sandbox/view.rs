@@ -126,37 +126,23 @@ fn private_mount_ns() -> Result<(), nix::Error> {
 
 /// A user namespace whose uid `inside.0` is `outside.0` (and the same for gids): on an idmapped
 /// mount, files owned by `inside` show as `outside`, and `outside`'s writes are stored as
-/// `inside`'s. Made by a child cloned straight into a new user namespace: its maps are written
+/// `inside`'s. Made by a holder cloned straight into a new user namespace: its maps are written
 /// and its namespace taken before it need ever run, then it is killed.
 fn mapping_userns(inside: (u32, u32), outside: (u32, u32)) -> Result<OwnedFd, String> {
-    // The holders of earlier runs (a batch makes one per run) are reaped as they go.
-    reap_helpers();
-    // SAFETY: husk is single-threaded; the child only waits to be killed, then _exits.
-    let pid = match unsafe { crate::sys::clone_fork(libc::CLONE_NEWUSER) } {
-        Ok(0) => loop {
-            nix::unistd::pause();
-        },
-        Ok(pid) => pid,
-        Err(e) => return Err(format!("clone(CLONE_NEWUSER): {e}")),
+    let holder =
+        super::holder::user_namespace().map_err(|e| format!("clone(CLONE_NEWUSER): {e}"))?;
+    let pid = holder.pid();
+    let write = |f: &str, v: String| {
+        std::fs::write(format!("/proc/{pid}/{f}"), v).map_err(|e| format!("{f}: {e}"))
     };
-    let child = nix::unistd::Pid::from_raw(pid);
-    let result = (|| {
-        let write = |f: &str, v: String| {
-            std::fs::write(format!("/proc/{pid}/{f}"), v).map_err(|e| format!("{f}: {e}"))
-        };
-        write("uid_map", format!("{} {} 1", inside.0, outside.0))?;
-        write("gid_map", format!("{} {} 1", inside.1, outside.1))?;
-        crate::sys::open(
-            format!("/proc/{pid}/ns/user").as_str(),
-            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(|e| format!("open its ns: {e}"))
-    })();
-    // Not waited for: on a busy host its exit can take a scheduling round, and nothing here
-    // needs it gone (husk's exit reaps it).
-    kill_helper(child.as_raw());
-    result
+    write("uid_map", format!("{} {} 1", inside.0, outside.0))?;
+    write("gid_map", format!("{} {} 1", inside.1, outside.1))?;
+    crate::sys::open(
+        format!("/proc/{pid}/ns/user").as_str(),
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("open its ns: {e}"))
 }
 
 /// Attach an idmapped copy of `dir` (recursive) at `at`.
@@ -193,32 +179,4 @@ fn attach_idmapped(dir: &Path, userns: &OwnedFd, at: &Path) -> Result<(), nix::E
         nix::sys::stat::Mode::empty(),
     )?;
     crate::sys::move_mount_fd(&tree, &target)
-}
-
-/// Namespace holders killed but not waited for.
-static UNREAPED: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
-
-/// Kill a helper process of husk's own; it is reaped later ([`reap_helpers`]), as its exit
-/// may take a scheduling round on a busy host.
-fn kill_helper(pid: i32) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-    if let Ok(mut v) = UNREAPED.lock() {
-        v.push(pid);
-    }
-}
-
-/// Reap the helpers that have died, so a batch of many single runs piles up no zombies.
-fn reap_helpers() {
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    if let Ok(mut v) = UNREAPED.lock() {
-        v.retain(|p| {
-            matches!(
-                waitpid(nix::unistd::Pid::from_raw(*p), Some(WaitPidFlag::WNOHANG)),
-                Ok(WaitStatus::StillAlive)
-            )
-        });
-    }
 }

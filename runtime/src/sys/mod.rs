@@ -272,6 +272,10 @@ pub struct Stack {
     len: usize,
 }
 
+// SAFETY: a Stack owns its private mapping outright; moving the owner to another thread
+// moves nothing the mapping's users share.
+unsafe impl Send for Stack {}
+
 impl Stack {
     pub fn new(size: usize) -> Result<Stack, Errno> {
         let page = 4096;

@@ -1,0 +1,229 @@
+//! Namespace holders: children that make or keep a namespace for one run and are killed once
+//! it has been taken (the user namespace of an idmap, the network namespace the sandbox joins).
+//!
+//! A holder shares husk's memory (CLONE_VM) and runs only raw system calls on a stack of its
+//! own. A fork would copy husk's page tables and leave every page husk writes afterwards to a
+//! copy-on-write fault: on this kind of host (a VM, where a fault is costly) that was a tenth of
+//! a sandboxed run. A holder dies with husk (PDEATHSIG), so `kill -9` of husk leaves none.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+use crate::sys::{self, Stack};
+
+/// A holder's stack: its body needs a frame and the kernel a signal frame at most.
+const STACK: usize = 16 * 1024;
+
+/// A running holder; dropping it kills it (reaped later: [`reap`]).
+pub struct Holder {
+    pid: i32,
+    stack: Option<Stack>,
+}
+
+impl Holder {
+    /// Clone a holder with `flags` (namespaces to make at the clone) that runs `body(arg)`.
+    /// `arg` is passed by value in the pointer: a holder reads no memory of husk's.
+    fn start(
+        flags: libc::c_int,
+        body: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+        arg: usize,
+    ) -> Result<Holder, nix::Error> {
+        // The holders of earlier runs (a batch makes some per run) are reaped as they go.
+        reap();
+        let mut stack = Stack::new(STACK)?;
+        // SAFETY: `body` runs only raw system calls on `stack` (no allocation, no errno, no
+        // memory of husk's: its argument is a value); the stack stays mapped until the child
+        // is reaped (`Drop` hands it to `reap`).
+        let pid = unsafe { sys::clone_vm(flags, &mut stack, body, arg as *mut libc::c_void) }?;
+        Ok(Holder {
+            pid,
+            stack: Some(stack),
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        // Not waited for: on a busy host its exit can take a scheduling round, and nothing
+        // needs it gone (husk's exit reaps it).
+        if let Some(stack) = self.stack.take() {
+            match UNREAPED.lock() {
+                Ok(mut v) => v.push((self.pid, stack)),
+                // Never unmap a stack a live child may still be on.
+                Err(_) => std::mem::forget(stack),
+            }
+        }
+    }
+}
+
+/// Holders killed but not yet waited for, with the stacks they ran on.
+static UNREAPED: std::sync::Mutex<Vec<(i32, Stack)>> = std::sync::Mutex::new(Vec::new());
+
+/// Reap the holders that have died (unmapping their stacks), so a batch of many single runs
+/// piles up no zombies.
+pub fn reap() {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    if let Ok(mut v) = UNREAPED.lock() {
+        v.retain(|(p, _)| {
+            matches!(
+                waitpid(nix::unistd::Pid::from_raw(*p), Some(WaitPidFlag::WNOHANG)),
+                Ok(WaitStatus::StillAlive)
+            )
+        });
+    }
+}
+
+/// A raw system call's result: the value, or the errno (a holder must not touch the errno it
+/// shares with husk).
+fn raw(nr: libc::c_long, a: usize, b: usize, c: usize) -> Result<usize, i32> {
+    // SAFETY: every call below passes arguments valid for its system call `nr`.
+    let r = unsafe { sys::raw_syscall4(nr, a, b, c, 0) };
+    if r < 0 {
+        Err(-r as i32)
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// Die with the parent `ppid`; exit at once if it is already gone (the signal would never
+/// come).
+fn die_with(ppid: usize) {
+    let _ = raw(
+        libc::SYS_prctl,
+        libc::PR_SET_PDEATHSIG as usize,
+        libc::SIGKILL as usize,
+        0,
+    );
+    if raw(libc::SYS_getppid, 0, 0, 0) != Ok(ppid) {
+        let _ = raw(libc::SYS_exit, 0, 0, 0);
+    }
+}
+
+/// Sleep until killed.
+fn sleep() -> ! {
+    loop {
+        let _ = raw(libc::SYS_pause, 0, 0, 0);
+    }
+}
+
+/// The parent's pid in the high half, a descriptor in the low half.
+fn pack(fd: RawFd) -> usize {
+    ((std::process::id() as usize) << 32) | fd as u32 as usize
+}
+
+fn unpack(arg: *mut libc::c_void) -> (usize, RawFd) {
+    let v = arg as usize;
+    (v >> 32, (v & 0xffff_ffff) as RawFd)
+}
+
+/// A holder cloned into a new user namespace, whose maps the caller writes: see
+/// [`super::view`].
+pub fn user_namespace() -> Result<Holder, nix::Error> {
+    extern "C" fn body(arg: *mut libc::c_void) -> libc::c_int {
+        die_with(unpack(arg).0);
+        sleep()
+    }
+    Holder::start(libc::CLONE_NEWUSER, body, pack(-1))
+}
+
+/// A network namespace with loopback up, made by a holder on the other CPU while husk builds
+/// the plan and the cgroup (made in the sandbox's clone instead, it was a tenth of a run, all
+/// of it on the run's critical path). The sandbox joins it by path ([`NetNs::path`]).
+pub struct NetNs {
+    holder: Holder,
+    ready: OwnedFd,
+}
+
+impl NetNs {
+    pub fn start() -> Result<NetNs, nix::Error> {
+        let (ready, done) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let holder = Holder::start(0, make_netns, pack(done.as_raw_fd()))?;
+        // The holder has its own copy of the descriptor table.
+        drop(done);
+        Ok(NetNs { holder, ready })
+    }
+
+    /// Where the namespace can be joined (valid while `self` lives).
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/net", self.holder.pid()))
+    }
+
+    /// Wait until the namespace is made and its loopback up: until then [`Self::path`] is the
+    /// host's network namespace.
+    pub fn ready(&self) -> Result<(), nix::Error> {
+        let mut status = [0u8; 1];
+        loop {
+            match nix::unistd::read(self.ready.as_raw_fd(), &mut status) {
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(e),
+                Ok(0) => return Err(nix::Error::ECHILD),
+                Ok(_) if status[0] == 0 => return Ok(()),
+                Ok(_) => return Err(nix::Error::from_raw(status[0] as i32)),
+            }
+        }
+    }
+}
+
+/// The network holder's body: unshare the namespace, bring `lo` up, report (0 or the errno,
+/// one byte), sleep.
+extern "C" fn make_netns(arg: *mut libc::c_void) -> libc::c_int {
+    let (ppid, fd) = unpack(arg);
+    die_with(ppid);
+    let status = match raw(libc::SYS_unshare, libc::CLONE_NEWNET as usize, 0, 0)
+        .and_then(|_| loopback_up())
+    {
+        Ok(()) => 0u8,
+        Err(e) => e.clamp(1, 255) as u8,
+    };
+    let _ = raw(
+        libc::SYS_write,
+        fd as usize,
+        &status as *const u8 as usize,
+        1,
+    );
+    let _ = raw(libc::SYS_close, fd as usize, 0, 0);
+    sleep()
+}
+
+/// `lo` up in the calling process's network namespace, in raw system calls.
+fn loopback_up() -> Result<(), i32> {
+    let sock = raw(
+        libc::SYS_socket,
+        libc::AF_INET as usize,
+        (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as usize,
+        0,
+    )?;
+    // SAFETY: ifreq is a plain C struct (a name and a union of integers); all-zero is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    req.ifr_name[0] = b'l' as libc::c_char;
+    req.ifr_name[1] = b'o' as libc::c_char;
+    let at = &mut req as *mut libc::ifreq as usize;
+    let r = raw(libc::SYS_ioctl, sock, libc::SIOCGIFFLAGS as usize, at).and_then(|_| {
+        // SAFETY: ifru_flags is the member SIOCGIFFLAGS just filled in.
+        unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+        raw(libc::SYS_ioctl, sock, libc::SIOCSIFFLAGS as usize, at)
+    });
+    let _ = raw(libc::SYS_close, sock, 0, 0);
+    r.map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_round_trips() {
+        let (ppid, fd) = unpack(pack(7) as *mut libc::c_void);
+        assert_eq!(ppid, std::process::id() as usize);
+        assert_eq!(fd, 7);
+        assert_eq!(unpack(pack(-1) as *mut libc::c_void).1, -1);
+    }
+}
