@@ -293,6 +293,53 @@ fn the_view_is_minimal() {
     assert!(o.stdout.lines().any(|l| l == "64"), "{}", o.stdout);
 }
 
+/// /proc is read-only as a whole, for a program running as uid 0 too (which DAC alone would let
+/// write root-owned files such as /proc/sys/kernel/hostname or /proc/self/comm), in a single
+/// run and in a batch job; the masks still hide what they hide.
+#[test]
+fn proc_is_read_only_even_for_uid_0() {
+    if common::skip() {
+        return;
+    }
+    let d = Tmp::new("proc");
+    let script =
+        "for f in /proc/sys/kernel/hostname /proc/self/comm /proc/sys/kernel/ns_last_pid; \
+                  do (echo x > $f) 2>&1; done; wc -c < /proc/keys";
+    let check = |stdout: &str| {
+        let ro = stdout.matches("Read-only file system").count();
+        assert_eq!(ro, 3, "{stdout}");
+        assert!(
+            stdout.lines().any(|l| l.trim() == "0"),
+            "kcore masked: {stdout}"
+        );
+    };
+    let (v, o) = verdict(
+        &d.0,
+        &["--uid", "0", "--gid", "0", "--", "sh", "-c", script],
+    );
+    assert_eq!(v["status"], "OK", "{v} {}", o.stderr);
+    check(&o.stdout);
+    let job = serde_json::json!({"args": ["sh", "-c", script], "uid": 0, "gid": 0});
+    fs::write(d.path("jobs.jsonl"), format!("{job}\n{job}\n")).unwrap();
+    let o = husk(
+        &d.0,
+        &[
+            "--batch",
+            "jobs.jsonl",
+            "--jobs",
+            "1",
+            "--stdout",
+            "out.txt",
+        ],
+    );
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    for l in o.stdout.lines() {
+        let v: Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["status"], "OK", "{v}");
+    }
+    check(&fs::read_to_string(d.path("out.txt")).unwrap());
+}
+
 #[test]
 fn a_0700_mktemp_cwd_is_the_box_and_files_come_back_owned_by_the_caller() {
     if common::skip() {

@@ -98,18 +98,13 @@ fn setup(start: &mut Start) -> Result<i32, String> {
         Some("proc"),
         "/proc",
         Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        // Read-only, as a single run's (see plan::mounts).
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         Some(super::plan::PROC_OPTIONS),
     )
     .map_err(|e| m("mount /proc", e))?;
     let root = crate::rootfs::resolve::open_root(Path::new("/")).map_err(|e| m("open /", e))?;
     if let Some(l) = job.plan.spec.linux() {
-        crate::rootfs::paths::readonly(
-            &root,
-            l.readonly_paths().as_deref().unwrap_or_default(),
-            false,
-        )
-        .map_err(|e| crate::init::chain(&e))?;
         crate::rootfs::paths::mask(&root, l.masked_paths().as_deref().unwrap_or_default())
             .map_err(|e| crate::init::chain(&e))?;
     }

@@ -35,7 +35,7 @@ enum MetaFormat {
         verdict.\n\nThe view (minimal by default): the host's /bin, /sbin, /lib* and /usr \
         read-only; from /etc only alternatives, group, host.conf, hosts, ld.so.cache, \
         ld.so.conf(.d), localtime, nsswitch.conf, passwd, protocols, services and java*; a \
-        fresh /tmp (--tmp-size); /proc of its own pid namespace with hidepid=2; a minimal /dev; \
+        fresh /tmp (--tmp-size); /proc of its own pid namespace, read-only, with hidepid=2; a minimal /dev; \
         and the box at /box, its working directory. The box is the current directory, bound \
         read-write through an idmapped mount (the program owns it; what it writes belongs to \
         the directory's owner); with --dir rules it is a fresh tmpfs of --box-size instead. \
