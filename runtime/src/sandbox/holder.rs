@@ -9,6 +9,7 @@
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
+use super::net::raw;
 use crate::sys::{self, Stack};
 
 /// A holder's stack: its body needs a frame and the kernel a signal frame at most.
@@ -78,18 +79,6 @@ pub fn reap() {
                 Ok(WaitStatus::StillAlive)
             )
         });
-    }
-}
-
-/// A raw system call's result: the value, or the errno (a holder must not touch the errno it
-/// shares with husk).
-fn raw(nr: libc::c_long, a: usize, b: usize, c: usize) -> Result<usize, i32> {
-    // SAFETY: every call below passes arguments valid for its system call `nr`.
-    let r = unsafe { sys::raw_syscall4(nr, a, b, c, 0) };
-    if r < 0 {
-        Err(-r as i32)
-    } else {
-        Ok(r as usize)
     }
 }
 
@@ -178,10 +167,10 @@ extern "C" fn make_netns(arg: *mut libc::c_void) -> libc::c_int {
     let (ppid, fd) = unpack(arg);
     die_with(ppid);
     let status = match raw(libc::SYS_unshare, libc::CLONE_NEWNET as usize, 0, 0)
-        .and_then(|_| loopback_up())
+        .and_then(|_| super::net::loopback_up())
     {
         Ok(()) => 0u8,
-        Err(e) => e.clamp(1, 255) as u8,
+        Err(e) => (e as i32).clamp(1, 255) as u8,
     };
     let _ = raw(
         libc::SYS_write,
@@ -191,28 +180,6 @@ extern "C" fn make_netns(arg: *mut libc::c_void) -> libc::c_int {
     );
     let _ = raw(libc::SYS_close, fd as usize, 0, 0);
     sleep()
-}
-
-/// `lo` up in the calling process's network namespace, in raw system calls.
-fn loopback_up() -> Result<(), i32> {
-    let sock = raw(
-        libc::SYS_socket,
-        libc::AF_INET as usize,
-        (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as usize,
-        0,
-    )?;
-    // SAFETY: ifreq is a plain C struct (a name and a union of integers); all-zero is valid.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    req.ifr_name[0] = b'l' as libc::c_char;
-    req.ifr_name[1] = b'o' as libc::c_char;
-    let at = &mut req as *mut libc::ifreq as usize;
-    let r = raw(libc::SYS_ioctl, sock, libc::SIOCGIFFLAGS as usize, at).and_then(|_| {
-        // SAFETY: ifru_flags is the member SIOCGIFFLAGS just filled in.
-        unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
-        raw(libc::SYS_ioctl, sock, libc::SIOCSIFFLAGS as usize, at)
-    });
-    let _ = raw(libc::SYS_close, sock, 0, 0);
-    r.map(drop)
 }
 
 #[cfg(test)]
@@ -225,5 +192,48 @@ mod tests {
         assert_eq!(ppid, std::process::id() as usize);
         assert_eq!(fd, 7);
         assert_eq!(unpack(pack(-1) as *mut libc::c_void).1, -1);
+    }
+
+    #[test]
+    fn a_net_holder_makes_a_namespace_of_its_own_with_loopback_up() {
+        if !nix::unistd::geteuid().is_root() {
+            println!("SKIP: making a network namespace needs root");
+            return;
+        }
+        let n = NetNs::start().unwrap();
+        n.ready().unwrap();
+        let theirs = std::fs::read_link(n.path()).unwrap();
+        assert_ne!(theirs, std::fs::read_link("/proc/self/ns/net").unwrap());
+        let path = n.path();
+        // A thread of its own enters the namespace (setns moves only the calling thread).
+        let flags = std::thread::spawn(move || {
+            let ns = std::fs::File::open(path).unwrap();
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            // SAFETY: ifreq is plain integers; all-zero is valid.
+            let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+            req.ifr_name[0] = b'l' as libc::c_char;
+            req.ifr_name[1] = b'o' as libc::c_char;
+            use std::os::fd::AsRawFd;
+            // SAFETY: a valid ifreq naming "lo", outliving the call, on our own socket.
+            let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
+            assert_eq!(r, 0);
+            // SAFETY: the member SIOCGIFFLAGS filled in.
+            unsafe { req.ifr_ifru.ifru_flags }
+        })
+        .join()
+        .unwrap();
+        assert_ne!(flags & libc::IFF_UP as libc::c_short, 0);
+        let pid = n.holder.pid();
+        drop(n);
+        // Killed on drop, and reaped by the next holder's start (or here).
+        for _ in 0..200 {
+            reap();
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
     }
 }

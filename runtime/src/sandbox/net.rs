@@ -1,7 +1,7 @@
 //! Loopback in a new network namespace: created down, brought up from the parent (setns into
 //! the child's namespace, `SIOCSIFFLAGS` on `lo`, setns back) so the init needs no change.
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 
 use nix::sched::CloneFlags;
 
@@ -13,31 +13,41 @@ fn open_ns(path: &str) -> Result<std::os::fd::OwnedFd, nix::Error> {
     )
 }
 
-/// Set `lo` up in the calling thread's network namespace.
+/// Set `lo` up in the calling process's network namespace. Raw system calls only (no
+/// allocation, errno untouched), so a namespace holder sharing husk's memory may run it too
+/// ([`super::holder::NetNs`]).
 pub fn loopback_up() -> Result<(), nix::Error> {
-    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
-    let sock = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
+    let sock = raw(
+        libc::SYS_socket,
+        libc::AF_INET as usize,
+        (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as usize,
+        0,
     )?;
     // SAFETY: ifreq is a plain C struct (a name and a union of integers); all-zero is valid.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *d = *s as libc::c_char;
+    req.ifr_name[0] = b'l' as libc::c_char;
+    req.ifr_name[1] = b'o' as libc::c_char;
+    let at = &mut req as *mut libc::ifreq as usize;
+    let r = raw(libc::SYS_ioctl, sock, libc::SIOCGIFFLAGS as usize, at).and_then(|_| {
+        // SAFETY: ifru_flags is the member SIOCGIFFLAGS just filled in.
+        unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+        raw(libc::SYS_ioctl, sock, libc::SIOCSIFFLAGS as usize, at)
+    });
+    let _ = raw(libc::SYS_close, sock, 0, 0);
+    r.map(drop)
+}
+
+/// A raw system call's result: the value, or the errno (without touching the thread's errno,
+/// which a holder shares with husk).
+pub(super) fn raw(nr: libc::c_long, a: usize, b: usize, c: usize) -> Result<usize, nix::Error> {
+    // SAFETY: every caller passes arguments valid for its system call `nr` (pointers to its
+    // own live locals).
+    let r = unsafe { crate::sys::raw_syscall4(nr, a, b, c, 0) };
+    if r < 0 {
+        Err(nix::Error::from_raw(-r as i32))
+    } else {
+        Ok(r as usize)
     }
-    // SAFETY: `req` is a valid ifreq naming "lo" and outlives the call; the socket is ours.
-    nix::errno::Errno::result(unsafe {
-        libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req)
-    })?;
-    // SAFETY: ifru_flags is the member SIOCGIFFLAGS just filled in.
-    unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
-    // SAFETY: as above, with the flags to set.
-    nix::errno::Errno::result(unsafe {
-        libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &mut req)
-    })?;
-    Ok(())
 }
 
 /// Set `lo` up in the network namespace of process `pid`.
