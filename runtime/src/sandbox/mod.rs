@@ -35,5 +35,5 @@ pub use verdict::{Status, Verdict};
 /// Run one program under `o` and return its verdict (XX on an internal failure); a directory
 /// that can't be given to the program is a usage error.
 pub fn run_one(o: &Options) -> Result<Verdict, UsageError> {
-    run::run(o, &profile::judge_profile(), 0)
+    run::run(o, &profile::judge_seccomp(), 0)
 }

@@ -24,7 +24,7 @@
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{LinuxSeccomp, Spec};
 use serde_json::{json, Value};
 
 use super::limits::{environment, workdir, Options};
@@ -477,7 +477,7 @@ pub fn resources(o: &Options) -> Value {
     r
 }
 
-/// The whole spec of one run, as JSON.
+/// The whole spec of one run, as JSON, but its seccomp profile (typed: [`build`] adds it).
 // Each argument is an independent input of this pure builder (tests vary each one).
 #[allow(clippy::too_many_arguments)]
 pub fn spec_json(
@@ -486,7 +486,6 @@ pub fn spec_json(
     cwd: &Path,
     caller_env: &[(String, String)],
     cgroup: &str,
-    seccomp: &Value,
     mode: Mode,
     view: &super::view::View,
 ) -> Value {
@@ -523,7 +522,6 @@ pub fn spec_json(
             "namespaces": namespaces,
             "cgroupsPath": cgroup,
             "resources": resources(o),
-            "seccomp": seccomp,
             "maskedPaths": [
                 "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
                 "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
@@ -570,7 +568,7 @@ pub fn build(
     o: &Options,
     cwd: &Path,
     cgroup: &str,
-    seccomp: &Value,
+    seccomp: &LinuxSeccomp,
     mode: Mode,
     view: &super::view::View,
     netns: Option<&Path>,
@@ -579,14 +577,17 @@ pub fn build(
     let root = skeleton()?;
     ensure_skeleton(&root, &top)?;
     let caller: Vec<(String, String)> = std::env::vars().collect();
-    let mut v = spec_json(o, &top, cwd, &caller, cgroup, seccomp, mode, view);
+    let mut v = spec_json(o, &top, cwd, &caller, cgroup, mode, view);
     v["root"]["path"] = json!(root);
     if let (Some(path), Some(ns)) = (netns, v["linux"]["namespaces"].as_array_mut()) {
         for n in ns.iter_mut().filter(|n| n["type"] == "network") {
             n["path"] = json!(path);
         }
     }
-    let spec: Spec = serde_json::from_value(v).map_err(|e| PlanError::Spec(e.to_string()))?;
+    let mut spec: Spec = serde_json::from_value(v).map_err(|e| PlanError::Spec(e.to_string()))?;
+    if let Some(l) = spec.linux_mut() {
+        l.set_seccomp(Some(seccomp.clone()));
+    }
     let bundle = root.parent().unwrap_or(Path::new("/"));
     Ok(Built {
         plan: crate::spec::inmemory::plan_from_spec(spec, bundle)?,
@@ -619,7 +620,6 @@ mod tests {
             Path::new("/work/x"),
             &[],
             "/husk-sandbox/t",
-            &super::super::profile::judge_profile(),
             Mode::root(),
             &Default::default(),
         );
@@ -656,7 +656,6 @@ mod tests {
             Path::new("/work/x"),
             &[],
             "/t",
-            &json!(null),
             Mode::root(),
             &Default::default(),
         );
@@ -683,7 +682,6 @@ mod tests {
             Path::new("/work/x"),
             &[],
             "/t",
-            &json!(null),
             Mode::root(),
             &Default::default(),
         );

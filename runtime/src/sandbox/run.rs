@@ -559,7 +559,11 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
 /// Options → plan → cgroup → run → cleanup: one complete sandboxed run. A directory the
 /// program can't be given (the caller's, a `--dir`) is a usage error; anything else that
 /// fails is an XX verdict.
-pub fn run(o: &Options, seccomp: &serde_json::Value, seq: u64) -> Result<Verdict, UsageError> {
+pub fn run(
+    o: &Options,
+    seccomp: &oci_spec::runtime::LinuxSeccomp,
+    seq: u64,
+) -> Result<Verdict, UsageError> {
     let cwd = std::env::current_dir().map_err(|e| {
         usage(
             "the current directory",
@@ -582,7 +586,7 @@ pub fn run(o: &Options, seccomp: &serde_json::Value, seq: u64) -> Result<Verdict
 
 fn run_in(
     o: &Options,
-    seccomp: &serde_json::Value,
+    seccomp: &oci_spec::runtime::LinuxSeccomp,
     seq: u64,
     cwd: &Path,
     view: &super::view::View,
