@@ -67,6 +67,9 @@ pub struct Reporting {
     pub fd: RawFd,
     /// A file whose contents the handover carries (the cgroup's CPU usage), read then.
     pub sample: Option<RawFd>,
+    /// A peak to reset right before the program starts (the cgroup's memory high-water mark,
+    /// which the init's own set-up raised): written `0`, as the batch's job init does.
+    pub peak_reset: Option<RawFd>,
 }
 
 /// Bytes of the sampled file a [`Handover`] carries (a v1 `cpuacct.usage` is one number; a
@@ -109,6 +112,9 @@ impl Handover {
 
     /// Take the clock and the sample now, and write them to `s.fd`.
     fn send(s: &Reporting) {
+        if let Some(fd) = s.peak_reset {
+            let _ = nix::unistd::write(fd_ref(fd), b"0");
+        }
         let mut sample = [0u8; SAMPLE_BYTES];
         let len = s
             .sample
@@ -263,5 +269,41 @@ mod tests {
         let mut bad = [0u8; HANDOVER_BYTES];
         bad[8..16].copy_from_slice(&(SAMPLE_BYTES as u64 + 1).to_ne_bytes());
         assert_eq!(Handover::decode(&bad), None);
+    }
+
+    #[test]
+    fn the_handover_resets_the_peak_and_carries_the_sample() {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        // Unlinked at once: open files with no name, removed with the test whatever happens.
+        let scratch = |tag: &str| {
+            let p = std::env::temp_dir().join(format!("husk-{tag}-{}", std::process::id()));
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&p)
+                .unwrap();
+            std::fs::remove_file(&p).unwrap();
+            f
+        };
+        let mut peak = scratch("peak");
+        peak.write_all(b"4096").unwrap();
+        let mut sample = scratch("sample");
+        sample.write_all(b"1500\n").unwrap();
+        let (r, w) = nix::unistd::pipe().unwrap();
+        Handover::send(&Reporting {
+            fd: w.as_raw_fd(),
+            sample: Some(sample.as_raw_fd()),
+            peak_reset: Some(peak.as_raw_fd()),
+        });
+        let mut buf = [0u8; HANDOVER_BYTES];
+        assert_eq!(nix::unistd::read(r.as_raw_fd(), &mut buf).unwrap(), HANDOVER_BYTES);
+        assert_eq!(Handover::decode(&buf).unwrap().sample, b"1500\n");
+        // The reset went through the same open file: "0" written where its offset was.
+        let mut text = String::new();
+        peak.rewind().unwrap();
+        peak.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "40960");
     }
 }

@@ -489,6 +489,7 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
         status: Some(Reporting {
             fd: report_w.as_raw_fd(),
             sample: stats.cpu_fd(),
+            peak_reset: stats.peak_fd(),
         }),
         cgroup_join: cgroup.open_join().ok(),
         seccomp_listener: None,
@@ -518,7 +519,8 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
         }
         Err(e) => return Err(internal(&e)),
     };
-    // The program's clock starts at the reaper's handover (the init died before it: now).
+    // The program's clock and memory peak start at the reaper's handover (the init died
+    // before it: now).
     let handover = read_handover(&report_r);
     let (started, cpu_base) = match &handover {
         Some(h) => (since_monotonic(h.at_ns), stats.cpu_ns_in(&h.sample)),
@@ -526,7 +528,9 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
     };
     let cpu_base = cpu_base.or_else(|| stats.cpu_ns()).unwrap_or(0);
     let fill = super::fill::Fill::open(pid, o);
-    stats.reset_peak();
+    if handover.is_none() {
+        stats.reset_peak();
+    }
     let mut w = Watch {
         pid,
         started,

@@ -123,6 +123,14 @@ impl Stats {
         self.cpu.as_ref().map(|f| f.as_raw_fd())
     }
 
+    /// The peak file's descriptor, for a reaper to reset right before the program starts
+    /// ([`crate::init::reaper::Reporting::peak_reset`]; the same open file, so on v2, where a
+    /// reset is per open file, [`Self::peak_bytes`] reads the peak since then).
+    pub fn peak_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.peak.as_ref().map(|f| f.as_raw_fd())
+    }
+
     /// Memory the cgroup holds now, in bytes.
     pub fn usage_bytes(&self) -> Option<u64> {
         let mut buf = [0u8; 64];
