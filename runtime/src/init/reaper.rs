@@ -298,7 +298,10 @@ mod tests {
             peak_reset: Some(peak.as_raw_fd()),
         });
         let mut buf = [0u8; HANDOVER_BYTES];
-        assert_eq!(nix::unistd::read(r.as_raw_fd(), &mut buf).unwrap(), HANDOVER_BYTES);
+        assert_eq!(
+            nix::unistd::read(r.as_raw_fd(), &mut buf).unwrap(),
+            HANDOVER_BYTES
+        );
         assert_eq!(Handover::decode(&buf).unwrap().sample, b"1500\n");
         // The reset went through the same open file: "0" written where its offset was.
         let mut text = String::new();
