@@ -4,6 +4,8 @@
 //!  child (container init)                 parent (husk create)
 //!                                         [clone; add the child to the cgroup]
 //!                               <-- CgroupDone
+//!                               <-- Stats{cpu, peak}  (a sandbox's, when its cgroup was
+//!                                                      made after the clone)
 //!  [new user ns]  IdMapsPlease  -->       [write uid_map, setgroups, gid_map]
 //!                               <-- IdMapsDone
 //!  [forked for a new pid ns]  Pid{pid} --> [the init is the grandchild from now on]
@@ -26,9 +28,18 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Msg {
     CgroupDone,
+    /// The cgroup files a sandbox's reaper samples and resets at its handover
+    /// ([`crate::init::reaper::Reporting`]), attached in this order where present: made after
+    /// the clone, they could not be inherited.
+    Stats {
+        cpu: bool,
+        peak: bool,
+    },
     IdMapsPlease,
     IdMapsDone,
-    Pid { pid: i32 },
+    Pid {
+        pid: i32,
+    },
     HooksPlease,
     HooksDone,
     Ready,
@@ -186,6 +197,17 @@ impl Channel {
 
     /// [`Channel::expect`], also taking the descriptors that came with the message.
     pub fn expect_fds(&self, want: Msg) -> Result<Vec<OwnedFd>, SyncError> {
+        match self.recv_fds()? {
+            (got, fds) if got == want => Ok(fds),
+            (got, _) => Err(SyncError::Unexpected {
+                expected: want.name(),
+                got,
+            }),
+        }
+    }
+
+    /// One message and the descriptors that came with it (SCM_RIGHTS).
+    pub fn recv_fds(&self) -> Result<(Msg, Vec<OwnedFd>), SyncError> {
         let mut buf = [0u8; MAX_MSG];
         let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
         let (n, fds) = loop {
@@ -219,13 +241,7 @@ impl Channel {
         }
         let got: Msg =
             serde_json::from_slice(&buf[..n]).map_err(|e| SyncError::Garbled(e.to_string()))?;
-        if got != want {
-            return Err(SyncError::Unexpected {
-                expected: want.name(),
-                got,
-            });
-        }
-        Ok(fds)
+        Ok((got, fds))
     }
 
     pub fn recv(&self) -> Result<Msg, SyncError> {
@@ -278,6 +294,7 @@ impl Msg {
     fn name(&self) -> &'static str {
         match self {
             Msg::CgroupDone => "CgroupDone",
+            Msg::Stats { .. } => "Stats",
             Msg::IdMapsPlease => "IdMapsPlease",
             Msg::IdMapsDone => "IdMapsDone",
             Msg::Pid { .. } => "Pid",
@@ -298,6 +315,10 @@ mod tests {
         let (a, b) = pair().expect("pair");
         for m in [
             Msg::CgroupDone,
+            Msg::Stats {
+                cpu: true,
+                peak: false,
+            },
             Msg::Pid { pid: 42 },
             Msg::Error(Failure {
                 step: "mount".into(),

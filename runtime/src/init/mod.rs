@@ -8,7 +8,7 @@ mod namespaces;
 pub mod reaper;
 mod steps;
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 
 use nix::sched::CloneFlags;
 
@@ -108,6 +108,10 @@ impl InitError {
 pub(crate) struct Barrier {
     cgroup_done: bool,
     join: Option<crate::cgroups::Join>,
+    /// A sandbox's reaper files come with `Msg::Stats` after `CgroupDone`
+    /// ([`reaper::Reporting::late`]); once here, (cpu, peak).
+    late_stats: bool,
+    stats: Option<(Option<RawFd>, Option<RawFd>)>,
 }
 
 impl Barrier {
@@ -120,9 +124,31 @@ impl Barrier {
                 j.enter_v1().map_err(join)?;
             }
             crate::cgroups::enter_v1(&sent).map_err(join)?;
+            if self.late_stats {
+                self.stats = Some(late_stats(chan)?);
+            }
             self.cgroup_done = true;
         }
         Ok(())
+    }
+}
+
+/// The files of `Msg::Stats`. Kept open for the rest of this process's life (the reaper's):
+/// close-on-exec, so the program never has them.
+fn late_stats(chan: &Channel) -> Result<(Option<RawFd>, Option<RawFd>), InitError> {
+    use std::os::fd::IntoRawFd;
+    match chan.recv_fds()? {
+        (Msg::Stats { cpu, peak }, fds) => {
+            let mut fds = fds.into_iter().map(IntoRawFd::into_raw_fd);
+            let cpu = if cpu { fds.next() } else { None };
+            let peak = if peak { fds.next() } else { None };
+            Ok((cpu, peak))
+        }
+        (got, _) => Err(crate::child::sync::SyncError::Unexpected {
+            expected: "Stats",
+            got,
+        }
+        .into()),
     }
 }
 
@@ -146,6 +172,8 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
     let mut barrier = Barrier {
         cgroup_done: false,
         join: init.cgroup_join.take(),
+        late_stats: init.status.is_some_and(|s| s.late),
+        stats: None,
     };
 
     // 1. Namespaces (sync 1-3): user first, id maps, the rest, a fork for a new pid namespace.
@@ -294,6 +322,10 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
     // 8. Ready (sync 5): the parent records the container as created and exits. Then wait for
     //    `husk start` on exec.fifo, run startContainer hooks, and exec.
     barrier.cgroup(&init.chan)?;
+    if let (Some(s), Some((cpu, peak))) = (init.status.as_mut(), barrier.stats.take()) {
+        s.sample = cpu;
+        s.peak_reset = peak;
+    }
     // From here the container outlives the `husk create` that made it, which may exit as soon
     // as it reads Ready: disarm first. A parent that died meanwhile makes the send fail.
     // A sandbox's init (the runtime waits for the program's status) instead dies with its
@@ -374,4 +406,49 @@ fn hook_state(init: &Init, status: oci_spec::runtime::ContainerState) -> oci_spe
     s.set_bundle(init.plan.bundle.clone());
     s.set_annotations(init.plan.spec.annotations().clone());
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::child::sync::pair;
+
+    /// A sandbox whose cgroup is made after the clone: the reaper's files come right after
+    /// `CgroupDone`, and only the ones the parent had.
+    #[test]
+    fn late_stats_follow_cgroup_done() {
+        let (parent, child) = pair().unwrap();
+        let file = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        parent.send_fds(&Msg::CgroupDone, &[]).unwrap();
+        let stats = Msg::Stats {
+            cpu: false,
+            peak: true,
+        };
+        parent.send_fds(&stats, &[file()]).unwrap();
+        let mut barrier = Barrier {
+            cgroup_done: false,
+            join: None,
+            late_stats: true,
+            stats: None,
+        };
+        barrier.cgroup(&child).unwrap();
+        let (cpu, peak) = barrier.stats.take().unwrap();
+        assert_eq!(cpu, None);
+        let peak = peak.unwrap();
+        // SAFETY: the descriptor the barrier received and left open for this test to take.
+        drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(peak) });
+
+        // Without the flag nothing more is read: the next message is still there.
+        parent.send_fds(&Msg::CgroupDone, &[]).unwrap();
+        parent.send(&Msg::Ready).unwrap();
+        let mut barrier = Barrier {
+            cgroup_done: false,
+            join: None,
+            late_stats: false,
+            stats: None,
+        };
+        barrier.cgroup(&child).unwrap();
+        assert!(barrier.stats.is_none());
+        assert_eq!(child.recv().unwrap(), Msg::Ready);
+    }
 }

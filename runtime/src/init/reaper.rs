@@ -70,6 +70,9 @@ pub struct Reporting {
     /// A peak to reset right before the program starts (the cgroup's memory high-water mark,
     /// which the init's own set-up raised): written `0`, as the batch's job init does.
     pub peak_reset: Option<RawFd>,
+    /// `sample` and `peak_reset` come after the clone instead, with `Msg::Stats` right after
+    /// `CgroupDone`: the cgroup is made while the init sets up its mounts.
+    pub late: bool,
 }
 
 /// Bytes of the sampled file a [`Handover`] carries (a v1 `cpuacct.usage` is one number; a
@@ -296,6 +299,7 @@ mod tests {
             fd: w.as_raw_fd(),
             sample: Some(sample.as_raw_fd()),
             peak_reset: Some(peak.as_raw_fd()),
+            late: false,
         });
         let mut buf = [0u8; HANDOVER_BYTES];
         assert_eq!(

@@ -38,6 +38,19 @@ pub trait Observer {
     /// join by itself), and do whatever else must precede its set-up. Returns v1 `tasks`
     /// files for the init to join through (they go to it with `CgroupDone`).
     fn join_cgroup(&mut self, pid: i32, move_needed: bool) -> Result<Vec<OwnedFd>, String>;
+    /// Right after [`Observer::join_cgroup`]: the files of a reaper whose
+    /// [`Reporting::late`](crate::init::reaper::Reporting::late) is set, (CPU usage, memory
+    /// peak), for the init's `Msg::Stats`. `None` sends nothing.
+    fn stats_files(&mut self) -> Result<Option<StatsFiles>, String> {
+        Ok(None)
+    }
+}
+
+/// A sandbox's cgroup files for its reaper (see [`Observer::stats_files`]).
+#[derive(Debug, Default)]
+pub struct StatsFiles {
+    pub cpu: Option<OwnedFd>,
+    pub peak: Option<OwnedFd>,
 }
 
 /// What the container init gets besides the plan.
@@ -209,6 +222,14 @@ fn parent(
         .map_err(ProcessError::Observer)?;
     chan.send_fds(&Msg::CgroupDone, &tasks)?;
     drop(tasks);
+    if let Some(f) = obs.stats_files().map_err(ProcessError::Observer)? {
+        let msg = Msg::Stats {
+            cpu: f.cpu.is_some(),
+            peak: f.peak.is_some(),
+        };
+        let fds: Vec<OwnedFd> = [f.cpu, f.peak].into_iter().flatten().collect();
+        chan.send_fds(&msg, &fds)?;
+    }
     obs.cloned(*pid).map_err(ProcessError::Observer)?;
     loop {
         match chan.recv() {

@@ -5,7 +5,9 @@
 //! [`view`] (the caller's directories the program may write, idmapped) → [`plan::build`] (an
 //! OCI spec in memory, validated by the runtime's spec code) → [`exec_check`] → a cgroup →
 //! [`crate::process::spawn`] → [`run::watch`] (CPU and wall limits) → [`verdict::Verdict`].
-//! Meanwhile a [`holder`] makes the run's network namespace on the other CPU.
+//! Meanwhile a [`holder`] makes the run's network namespace on the other CPU; and on a v1
+//! host the cgroup's directories and limits are made after the clone, while the init mounts
+//! (the init joins, and its reaper gets the cgroup's files, once they exist).
 //! [`batch`] runs many jobs through a [`pool`] of [`zygote`]s that speak a typed
 //! [`channel`]; each job's process is made by [`job_child`]. [`cleanup`] removes what a killed
 //! husk left.

@@ -1,4 +1,4 @@
-//! One run: create the cgroup, spawn the plan through [`process::spawn`](crate::process::spawn::spawn) (no exec.fifo: the
+//! One run: create the cgroup (on v1 its second half while the init mounts), spawn the plan through [`process::spawn`](crate::process::spawn::spawn) (no exec.fifo: the
 //! init execs as soon as it is ready), watch CPU and wall time until the program ends, then
 //! measure and name the verdict.
 //!
@@ -398,6 +398,10 @@ impl Drop for Stdio {
 /// run anything of the user's (spawn's sync 1).
 struct Joiner<'a> {
     cgroup: &'a Cgroup,
+    /// The cgroup's resources, when it is made here (see [`run_plan`]).
+    late: Option<&'a oci_spec::runtime::LinuxResources>,
+    /// Its files, opened once it is made.
+    stats: Option<Stats>,
     netns: bool,
     userns: bool,
 }
@@ -414,6 +418,19 @@ impl Observer for Joiner<'_> {
         pid: i32,
         move_needed: bool,
     ) -> Result<Vec<std::os::fd::OwnedFd>, String> {
+        let mut tasks = Vec::new();
+        if let Some(r) = self.late {
+            let chain = |e: crate::cgroups::CgroupError| {
+                format!("create the sandbox cgroup: {}", crate::init::chain(&e))
+            };
+            // Dead runs' cgroups first, on this CPU while the init mounts on the other.
+            super::cleanup::stale_cgroups();
+            self.cgroup.create_late(Some(r)).map_err(chain)?;
+            self.stats = Some(Stats::open(stats::host(), self.cgroup.path()));
+            if !move_needed {
+                tasks = self.cgroup.open_tasks().map_err(chain)?;
+            }
+        }
         if move_needed {
             self.cgroup.add_pid(pid).map_err(|e| e.to_string())?;
         }
@@ -425,7 +442,19 @@ impl Observer for Joiner<'_> {
             }
             .map_err(|e| format!("bring up loopback: {e}"))?;
         }
-        Ok(Vec::new())
+        Ok(tasks)
+    }
+    fn stats_files(&mut self) -> Result<Option<spawn::StatsFiles>, String> {
+        if self.late.is_none() {
+            return Ok(None);
+        }
+        match &self.stats {
+            Some(s) => s
+                .reaper_files()
+                .map(Some)
+                .map_err(|e| format!("copy the cgroup's files for the reaper: {e}")),
+            None => Ok(Some(spawn::StatsFiles::default())),
+        }
     }
 }
 
@@ -436,8 +465,15 @@ fn missing_program(message: &str) -> bool {
 
 /// Run `plan` in the (already created) `cgroup` and return the verdict. Internal failures
 /// come back as an XX verdict.
-pub fn run_plan(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Verdict {
-    match run_inner(o, plan, cgroup) {
+/// `late`: the cgroup's resources when only its first half is made
+/// ([`Cgroup::create_early`]): the rest is made after the clone, while the init mounts.
+pub fn run_plan(
+    o: &Options,
+    plan: &Plan,
+    cgroup: &Cgroup,
+    late: Option<&oci_spec::runtime::LinuxResources>,
+) -> Verdict {
+    match run_inner(o, plan, cgroup, late) {
         Ok(v) => v,
         Err(Failure::Missing(m)) => {
             let mut v = Verdict::internal(m);
@@ -454,9 +490,14 @@ enum Failure {
     Internal(String),
 }
 
-fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failure> {
+fn run_inner(
+    o: &Options,
+    plan: &Plan,
+    cgroup: &Cgroup,
+    late: Option<&oci_spec::runtime::LinuxResources>,
+) -> Result<Verdict, Failure> {
     let internal = |e: &dyn std::error::Error| Failure::Internal(crate::init::chain(e));
-    let mut stats = if cgroup.is_none() {
+    let mut stats = if cgroup.is_none() || late.is_some() {
         Stats::empty()
     } else {
         Stats::open(stats::host(), cgroup.path())
@@ -490,13 +531,19 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
             fd: report_w.as_raw_fd(),
             sample: stats.cpu_fd(),
             peak_reset: stats.peak_fd(),
+            late: late.is_some(),
         }),
-        cgroup_join: cgroup.open_join().ok(),
+        cgroup_join: match late {
+            Some(_) => cgroup.open_into().ok(),
+            None => cgroup.open_join().ok(),
+        },
         seccomp_listener: None,
         close_in_child: Vec::new(),
     };
     let mut joiner = Joiner {
         cgroup,
+        late,
+        stats: None,
         netns: plan
             .namespaces
             .new
@@ -507,6 +554,9 @@ fn run_inner(o: &Options, plan: &Plan, cgroup: &Cgroup) -> Result<Verdict, Failu
             .contains(nix::sched::CloneFlags::CLONE_NEWUSER),
     };
     let spawned = spawn::spawn(plan, opts, &mut joiner);
+    if let Some(s) = joiner.stats.take() {
+        stats = s;
+    }
     drop(stdio);
     drop(report_w);
     let pid = match spawned {
@@ -577,13 +627,11 @@ pub fn run(
     let rootless = !nix::unistd::geteuid().is_root();
     // Made on the other CPU while this one builds the plan and the cgroup (a user's sandbox
     // makes its own, owned by its user namespace; if this fails, so will that).
-    let net = match rootless || o.share_net {
-        true => None,
-        false => super::holder::NetNs::start().ok(),
+    let net = if rootless || o.share_net {
+        None
+    } else {
+        super::holder::NetNs::start().ok()
     };
-    if !rootless {
-        super::cleanup::stale_cgroups();
-    }
     let view = super::view::prepare(&super::plan::bound_dirs(o, &cwd), o.uid, o.gid)?;
     Ok(run_in(o, seccomp, seq, &cwd, &view, rootless, net.as_ref()))
 }
@@ -627,7 +675,19 @@ fn run_in(
             Ok(r) => r,
             Err(e) => return Verdict::internal(format!("the sandbox's cgroup resources: {e}")),
         };
-    if let Err(e) = cgroup.create(Some(&resources)) {
+    // As root on a v1 or hybrid host the cgroup is made in two halves around the clone, as
+    // `husk run` makes a container's (see `Cgroup::create_early`), and dead runs' cgroups are
+    // swept with the second half. On pure v2, and rootless, it is made whole first.
+    let split = !rootless && Cgroup::host_has_v1();
+    if !rootless && !split {
+        super::cleanup::stale_cgroups();
+    }
+    let made = if split {
+        cgroup.create_early(Some(&resources)).map(drop)
+    } else {
+        cgroup.create(Some(&resources))
+    };
+    if let Err(e) = made {
         if !rootless {
             return Verdict::internal(format!(
                 "create the sandbox cgroup: {}",
@@ -648,7 +708,7 @@ fn run_in(
     }
     let mut v = match net.map(super::holder::NetNs::ready) {
         Some(Err(e)) => Verdict::internal(format!("make the sandbox's network namespace: {e}")),
-        _ => run_plan(o, &plan, &cgroup),
+        _ => run_plan(o, &plan, &cgroup, split.then_some(&resources)),
     };
     if !mode.cgroup && v.status != Status::XX {
         if let Some(note) = super::plan::without_cgroup(o) {

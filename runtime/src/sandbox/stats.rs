@@ -131,6 +131,20 @@ impl Stats {
         self.peak.as_ref().map(|f| f.as_raw_fd())
     }
 
+    /// Copies of the CPU usage and peak files (the same open files) for a reaper that was
+    /// made before they existed: [`crate::process::spawn::Observer::stats_files`].
+    pub fn reaper_files(&self) -> std::io::Result<crate::process::spawn::StatsFiles> {
+        let copy = |f: &Option<std::fs::File>| {
+            f.as_ref()
+                .map(|f| f.try_clone().map(std::os::fd::OwnedFd::from))
+                .transpose()
+        };
+        Ok(crate::process::spawn::StatsFiles {
+            cpu: copy(&self.cpu)?,
+            peak: copy(&self.peak)?,
+        })
+    }
+
     /// Memory the cgroup holds now, in bytes.
     pub fn usage_bytes(&self) -> Option<u64> {
         let mut buf = [0u8; 64];
