@@ -59,7 +59,9 @@ pub fn prepare(dirs: &[Bound], uid: u32, gid: u32) -> Result<View, UsageError> {
     if dirs.is_empty() || !nix::unistd::geteuid().is_root() {
         return Ok(view);
     }
-    private_mount_ns().map_err(|e| usage("--dir", format!("a private mount namespace: {e}")))?;
+    // Made before the first attach only: its copy of the host's mounts, and their teardown
+    // when husk exits, are a cost a run that idmaps nothing need not pay.
+    let mut private = false;
     let mut userns: HashMap<(u32, u32), OwnedFd> = HashMap::new();
     for (n, b) in dirs.iter().enumerate() {
         let (flag, dir) = (b.what, &b.dir);
@@ -76,6 +78,11 @@ pub fn prepare(dirs: &[Bound], uid: u32, gid: u32) -> Result<View, UsageError> {
                 userns.entry(owner).or_insert(ns)
             }
         };
+        if !private {
+            private_mount_ns()
+                .map_err(|e| usage(flag, format!("a private mount namespace: {e}")))?;
+            private = true;
+        }
         let at = Path::new(ATTACH).join(n.to_string());
         match attach_idmapped(dir, ns, &at) {
             Ok(()) => {
