@@ -1,6 +1,7 @@
-//! One run: create the cgroup (on v1 its second half while the init mounts), spawn the plan through [`process::spawn`](crate::process::spawn::spawn) (no exec.fifo: the
-//! init execs as soon as it is ready), watch CPU and wall time until the program ends, then
-//! measure and name the verdict.
+//! One run: create the cgroup (on v1 its second half while the init mounts), spawn the plan
+//! through [`process::spawn`](crate::process::spawn::spawn) (no exec.fifo: the init execs as
+//! soon as it is ready), watch CPU and wall time until the program ends, then measure and name
+//! the verdict.
 //!
 //! The CPU limit is enforced by polling the cgroup's usage. Each poll sleeps for the time the
 //! remaining budget takes to run out at full speed on every allowed CPU (at most 100 ms, at
@@ -463,10 +464,10 @@ fn missing_program(message: &str) -> bool {
     message.contains("executable file not found") || message.contains("no such executable")
 }
 
-/// Run `plan` in the (already created) `cgroup` and return the verdict. Internal failures
-/// come back as an XX verdict.
-/// `late`: the cgroup's resources when only its first half is made
-/// ([`Cgroup::create_early`]): the rest is made after the clone, while the init mounts.
+/// Run `plan` in `cgroup` and return the verdict. Internal failures come back as an XX
+/// verdict. The cgroup is made already, or only its first half ([`Cgroup::create_early`]):
+/// then `late` holds its resources, and the rest is made after the clone, while the init
+/// mounts.
 pub fn run_plan(
     o: &Options,
     plan: &Plan,
