@@ -19,6 +19,7 @@ pub mod exec_check;
 pub mod fill;
 pub mod holder;
 pub mod job_child;
+mod judge_filter;
 pub mod limits;
 pub mod net;
 pub mod output;
@@ -38,5 +39,5 @@ pub use verdict::{Status, Verdict};
 /// Run one program under `o` and return its verdict (XX on an internal failure); a directory
 /// that can't be given to the program is a usage error.
 pub fn run_one(o: &Options) -> Result<Verdict, UsageError> {
-    run::run(o, &profile::judge_seccomp(), 0)
+    run::run(o, &profile::judge_filter(), 0)
 }

@@ -24,7 +24,7 @@
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxSeccomp, Spec};
+use oci_spec::runtime::Spec;
 use serde_json::{json, Value};
 
 use super::limits::{environment, workdir, Options};
@@ -168,22 +168,27 @@ pub fn etc_entries() -> &'static [(String, bool)] {
 }
 
 fn etc_lookup() -> Vec<(String, bool)> {
-    let mut names: Vec<String> = ETC.iter().map(|s| s.to_string()).collect();
-    if let Ok(d) = std::fs::read_dir("/etc") {
-        names.extend(
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str().map(String::from))
-                .filter(|n| n.starts_with("java")),
-        );
-    }
-    names.sort();
-    names
-        .into_iter()
-        .filter_map(|n| {
-            let m = std::fs::metadata(Path::new("/etc").join(&n)).ok()?;
-            (m.is_dir() || m.is_file()).then(|| (n, m.is_dir()))
+    let Ok(d) = std::fs::read_dir("/etc") else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, bool)> = d
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            if !ETC.contains(&name.as_str()) && !name.starts_with("java") {
+                return None;
+            }
+            // The directory entry's type, but a symlink's (localtime) is what it points to:
+            // the bind follows it.
+            let t = match e.file_type().ok()? {
+                t if t.is_symlink() => std::fs::metadata(e.path()).ok()?.file_type(),
+                t => t,
+            };
+            (t.is_dir() || t.is_file()).then(|| (name, t.is_dir()))
         })
-        .collect()
+        .collect();
+    out.sort();
+    out
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -265,11 +270,21 @@ pub fn ensure_skeleton(root: &Path, top: &[TopLevel]) -> Result<(), PlanError> {
             mkdir(&root.join(d))?;
         }
     }
+    // What the skeleton has, from its directory listings rather than a stat of each entry.
+    let listing = |dir: &Path| -> std::collections::HashMap<String, std::fs::FileType> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| Some((e.file_name().to_str()?.to_string(), e.file_type().ok()?)))
+            .collect()
+    };
     // Mount points for the minimal view's /etc entries (the host-root view's /etc bind
     // covers them).
+    let have = listing(&root.join("etc"));
     for (name, dir) in etc_entries() {
         let p = root.join("etc").join(name);
-        if std::fs::symlink_metadata(&p).is_ok() {
+        if have.contains_key(name) {
             continue;
         }
         let made = if *dir {
@@ -287,17 +302,17 @@ pub fn ensure_skeleton(root: &Path, top: &[TopLevel]) -> Result<(), PlanError> {
             Err(e) => return Err(err(&p)(e)),
         }
     }
+    let have = listing(root);
     for t in top {
         match t {
             TopLevel::Dir(n) => {
-                let p = root.join(n);
-                if !p.is_dir() {
-                    mkdir(&p)?;
+                if !have.get(n).is_some_and(std::fs::FileType::is_dir) {
+                    mkdir(&root.join(n))?;
                 }
             }
             TopLevel::Link(n, target) => {
                 let p = root.join(n);
-                if std::fs::symlink_metadata(&p).is_err() {
+                if !have.contains_key(n) {
                     match std::os::unix::fs::symlink(target, &p) {
                         Ok(()) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -478,7 +493,8 @@ pub fn resources(o: &Options) -> Value {
     r
 }
 
-/// The whole spec of one run, as JSON, but its seccomp profile (typed: [`build`] adds it).
+/// The whole spec of one run, as JSON, but its seccomp filter (compiled: [`build`] adds it
+/// to the plan).
 // Each argument is an independent input of this pure builder (tests vary each one).
 #[allow(clippy::too_many_arguments)]
 pub fn spec_json(
@@ -569,7 +585,7 @@ pub fn build(
     o: &Options,
     cwd: &Path,
     cgroup: &str,
-    seccomp: &LinuxSeccomp,
+    seccomp: &crate::seccomp::Compiled,
     mode: Mode,
     view: &super::view::View,
     netns: Option<&Path>,
@@ -585,13 +601,14 @@ pub fn build(
             n["path"] = json!(path);
         }
     }
-    let mut spec: Spec = serde_json::from_value(v).map_err(|e| PlanError::Spec(e.to_string()))?;
-    if let Some(l) = spec.linux_mut() {
-        l.set_seccomp(Some(seccomp.clone()));
-    }
+    let spec: Spec = serde_json::from_value(v).map_err(|e| PlanError::Spec(e.to_string()))?;
     let bundle = root.parent().unwrap_or(Path::new("/"));
+    let mut plan = crate::spec::inmemory::plan_from_spec(spec, bundle)?;
+    // The filter goes to the plan, which the init installs from, compiled already (the
+    // spec's `linux.seccomp` would be parsed and compiled again by the validation).
+    plan.seccomp = Some(seccomp.clone());
     Ok(Built {
-        plan: crate::spec::inmemory::plan_from_spec(spec, bundle)?,
+        plan,
         cwd: workdir(o, cwd),
     })
 }

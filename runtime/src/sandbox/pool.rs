@@ -135,7 +135,7 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(base: &Options, size: usize) -> Result<Pool, PoolError> {
-        let seccomp = super::profile::judge_seccomp();
+        let seccomp = super::profile::judge_filter();
         let mut probe = base.clone();
         probe.args = vec!["/bin/true".into()];
         let cwd = std::env::current_dir().map_err(PoolError::Cwd)?;

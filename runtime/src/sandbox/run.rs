@@ -616,7 +616,7 @@ fn run_inner(
 /// fails is an XX verdict.
 pub fn run(
     o: &Options,
-    seccomp: &oci_spec::runtime::LinuxSeccomp,
+    seccomp: &crate::seccomp::Compiled,
     seq: u64,
 ) -> Result<Verdict, UsageError> {
     let cwd = std::env::current_dir().map_err(|e| {
@@ -639,7 +639,7 @@ pub fn run(
 
 fn run_in(
     o: &Options,
-    seccomp: &oci_spec::runtime::LinuxSeccomp,
+    seccomp: &crate::seccomp::Compiled,
     seq: u64,
     cwd: &Path,
     view: &super::view::View,

@@ -73,6 +73,19 @@ pub struct Compiled {
 }
 
 impl Compiled {
+    /// A filter [`compile`] made ahead of time (the sandbox's judge filter, checked against
+    /// `compile` by its test): the program and flags it returned, without a listener.
+    pub fn ahead(program: &[(u16, u8, u8, u32)], flags: u32) -> Compiled {
+        Compiled {
+            program: program
+                .iter()
+                .map(|&(code, jt, jf, k)| Insn { code, jt, jf, k })
+                .collect(),
+            flags,
+            listener: None,
+        }
+    }
+
     /// True when a rule uses `SCMP_ACT_NOTIFY`: [`install`] then returns the listener fd.
     pub fn uses_notify(&self) -> bool {
         self.listener.is_some()
