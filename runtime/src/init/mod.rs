@@ -413,6 +413,15 @@ mod tests {
     use super::*;
     use crate::child::sync::pair;
 
+    fn fresh(late_stats: bool) -> Barrier {
+        Barrier {
+            cgroup_done: false,
+            join: None,
+            late_stats,
+            stats: None,
+        }
+    }
+
     /// A sandbox whose cgroup is made after the clone: the reaper's files come right after
     /// `CgroupDone`, and only the ones the parent had.
     #[test]
@@ -425,12 +434,7 @@ mod tests {
             peak: true,
         };
         parent.send_fds(&stats, &[file()]).unwrap();
-        let mut barrier = Barrier {
-            cgroup_done: false,
-            join: None,
-            late_stats: true,
-            stats: None,
-        };
+        let mut barrier = fresh(true);
         barrier.cgroup(&child).unwrap();
         let (cpu, peak) = barrier.stats.take().unwrap();
         assert_eq!(cpu, None);
@@ -441,12 +445,7 @@ mod tests {
         // Without the flag nothing more is read: the next message is still there.
         parent.send_fds(&Msg::CgroupDone, &[]).unwrap();
         parent.send(&Msg::Ready).unwrap();
-        let mut barrier = Barrier {
-            cgroup_done: false,
-            join: None,
-            late_stats: false,
-            stats: None,
-        };
+        let mut barrier = fresh(false);
         barrier.cgroup(&child).unwrap();
         assert!(barrier.stats.is_none());
         assert_eq!(child.recv().unwrap(), Msg::Ready);
