@@ -425,3 +425,57 @@ fn rootless_podman_runs_husk_as_it_runs_runc() {
     assert_eq!(left.stdout.trim(), "", "containers left: {}", left.stdout);
     assert_eq!(seen.len(), 2);
 }
+
+/// `exec` as a user forks into the container's pid namespace: the intermediate process
+/// reports the new process's pid and the new process reports Ready. The Ready once overtook
+/// the pid (a CI run: "expected the exec from the other side, got Pid"); the new process now
+/// waits until the pid is sent. A race, so this runs many execs, two at a time, each of which
+/// must succeed.
+#[test]
+fn execs_as_a_user_report_their_pid_before_ready() {
+    if skip() {
+        return;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        println!("SKIP: setpriv (util-linux) is not installed");
+        return;
+    }
+    let husk = bin_under_test();
+    let d = Dir::new("execs");
+    rootless_bundle(&husk, &d.0);
+    fs::create_dir_all(d.0.join("xdg")).expect("xdg");
+    chown_r(&d.0.join("xdg"), NOBODY);
+    let xdg = d.0.join("xdg");
+    let id = format!("rx-{}", std::process::id());
+    let run = |args: &[&str]| as_nobody(&husk, &xdg, &d.0, args);
+    let r = run(&["run", "-d", "--bundle", "bundle", &id]);
+    assert_eq!(r.code, Some(0), "run -d: {}", r.stderr);
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..20)
+                        .map(|_| run(&["exec", &id, "true"]))
+                        .filter(|r| r.code != Some(0))
+                        .map(|r| r.stderr)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+    let _ = run(&["kill", &id, "KILL"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && run(&["state", &id]).stdout.contains("\"running\"") {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = run(&["delete", "--force", &id]);
+    assert!(
+        failures.is_empty(),
+        "{} of 40 execs failed: {failures:?}",
+        failures.len()
+    );
+}

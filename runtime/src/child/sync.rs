@@ -290,6 +290,28 @@ impl Channel {
     }
 }
 
+/// Fork into a pid namespace entered by setns or unshare (which move only children): the
+/// parent sends the child's pid (`Msg::Pid`) and exits 0; the child returns once that is sent,
+/// so nothing the child sends can overtake it. (Without the wait, a child that got to `Ready`
+/// first had the runtime record the parent's pid, or `exec` fail on a late `Pid`.)
+pub fn fork_reporting_pid(chan: &Channel) -> Result<(), nix::Error> {
+    let (sent_r, sent_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    match crate::sys::fork()? {
+        0 => {
+            drop(sent_w);
+            let mut b = [0u8; 1];
+            // End of file once the parent has sent it, or died: it is done with the socket.
+            while let Err(nix::Error::EINTR) = nix::unistd::read(sent_r.as_raw_fd(), &mut b) {}
+            Ok(())
+        }
+        pid => {
+            let _ = chan.send(&Msg::Pid { pid });
+            drop(sent_w);
+            crate::sys::exit_now(0)
+        }
+    }
+}
+
 impl Msg {
     fn name(&self) -> &'static str {
         match self {

@@ -5,7 +5,6 @@ use nix::sched::CloneFlags;
 use super::{step, Barrier, Init, InitError};
 use crate::child::ns::setns_path;
 use crate::child::sync::Msg;
-use crate::sys;
 
 pub(super) fn enter(init: &mut Init, barrier: &mut Barrier) -> Result<(), InitError> {
     let ns = &init.plan.namespaces;
@@ -47,13 +46,8 @@ pub(super) fn enter(init: &mut Init, barrier: &mut Barrier) -> Result<(), InitEr
             // unshare(CLONE_NEWPID) only moves our children: fork the init into it. The child
             // must be in the cgroup first, so it inherits it.
             barrier.cgroup(&init.chan)?;
-            match sys::fork().map_err(step("fork into the new pid namespace"))? {
-                0 => {}
-                pid => {
-                    let _ = init.chan.send(&Msg::Pid { pid });
-                    sys::exit_now(0);
-                }
-            }
+            crate::child::sync::fork_reporting_pid(&init.chan)
+                .map_err(step("fork into the new pid namespace"))?;
         }
     }
     Ok(())

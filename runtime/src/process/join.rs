@@ -271,13 +271,7 @@ fn set_up<'a>(
         }
         // setns of a pid namespace moves only children: fork into it (after the cgroup join,
         // so the process inherits the cgroup).
-        match sys::fork().map_err(step("fork into the container's pid namespace"))? {
-            0 => {}
-            pid => {
-                let _ = chan.send(&Msg::Pid { pid });
-                sys::exit_now(0);
-            }
-        }
+        sync::fork_reporting_pid(chan).map_err(step("fork into the container's pid namespace"))?;
     }
     let host_pid = nix::fcntl::readlinkat(Some(host_proc.as_raw_fd()), "self")
         .ok()
