@@ -137,17 +137,25 @@ fn lifecycle(bin: &Path, dir: &Path, id: &str) -> Vec<(&'static str, Res)> {
     out
 }
 
+/// Root's skip, and setpriv (which runs the commands as the user) must be there.
+fn skip_without_setpriv() -> bool {
+    if skip() {
+        return true;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        println!("SKIP: setpriv (util-linux) is not installed");
+        return true;
+    }
+    false
+}
+
 fn get<'a>(r: &'a [(&str, Res)], what: &str) -> &'a Res {
     &r.iter().find(|(w, _)| *w == what).expect("command ran").1
 }
 
 #[test]
 fn every_command_as_an_unprivileged_user_behaves_as_runcs() {
-    if skip() {
-        return;
-    }
-    if Command::new("setpriv").arg("--version").output().is_err() {
-        println!("SKIP: setpriv (util-linux) is not installed");
+    if skip_without_setpriv() {
         return;
     }
     let husk = bin_under_test();
@@ -433,11 +441,7 @@ fn rootless_podman_runs_husk_as_it_runs_runc() {
 /// must succeed.
 #[test]
 fn execs_as_a_user_report_their_pid_before_ready() {
-    if skip() {
-        return;
-    }
-    if Command::new("setpriv").arg("--version").output().is_err() {
-        println!("SKIP: setpriv (util-linux) is not installed");
+    if skip_without_setpriv() {
         return;
     }
     let husk = bin_under_test();
