@@ -738,7 +738,9 @@ fn a_dead_zygote_fails_its_job_alone_and_the_slot_comes_back_under_a_new_name() 
         return;
     }
     let d = Tmp::new("zygote");
-    let jobs = "{\"args\": [\"sleep\", \"2\"]}\n{\"args\": [\"true\"]}\n{\"args\": [\"true\"]}\n";
+    // The slot that comes back gets its own idmapped copy of the box (a copy attaches once):
+    // its jobs write there.
+    let jobs = "{\"args\": [\"sleep\", \"2\"]}\n{\"args\": [\"sh\", \"-c\", \"echo 1 > after\"]}\n{\"args\": [\"true\"]}\n";
     fs::write(d.path("jobs.jsonl"), jobs).unwrap();
     let child = Command::new(common::bin_under_test())
         .args(["sandbox", "--batch", "jobs.jsonl", "--jobs", "1"])
@@ -784,6 +786,7 @@ fn a_dead_zygote_fails_its_job_alone_and_the_slot_comes_back_under_a_new_name() 
     );
     assert_eq!(v[1]["status"], "OK", "{}", v[1]);
     assert_eq!(v[2]["status"], "OK", "{}", v[2]);
+    assert_eq!(fs::read_to_string(d.path("after")).unwrap(), "1\n");
     assert!(
         cgroups_of(husk_pid).is_empty(),
         "{:?}",

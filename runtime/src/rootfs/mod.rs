@@ -103,6 +103,7 @@ pub fn prepare(
         userns,
         cgroupns,
         userns_fd,
+        prepared: &plan.prepared,
     };
     for m in plan.spec.mounts().iter().flatten() {
         // The container's view of cgroups needs it to be in its cgroup (and namespace) first;

@@ -22,6 +22,8 @@ pub struct Ctx<'a> {
     pub cgroupns: bool,
     /// The container's user namespace, for idmapped mounts.
     pub userns_fd: Option<&'a OwnedFd>,
+    /// Binds made ahead by the caller ([`crate::spec::Prepared`]), by destination.
+    pub prepared: &'a [crate::spec::Prepared],
 }
 
 const OPEN_TREE_CLONE: u32 = 1;
@@ -114,7 +116,13 @@ fn bind(cx: &Ctx, m: &Mount, opts: &Options) -> Result<(), RootfsError> {
     let target =
         resolve::create(cx.root, m.destination(), kind).map_err(|e| err(m, "create target", e))?;
     let recursive = opts.flags.contains(MsFlags::MS_REC);
-    if let Some(rec_idmap) = opts.idmap.or(m.uid_mappings().as_ref().map(|_| false)) {
+    let prepared = cx
+        .prepared
+        .iter()
+        .find(|p| &p.destination == m.destination());
+    if let Some(p) = prepared {
+        sys::move_mount_fd(&p.tree, &target).map_err(|e| err(m, "attach the prepared mount", e))?;
+    } else if let Some(rec_idmap) = opts.idmap.or(m.uid_mappings().as_ref().map(|_| false)) {
         let userns = cx
             .userns_fd
             .ok_or_else(|| err(m, "idmap", "needs the container to have a user namespace"))?;

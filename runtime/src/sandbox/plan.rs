@@ -21,6 +21,7 @@
 //! The skeleton costs one bind per top-level directory (~20 µs each here) and keeps the host's
 //! `/run` (sockets of daemons), `/sys` and `/dev` out of the sandbox.
 
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -203,6 +204,8 @@ pub enum PlanError {
     Spec(String),
     #[error(transparent)]
     Invalid(#[from] SpecError),
+    #[error("an idmapped copy of a bound directory: {0}")]
+    Idmap(#[source] nix::Error),
 }
 
 /// A top-level entry of the host root, as the skeleton mirrors it.
@@ -332,7 +335,7 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Value {
 /// The mounts of a sandbox, in order: the host's directories read-only (the minimal view, or
 /// every one with `--host-root`), fresh /proc /dev /tmp /run, the box, then the `--dir` rules.
 /// `view` maps a caller's directory to its idmapped copy.
-pub fn mounts(o: &Options, top: &[TopLevel], cwd: &Path, view: &super::view::View) -> Vec<Value> {
+pub fn mounts(o: &Options, top: &[TopLevel], cwd: &Path) -> Vec<Value> {
     let mut m = Vec::new();
     let ro = ["rbind", "rro", "rnosuid", "rnodev"];
     for t in top {
@@ -385,8 +388,12 @@ pub fn mounts(o: &Options, top: &[TopLevel], cwd: &Path, view: &super::view::Vie
         &["nosuid", "nodev", "noexec", "mode=755", "size=1m"],
     ));
     let rw_bind = |inside: &str, outside: &Path| {
-        let src = view.source(outside).to_string_lossy().into_owned();
-        mount(inside, "bind", &src, &["rbind", "rw", "nosuid", "nodev"])
+        mount(
+            inside,
+            "bind",
+            &outside.to_string_lossy(),
+            &["rbind", "rw", "nosuid", "nodev"],
+        )
     };
     if o.host_root {
         if o.dirs.is_empty() && cwd != Path::new("/") {
@@ -418,8 +425,7 @@ pub fn mounts(o: &Options, top: &[TopLevel], cwd: &Path, view: &super::view::Vie
             Some(out) => {
                 opts.push("rbind");
                 opts.push(if d.writable { "rw" } else { "rro" });
-                let src = view.source(out);
-                m.push(mount(&inside, "bind", &src.to_string_lossy(), &opts));
+                m.push(mount(&inside, "bind", &out.to_string_lossy(), &opts));
             }
         }
     }
@@ -495,8 +501,6 @@ pub fn resources(o: &Options) -> Value {
 
 /// The whole spec of one run, as JSON, but its seccomp filter (compiled: [`build`] adds it
 /// to the plan).
-// Each argument is an independent input of this pure builder (tests vary each one).
-#[allow(clippy::too_many_arguments)]
 pub fn spec_json(
     o: &Options,
     top: &[TopLevel],
@@ -504,7 +508,6 @@ pub fn spec_json(
     caller_env: &[(String, String)],
     cgroup: &str,
     mode: Mode,
-    view: &super::view::View,
 ) -> Value {
     let mut namespaces = vec![
         json!({"type": "pid"}),
@@ -534,7 +537,7 @@ pub fn spec_json(
             "rlimits": rlimits(o, mode.cgroup),
             "noNewPrivileges": true,
         },
-        "mounts": mounts(o, top, cwd, view),
+        "mounts": mounts(o, top, cwd),
         "linux": {
             "namespaces": namespaces,
             "cgroupsPath": cgroup,
@@ -570,6 +573,28 @@ pub fn spec_json(
     v
 }
 
+/// The idmapped copies in place of the binds of their directories: each bind of a directory
+/// takes one copy of it (`trees` has one per bind).
+pub fn prepared(spec: &Spec, mut trees: Vec<(PathBuf, OwnedFd)>) -> Vec<crate::spec::Prepared> {
+    let mut out = Vec::new();
+    for m in spec.mounts().iter().flatten() {
+        let Some(src) = m
+            .source()
+            .as_ref()
+            .filter(|_| m.typ().as_deref() == Some("bind"))
+        else {
+            continue;
+        };
+        if let Some(i) = trees.iter().position(|(dir, _)| dir == src) {
+            out.push(crate::spec::Prepared {
+                destination: m.destination().clone(),
+                tree: std::sync::Arc::new(trees.swap_remove(i).1),
+            });
+        }
+    }
+    out
+}
+
 /// A plan and the program's working directory inside.
 pub struct Built {
     pub plan: Plan,
@@ -587,14 +612,14 @@ pub fn build(
     cgroup: &str,
     seccomp: &crate::seccomp::Compiled,
     mode: Mode,
-    view: &super::view::View,
+    view: &mut super::view::View,
     netns: Option<&Path>,
 ) -> Result<Built, PlanError> {
     let top = host_top_level()?;
     let root = skeleton()?;
     ensure_skeleton(&root, &top)?;
     let caller: Vec<(String, String)> = std::env::vars().collect();
-    let mut v = spec_json(o, &top, cwd, &caller, cgroup, mode, view);
+    let mut v = spec_json(o, &top, cwd, &caller, cgroup, mode);
     v["root"]["path"] = json!(root);
     if let (Some(path), Some(ns)) = (netns, v["linux"]["namespaces"].as_array_mut()) {
         for n in ns.iter_mut().filter(|n| n["type"] == "network") {
@@ -607,6 +632,7 @@ pub fn build(
     // The filter goes to the plan, which the init installs from, compiled already (the
     // spec's `linux.seccomp` would be parsed and compiled again by the validation).
     plan.seccomp = Some(seccomp.clone());
+    plan.prepared = prepared(&plan.spec, view.trees().map_err(PlanError::Idmap)?);
     Ok(Built {
         plan,
         cwd: workdir(o, cwd),
@@ -639,7 +665,6 @@ mod tests {
             &[],
             "/husk-sandbox/t",
             Mode::root(),
-            &Default::default(),
         );
         let spec: Spec = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(spec.process().as_ref().unwrap().cwd(), Path::new("/work/x"));
@@ -668,15 +693,7 @@ mod tests {
             TopLevel::Dir("home".into()),
             TopLevel::Link("bin".into(), "usr/bin".into()),
         ];
-        let v = spec_json(
-            &o,
-            &top,
-            Path::new("/work/x"),
-            &[],
-            "/t",
-            Mode::root(),
-            &Default::default(),
-        );
+        let v = spec_json(&o, &top, Path::new("/work/x"), &[], "/t", Mode::root());
         let m = v["mounts"].as_array().unwrap();
         assert!(m.iter().any(|m| m["destination"] == "/etc/passwd"));
         assert!(!m.iter().any(|m| m["destination"] == "/home"));
@@ -694,15 +711,7 @@ mod tests {
 
         o.dirs = vec![DirRule::parse("/box=/srv:rw").unwrap()];
         o.share_net = true;
-        let v = spec_json(
-            &o,
-            &top,
-            Path::new("/work/x"),
-            &[],
-            "/t",
-            Mode::root(),
-            &Default::default(),
-        );
+        let v = spec_json(&o, &top, Path::new("/work/x"), &[], "/t", Mode::root());
         let last = v["mounts"].as_array().unwrap().last().unwrap().clone();
         assert_eq!(last["destination"], "/box");
         assert_eq!(last["source"], "/srv");

@@ -122,6 +122,10 @@ struct Slot {
 
 pub struct Pool {
     plan: Plan,
+    /// The idmapped directories: a zygote attaches its plan's copies, so each one after the
+    /// first gets fresh ones (`spawned`).
+    view: super::view::View,
+    spawned: bool,
     base: Options,
     cwd: PathBuf,
     caller_env: Vec<(String, String)>,
@@ -141,19 +145,21 @@ impl Pool {
         let cwd = std::env::current_dir().map_err(PoolError::Cwd)?;
         let dirs = super::plan::bound_dirs(base, &cwd);
         // Made here, inherited by every zygote: the pool's idmapped directories.
-        let view = super::view::prepare(&dirs, base.uid, base.gid)?;
+        let mut view = super::view::prepare(&dirs, base.uid, base.gid)?;
         let built = super::plan::build(
             &probe,
             &cwd,
             super::plan::CGROUP_PARENT,
             &seccomp,
             super::plan::Mode::root(),
-            &view,
+            &mut view,
             None,
         )?;
         Ok(Pool {
             cwd: built.cwd,
             plan: built.plan,
+            view,
+            spawned: false,
             base: base.clone(),
             caller_env: std::env::vars().collect(),
             slots: Vec::new(),
@@ -291,6 +297,14 @@ impl Pool {
         }
         let resources: LinuxResources =
             serde_json::from_value(resources).map_err(|e| e.to_string())?;
+        if self.spawned {
+            let trees = self
+                .view
+                .trees()
+                .map_err(|e| format!("idmap a bound directory: {e}"))?;
+            self.plan.prepared = super::plan::prepared(&self.plan.spec, trees);
+        }
+        self.spawned = true;
         cgroup.create(Some(&resources)).map_err(|e| chain(&e))?;
         let (ours, theirs) = match channel::pair() {
             Ok(p) => p,

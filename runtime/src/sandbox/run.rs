@@ -633,8 +633,16 @@ pub fn run(
     } else {
         super::holder::NetNs::start().ok()
     };
-    let view = super::view::prepare(&super::plan::bound_dirs(o, &cwd), o.uid, o.gid)?;
-    Ok(run_in(o, seccomp, seq, &cwd, &view, rootless, net.as_ref()))
+    let mut view = super::view::prepare(&super::plan::bound_dirs(o, &cwd), o.uid, o.gid)?;
+    Ok(run_in(
+        o,
+        seccomp,
+        seq,
+        &cwd,
+        &mut view,
+        rootless,
+        net.as_ref(),
+    ))
 }
 
 fn run_in(
@@ -642,7 +650,7 @@ fn run_in(
     seccomp: &crate::seccomp::Compiled,
     seq: u64,
     cwd: &Path,
-    view: &super::view::View,
+    view: &mut super::view::View,
     rootless: bool,
     net: Option<&super::holder::NetNs>,
 ) -> Verdict {

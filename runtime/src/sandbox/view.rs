@@ -3,22 +3,21 @@
 //! as 65534 may write a root-owned 0700 directory and what it writes lands on disk owned by
 //! that owner.
 //!
-//! The runtime's mount code idmaps only with the container's own user namespace, and a bind
-//! can't take a detached mount as its source. So, as root, husk first moves itself into a
-//! private mount namespace (a copy of the host's that dies with it: nothing here outlives
-//! the run, not even after SIGKILL), attaches the idmapped copies at fixed points under
-//! [`ATTACH`], and the sandbox binds from there. Without root the user namespace already maps
-//! the caller to the program, and a plain bind does the same.
+//! The idmap needs a user namespace mapping the owner to the program, which the sandbox's init
+//! (root, no user namespace of its own) has none of. So, as root, husk makes each idmapped copy
+//! here, before the init exists: a detached tree (`open_tree(OPEN_TREE_CLONE)`) with the idmap
+//! set, which the init attaches in place of the bind ([`crate::spec::Prepared`]). Nothing is
+//! attached in husk's own mount namespace, and a detached tree goes with the last fd to it.
+//! Without root the user namespace already maps the caller to the program, and a plain bind
+//! does the same.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::limits::{usage, UsageError};
-
-/// Where the idmapped copies are attached (in husk's private mount namespace only).
-pub const ATTACH: &str = "/run/husk-sandbox/idmap";
 
 /// A caller's directory the sandbox binds.
 #[derive(Debug, Clone)]
@@ -31,16 +30,26 @@ pub struct Bound {
     pub writable: bool,
 }
 
-/// The host paths to bind in place of the caller's directories.
+/// The caller's directories bound through an idmapped copy, and the copies for the next init.
 #[derive(Debug, Default)]
 pub struct View {
-    /// caller's directory → its idmapped copy.
-    pub sources: HashMap<PathBuf, PathBuf>,
+    /// Each idmapped directory with the user namespace of its idmap.
+    idmapped: Vec<(PathBuf, Arc<OwnedFd>)>,
+    /// Copies made and not yet handed to an init (those [`prepare`] made to check the idmap).
+    ready: Vec<(PathBuf, OwnedFd)>,
 }
 
 impl View {
-    pub fn source<'a>(&'a self, dir: &'a Path) -> &'a Path {
-        self.sources.get(dir).map(PathBuf::as_path).unwrap_or(dir)
+    /// Idmapped copies for one init, each directory's once per bind of it: a detached tree
+    /// attaches only once, so every init (each pool zygote) takes a set of its own.
+    pub fn trees(&mut self) -> Result<Vec<(PathBuf, OwnedFd)>, nix::Error> {
+        if !self.ready.is_empty() {
+            return Ok(std::mem::take(&mut self.ready));
+        }
+        self.idmapped
+            .iter()
+            .map(|(dir, ns)| Ok((dir.clone(), idmapped_tree(dir, ns)?)))
+            .collect()
     }
 }
 
@@ -59,11 +68,8 @@ pub fn prepare(dirs: &[Bound], uid: u32, gid: u32) -> Result<View, UsageError> {
     if dirs.is_empty() || !nix::unistd::geteuid().is_root() {
         return Ok(view);
     }
-    // Made before the first attach only: its copy of the host's mounts, and their teardown
-    // when husk exits, are a cost a run that idmaps nothing need not pay.
-    let mut private = false;
-    let mut userns: HashMap<(u32, u32), OwnedFd> = HashMap::new();
-    for (n, b) in dirs.iter().enumerate() {
+    let mut userns: HashMap<(u32, u32), Arc<OwnedFd>> = HashMap::new();
+    for b in dirs {
         let (flag, dir) = (b.what, &b.dir);
         let meta = std::fs::metadata(dir).map_err(|e| usage(flag, format!("{dir:?}: {e}")))?;
         let owner = (meta.uid(), meta.gid());
@@ -71,22 +77,17 @@ pub fn prepare(dirs: &[Bound], uid: u32, gid: u32) -> Result<View, UsageError> {
             continue;
         }
         let ns = match userns.get(&owner) {
-            Some(ns) => ns,
+            Some(ns) => ns.clone(),
             None => {
                 let ns = mapping_userns(owner, (uid, gid))
                     .map_err(|e| usage(flag, format!("a user namespace for the idmap: {e}")))?;
-                userns.entry(owner).or_insert(ns)
+                userns.entry(owner).or_insert(Arc::new(ns)).clone()
             }
         };
-        if !private {
-            private_mount_ns()
-                .map_err(|e| usage(flag, format!("a private mount namespace: {e}")))?;
-            private = true;
-        }
-        let at = Path::new(ATTACH).join(n.to_string());
-        match attach_idmapped(dir, ns, &at) {
-            Ok(()) => {
-                view.sources.insert(dir.clone(), at);
+        match idmapped_tree(dir, &ns) {
+            Ok(tree) => {
+                view.ready.push((dir.clone(), tree));
+                view.idmapped.push((dir.clone(), ns));
             }
             Err(e) if !b.writable || writable_anyway(&meta, uid, gid) => {
                 crate::logging::debug(&format!("idmap {dir:?}: {e}; bound as it is"));
@@ -118,19 +119,6 @@ fn writable_anyway(meta: &std::fs::Metadata, uid: u32, gid: u32) -> bool {
         || m & 0o003 == 0o003
 }
 
-/// Move this process into a mount namespace of its own, receiving nothing from the host's.
-fn private_mount_ns() -> Result<(), nix::Error> {
-    use nix::mount::{mount, MsFlags};
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_PRIVATE | MsFlags::MS_REC,
-        None::<&str>,
-    )
-}
-
 /// A user namespace whose uid `inside.0` is `outside.0` (and the same for gids): on an idmapped
 /// mount, files owned by `inside` show as `outside`, and `outside`'s writes are stored as
 /// `inside`'s. Made by a holder cloned straight into a new user namespace: its maps are written
@@ -152,20 +140,12 @@ fn mapping_userns(inside: (u32, u32), outside: (u32, u32)) -> Result<OwnedFd, St
     .map_err(|e| format!("open its ns: {e}"))
 }
 
-/// Attach an idmapped copy of `dir` (recursive) at `at`.
-fn attach_idmapped(dir: &Path, userns: &OwnedFd, at: &Path) -> Result<(), nix::Error> {
+/// A detached idmapped copy of `dir` (recursive), for an init to attach.
+fn idmapped_tree(dir: &Path, userns: &OwnedFd) -> Result<OwnedFd, nix::Error> {
     const OPEN_TREE_CLONE: u32 = 1;
     const AT_RECURSIVE: u32 = 0x8000;
     const AT_EMPTY_PATH: u32 = 0x1000;
     const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-    match std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(at)
-    {
-        Ok(()) => {}
-        Err(e) => return Err(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))),
-    }
     let tree = crate::sys::open_tree(
         libc::AT_FDCWD,
         dir,
@@ -180,10 +160,5 @@ fn attach_idmapped(dir: &Path, userns: &OwnedFd, at: &Path) -> Result<(), nix::E
         0,
         Some(userns.as_raw_fd()),
     )?;
-    let target = crate::sys::open(
-        at,
-        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )?;
-    crate::sys::move_mount_fd(&tree, &target)
+    Ok(tree)
 }

@@ -9,7 +9,9 @@ mod input;
 mod namespaces;
 mod validate;
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use oci_spec::runtime::{Process, Spec};
 
@@ -55,6 +57,20 @@ pub struct Plan {
     pub process: Process,
     pub namespaces: Namespaces,
     pub seccomp: Option<crate::seccomp::Compiled>,
+    /// Mounts the caller made ahead, attached in place of the spec's bind mounts at their
+    /// destinations (none for a bundle's `config.json`).
+    pub prepared: Vec<Prepared>,
+}
+
+/// A bind mount made ahead of the init, in the runtime's own mount namespace: a detached tree
+/// (`open_tree(OPEN_TREE_CLONE)`) with its attributes set, such as an idmap whose user
+/// namespace only the runtime can make. The init attaches it (`move_mount`) where the spec's
+/// mount with the same destination would have bound its source, then applies that mount's
+/// options as for any bind. A detached tree attaches once: each init needs its own.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub destination: PathBuf,
+    pub tree: Arc<OwnedFd>,
 }
 
 /// Load and validate `<bundle>/config.json`.

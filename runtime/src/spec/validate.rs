@@ -66,6 +66,7 @@ pub(super) fn plan(spec: Spec, bundle: PathBuf, file: &Path) -> Result<Plan, Spe
         process,
         namespaces,
         seccomp,
+        prepared: Vec::new(),
     })
 }
 
