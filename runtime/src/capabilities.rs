@@ -50,14 +50,19 @@ pub fn drop_bounding(c: Option<&LinuxCapabilities>) -> Result<(), CapsError> {
     let keep = to_set(c.and_then(|c| c.bounding().as_ref()))?;
     let last = last_cap();
     for cap in caps::all() {
-        if cap.index() <= last
-            && !keep.contains(&cap)
-            && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(true)
-        {
-            caps::drop(None, CapSet::Bounding, cap).map_err(|source| CapsError::Set {
-                what: "bounding",
-                source,
-            })?;
+        if cap.index() > last || keep.contains(&cap) {
+            continue;
+        }
+        // Dropped straight away (one prctl per capability, not a read first): only a refusal
+        // asks whether it was there at all, as a process without CAP_SETPCAP may still "drop"
+        // what its bounding set lacks already.
+        if let Err(source) = caps::drop(None, CapSet::Bounding, cap) {
+            if caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(true) {
+                return Err(CapsError::Set {
+                    what: "bounding",
+                    source,
+                });
+            }
         }
     }
     Ok(())
