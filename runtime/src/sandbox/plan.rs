@@ -2,7 +2,8 @@
 //! `config.json` ([`crate::spec::inmemory::plan_from_spec`]).
 //!
 //! The view (the default, minimal one): the host's `/bin`, `/sbin`, `/lib*` and `/usr`
-//! read-only, the [`ETC`] entries of the host's `/etc` read-only, a fresh bounded `/tmp`,
+//! read-only, the [`ETC`] entries of the host's `/etc` read-only (the files as copies kept in
+//! the skeleton, see `etc_copies`; the directories bound), a fresh bounded `/tmp`,
 //! `/proc` of the program's own pid namespace with `hidepid=2` (the program sees its own
 //! processes only), a minimal `/dev` (null, zero, full, random, urandom, tty, shm, pts), a
 //! small `/run`, and the box at `/box`. Everything else of the host (homes, `/root`, `/srv`,
@@ -11,8 +12,8 @@
 //! program can read every world-readable file of the host).
 //!
 //! The root: a skeleton directory (`/run/husk-sandbox/root`, made once) holding one empty
-//! mount point per top-level directory of the host and the host's top-level symlinks
-//! (`/bin -> usr/bin`). Each host directory is bound read-only (recursively, nosuid, nodev)
+//! mount point per top-level directory of the host, the host's top-level symlinks
+//! (`/bin -> usr/bin`) and the copies of the `/etc` files. Each host directory is bound read-only (recursively, nosuid, nodev)
 //! onto its mount point; `/proc`, `/dev`, `/tmp` and `/run` are fresh; the skeleton itself is
 //! remounted read-only. Why not one read-only rbind of `/` as the root: the rootfs code mounts
 //! through a descriptor of the root directory opened before the first mount, and a bind over
@@ -282,27 +283,15 @@ pub fn ensure_skeleton(root: &Path, top: &[TopLevel]) -> Result<(), PlanError> {
             .filter_map(|e| Some((e.file_name().to_str()?.to_string(), e.file_type().ok()?)))
             .collect()
     };
-    // Mount points for the minimal view's /etc entries (the host-root view's /etc bind
-    // covers them).
+    // The minimal view's /etc: copies of the files, mount points for the directories (the
+    // host-root view's /etc bind covers both).
+    let files = etc_entries().iter().filter(|(_, dir)| !dir);
+    super::etc_copies::refresh(&root.join("etc"), files.map(|(name, _)| name.as_str()))
+        .map_err(|(path, source)| PlanError::Skeleton { path, source })?;
     let have = listing(&root.join("etc"));
-    for (name, dir) in etc_entries() {
-        let p = root.join("etc").join(name);
-        if have.contains_key(name) {
-            continue;
-        }
-        let made = if *dir {
-            std::fs::DirBuilder::new().mode(0o755).create(&p)
-        } else {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&p)
-                .map(drop)
-        };
-        match made {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(err(&p)(e)),
+    for (name, _) in etc_entries().iter().filter(|(_, dir)| *dir) {
+        if !have.get(name).is_some_and(std::fs::FileType::is_dir) {
+            mkdir(&root.join("etc").join(name))?;
         }
     }
     let have = listing(root);
@@ -334,7 +323,6 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Value {
 
 /// The mounts of a sandbox, in order: the host's directories read-only (the minimal view, or
 /// every one with `--host-root`), fresh /proc /dev /tmp /run, the box, then the `--dir` rules.
-/// `view` maps a caller's directory to its idmapped copy.
 pub fn mounts(o: &Options, top: &[TopLevel], cwd: &Path) -> Vec<Value> {
     let mut m = Vec::new();
     let ro = ["rbind", "rro", "rnosuid", "rnodev"];
@@ -347,7 +335,8 @@ pub fn mounts(o: &Options, top: &[TopLevel], cwd: &Path) -> Vec<Value> {
         }
     }
     if !o.host_root {
-        for (name, _) in etc_entries() {
+        // The files are copies in the skeleton (`etc_copies`).
+        for (name, _) in etc_entries().iter().filter(|(_, dir)| *dir) {
             let p = format!("/etc/{name}");
             m.push(mount(
                 &p,
@@ -695,7 +684,9 @@ mod tests {
         ];
         let v = spec_json(&o, &top, Path::new("/work/x"), &[], "/t", Mode::root());
         let m = v["mounts"].as_array().unwrap();
-        assert!(m.iter().any(|m| m["destination"] == "/etc/passwd"));
+        // /etc's directories are bound, its files are copies in the skeleton.
+        assert!(m.iter().any(|m| m["destination"] == "/etc/alternatives"));
+        assert!(!m.iter().any(|m| m["destination"] == "/etc/passwd"));
         assert!(!m.iter().any(|m| m["destination"] == "/home"));
         assert!(m.iter().any(|m| m["destination"] == "/tmp"
             && m["options"]
