@@ -72,14 +72,33 @@ pub fn nodes(extra: &[LinuxDevice], defaults: bool) -> Vec<Node> {
 
 /// Create the device nodes; in a user namespace (where mknod is refused) bind the host's.
 pub fn create(root: &OwnedFd, nodes: &[Node], userns: bool) -> Result<(), RootfsError> {
+    // A node made here is ours and exact already when the umask is 0 (the init's) and it is
+    // to be owned by who makes it: then it needs no chmod and chown (two path walks each).
+    let umask = nix::sys::stat::umask(Mode::empty());
+    nix::sys::stat::umask(umask);
+    let (euid, egid) = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    // The parent directory (and whether it is a fresh /dev) of the last node: most share it.
+    let mut last: Option<(PathBuf, OwnedFd, bool)> = None;
     for n in nodes {
         let e = |what: &str, err: Errno| RootfsError::Device {
             path: n.path.clone(),
             message: format!("{what}: {err}"),
         };
         let parent = n.path.parent().unwrap_or(Path::new("/"));
-        let dir =
-            resolve::create(root, parent, Kind::Dir).map_err(|err| e("create parent", err))?;
+        if last.as_ref().is_none_or(|(p, _, _)| p != parent) {
+            let dir =
+                resolve::create(root, parent, Kind::Dir).map_err(|err| e("create parent", err))?;
+            let tmpfs = nix::sys::statfs::fstatfs(&dir)
+                .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+            last = Some((parent.to_path_buf(), dir, tmpfs));
+        }
+        let Some((_, dir, tmpfs)) = last.as_ref() else {
+            continue;
+        };
+        let fresh = *tmpfs && lexically_in_dev(&n.path);
         let name = n.path.file_name().map(PathBuf::from).unwrap_or_default();
         if userns {
             let target = resolve::create(root, &n.path, Kind::File)
@@ -100,7 +119,6 @@ pub fn create(root: &OwnedFd, nodes: &[Node], userns: bool) -> Result<(), Rootfs
         // rootfs on disk (or a volume), which husk never unlinks: the same device already
         // there is done, anything else is an error (runc leaves any existing file and goes on
         // silently; a device the container asked for that it does not get is an error here).
-        let fresh = in_fresh_dev(&n.path, &dir);
         match nix::sys::stat::fstatat(
             Some(dir.as_raw_fd()),
             name.as_path(),
@@ -136,6 +154,9 @@ pub fn create(root: &OwnedFd, nodes: &[Node], userns: bool) -> Result<(), Rootfs
             makedev(n.major, n.minor),
         )
         .map_err(|err| e("mknod", err))?;
+        if umask.is_empty() && (n.uid, n.gid) == (euid, egid) {
+            continue;
+        }
         let fd = crate::sys::openat(
             dir.as_raw_fd(),
             name.as_path(),
@@ -160,17 +181,14 @@ pub fn create(root: &OwnedFd, nodes: &[Node], userns: bool) -> Result<(), Rootfs
     Ok(())
 }
 
-/// True when `path` is lexically under `/dev` and `dir` (its resolved parent) is on a tmpfs:
-/// the `/dev` the container mounted for itself, where nothing of the image's can be lost.
-fn in_fresh_dev(path: &Path, dir: &OwnedFd) -> bool {
+/// True when `path` is lexically under `/dev`: with its resolved parent on a tmpfs, the `/dev`
+/// the container mounted for itself, where nothing of the image's can be lost.
+fn lexically_in_dev(path: &Path) -> bool {
     use std::path::Component;
-    let lexical = path.starts_with("/dev")
+    path.starts_with("/dev")
         && !path
             .components()
-            .any(|c| matches!(c, Component::ParentDir | Component::CurDir));
-    lexical
-        && nix::sys::statfs::fstatfs(dir)
-            .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+            .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
 }
 
 /// True when `st` is the device node `n` describes (type and numbers).
