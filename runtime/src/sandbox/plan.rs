@@ -13,8 +13,8 @@
 //!
 //! The root: a skeleton directory (`/run/husk-sandbox/root`, made once) holding one empty
 //! mount point per top-level directory of the host, the host's top-level symlinks
-//! (`/bin -> usr/bin`) and the copies of the `/etc` files. Each host directory is bound read-only (recursively, nosuid, nodev)
-//! onto its mount point; `/proc`, `/dev`, `/tmp` and `/run` are fresh; the skeleton itself is
+//! (`/bin -> usr/bin`) and the copies of the `/etc` files. Each host directory is bound
+//! read-only (recursively, nosuid, nodev) onto its mount point; `/proc`, `/dev`, `/tmp` and `/run` are fresh; the skeleton itself is
 //! remounted read-only. Why not one read-only rbind of `/` as the root: the rootfs code mounts
 //! through a descriptor of the root directory opened before the first mount, and a bind over
 //! that directory would hide every later mount (nor can `/` itself be pivot_root's new root).
@@ -712,5 +712,34 @@ mod tests {
             .unwrap()
             .iter()
             .any(|n| n["type"] == "network"));
+    }
+
+    #[test]
+    fn each_bind_of_an_idmapped_directory_takes_its_own_copy() {
+        let bind = |dest: &str, src: &str| mount(dest, "bind", src, &["rbind"]);
+        let v = json!({
+            "ociVersion": "1.0.0",
+            "root": {"path": "/"},
+            "mounts": [
+                bind("/usr", "/usr"),
+                bind("/box", "/work/x"),
+                mount("/tmp", "tmpfs", "/work/x", &[]),
+                bind("/again", "/work/x"),
+            ],
+        });
+        let spec: Spec = serde_json::from_value(v).unwrap();
+        let fd = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        let trees = vec![
+            (PathBuf::from("/work/x"), fd()),
+            (PathBuf::from("/work/x"), fd()),
+        ];
+        let p = prepared(&spec, trees);
+        let dests: Vec<_> = p.iter().map(|p| p.destination.clone()).collect();
+        assert_eq!(dests, [PathBuf::from("/box"), PathBuf::from("/again")]);
+        use std::os::fd::AsRawFd;
+        assert_ne!(p[0].tree.as_raw_fd(), p[1].tree.as_raw_fd());
+        // A directory with no copy left is bound as it is.
+        let one = prepared(&spec, vec![(PathBuf::from("/work/x"), fd())]);
+        assert_eq!(one.len(), 1);
     }
 }
