@@ -59,6 +59,7 @@ fn copy(src: &Path, dst: &Path, name: &str) -> io::Result<()> {
     let meta = from.metadata()?;
     let tmp = dst.with_file_name(format!(".{name}.{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
+    remove_dead_temporaries(dst, name);
     let mut to = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -72,6 +73,22 @@ fn copy(src: &Path, dst: &Path, name: &str) -> io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     done
+}
+
+/// The temporary copies of `name` that a husk killed while copying left (its pid is gone);
+/// a live one's is its own to rename.
+fn remove_dead_temporaries(dst: &Path, name: &str) {
+    let Some(dir) = dst.parent() else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let file = e.file_name();
+        let pid = file.to_str().and_then(|f| f.strip_prefix(&prefix));
+        if pid.is_some_and(|p| p.parse::<u32>().is_ok() && !Path::new("/proc").join(p).exists()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -93,8 +110,11 @@ mod tests {
         let (host, etc) = dirs("follow");
         std::fs::write(host.join("passwd"), "root:x:0:0\n").unwrap();
         std::fs::set_permissions(host.join("passwd"), Permissions::from_mode(0o644)).unwrap();
-        // A mount point left by an older husk: an empty file.
+        // A mount point left by an older husk: an empty file; and the temporary copy of a
+        // husk killed while copying (no such pid), and one of a live one (pid 1 always is).
         std::fs::write(etc.join("passwd"), "").unwrap();
+        std::fs::write(etc.join(".passwd.4194305"), "").unwrap();
+        std::fs::write(etc.join(".passwd.1"), "").unwrap();
         refresh_from(&host, &etc, ["passwd"].into_iter()).unwrap();
         let copy = etc.join("passwd");
         assert_eq!(std::fs::read_to_string(&copy).unwrap(), "root:x:0:0\n");
@@ -108,8 +128,13 @@ mod tests {
         std::fs::write(host.join("passwd"), "user:x:1:1\n").unwrap();
         refresh_from(&host, &etc, ["passwd"].into_iter()).unwrap();
         assert_eq!(std::fs::read_to_string(&copy).unwrap(), "user:x:1:1\n");
-        let names: Vec<_> = std::fs::read_dir(&etc).unwrap().flatten().collect();
-        assert_eq!(names.len(), 1, "a temporary file is left: {names:?}");
+        let mut names: Vec<_> = std::fs::read_dir(&etc)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".passwd.1", "passwd"], "temporary files");
         let _ = std::fs::remove_dir_all(host.parent().unwrap());
     }
 
