@@ -72,8 +72,10 @@ pub fn nodes(extra: &[LinuxDevice], defaults: bool) -> Vec<Node> {
 
 /// Create the device nodes; in a user namespace (where mknod is refused) bind the host's.
 pub fn create(root: &OwnedFd, nodes: &[Node], userns: bool) -> Result<(), RootfsError> {
-    // A node made here is ours and exact already when the umask is 0 (the init's) and it is
-    // to be owned by who makes it: then it needs no chmod and chown (two path walks each).
+    // A node mknod made in the container's own /dev tmpfs is exact already when the umask is
+    // 0 (the init's) and it is to be owned by who makes it: then it needs no chmod and chown
+    // (two path walks each). Elsewhere a directory's default ACL or setgid bit could have
+    // changed its mode or group, so they are always applied.
     let umask = nix::sys::stat::umask(Mode::empty());
     nix::sys::stat::umask(umask);
     let (euid, egid) = (
@@ -154,7 +156,7 @@ pub fn create(root: &OwnedFd, nodes: &[Node], userns: bool) -> Result<(), Rootfs
             makedev(n.major, n.minor),
         )
         .map_err(|err| e("mknod", err))?;
-        if umask.is_empty() && (n.uid, n.gid) == (euid, egid) {
+        if fresh && umask.is_empty() && (n.uid, n.gid) == (euid, egid) {
             continue;
         }
         let fd = crate::sys::openat(
