@@ -120,9 +120,23 @@ fn podman_stop_with_sigrtmin3() {
             e.image.as_str(),
             "sh",
             "-c",
-            "trap 'exit 0' 37; while :; do sleep 0.05; done",
+            "trap 'exit 0' 37; echo trapped; while :; do sleep 0.05; done",
         ];
         podman(&a).check();
+        // Stop once the trap is set: a stop signal sent before meets the shell's default
+        // action, and the test would measure that race, not the delivery.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !podman(&["logs", &ctr])
+            .stdout
+            .lines()
+            .any(|l| l == "trapped")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name}: the container never said its trap was set"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         let start = std::time::Instant::now();
         let out = podman(&["stop", "-t", "10", &ctr]);
         let took = start.elapsed();
