@@ -257,8 +257,18 @@ pub fn rootless() -> bool {
     !nix::unistd::geteuid().is_root() || in_user_namespace()
 }
 
+/// `readlink /proc/self/ns/user` in the initial user namespace.
+const INITIAL_USER_NS: &str = "user:[4026531837]";
+
 /// True in a user namespace other than the initial one, which maps the whole id range.
 pub fn in_user_namespace() -> bool {
+    // The initial user namespace has a fixed inode (the kernel's PROC_USER_INIT_INO): one
+    // readlink answers the common case, for an open, a read and a close of uid_map (the init
+    // of every container and sandbox run asks, and husk's parent once more).
+    if std::fs::read_link("/proc/self/ns/user").is_ok_and(|l| l.as_os_str() == INITIAL_USER_NS) {
+        return false;
+    }
+    // Elsewhere runc's rule: a namespace mapping the whole range counts as the initial one.
     read_proc("/proc/self/uid_map").is_ok_and(|m| {
         let f: Vec<&str> = m.split_whitespace().collect();
         f != ["0", "0", "4294967295"]
@@ -400,4 +410,23 @@ pub unsafe fn raw_syscall4(nr: libc::c_long, a: usize, b: usize, c: usize, d: us
         };
     }
     ret
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast path's constant names the namespace uid_map's rule calls the initial one.
+    #[test]
+    fn the_initial_user_namespace_inode_agrees_with_uid_map() {
+        let link = std::fs::read_link("/proc/self/ns/user").expect("readlink /proc/self/ns/user");
+        let map = read_proc("/proc/self/uid_map").expect("read uid_map");
+        let full = map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"];
+        if link.as_os_str() == INITIAL_USER_NS {
+            assert!(full, "the initial user namespace maps {map:?}");
+            assert!(!in_user_namespace());
+        } else {
+            assert_eq!(in_user_namespace(), !full, "{link:?}: {map:?}");
+        }
+    }
 }
