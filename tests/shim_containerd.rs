@@ -269,9 +269,9 @@ fn realtime_signals_through_the_shims() {
         let id = format!("rt-{}", if name.starts_with("husk") { "h" } else { "r" });
         let _g = e.guard(&id);
         // The shell says "trapped" once its trap is set. A signal sent before that meets the
-        // default action, or under runc a Go process that has not yet exec'd (Go's runtime
-        // drops a real-time signal nobody asked for): the test would measure that race (it
-        // did, once in CI: the runc shim's exec never ended), not the delivery.
+        // default action, or a process that has not exec'd the shell yet (under runc, its Go
+        // init): the test would measure that race, not the delivery (once in CI the runc
+        // shim's exec, signalled as soon as `ctr task kill` accepted it, never ended).
         let trap =
             |code: u8| format!("trap 'exit {code}' 37; echo trapped; while :; do sleep 0.05; done");
         let init = e.run_args(&d, &["--rm"], &id, &["sh", "-c", &trap(5)]);

@@ -138,7 +138,7 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
     std::process::exit(husk_main().into())
 }
 
-/// Why std's start-up is not needed: see `main`. What husk relies on of it.
+/// The part of std's start-up husk relies on (see `main`).
 #[cfg(not(test))]
 fn start_up() {
     // SAFETY: SIG_IGN for SIGPIPE installs no handler; nothing else runs yet.
