@@ -157,8 +157,14 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
     // CVE-2019-5736 and friends: until execve this process is husk's own image, and from the
     // container's pid namespace /proc/<pid>/{exe,fd} would hand the host's husk binary, the
     // state directory and exec.fifo to the container. Non-dumpable makes them root-only, and
-    // execve of the user's program resets it.
-    nix::sys::prctl::set_dumpable(false).map_err(step("make the init non-dumpable"))?;
+    // execve of the user's program resets it. With a new user namespace the init is made so
+    // once its id maps are written (it must be dumpable for that: namespaces::enter); made so
+    // here first, it would open a window in which an unprivileged parent's sync-1 work (the
+    // sandbox's loopback, through /proc/<pid>/ns) met EACCES: a rootless sandbox failed XX in
+    // about a third of its runs. Nothing of the container's runs before then.
+    if !plan.namespaces.new.contains(CloneFlags::CLONE_NEWUSER) {
+        nix::sys::prctl::set_dumpable(false).map_err(step("make the init non-dumpable"))?;
+    }
     // Die with the parent while it still supervises creation.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
         .map_err(step("set parent death signal"))?;
