@@ -14,10 +14,11 @@
 //! The root: a skeleton directory (`/run/husk-sandbox/root`, made once) holding one empty
 //! mount point per top-level directory of the host, the host's top-level symlinks
 //! (`/bin -> usr/bin`) and the copies of the `/etc` files. Each host directory is bound
-//! read-only (recursively, nosuid, nodev) onto its mount point; `/proc`, `/dev`, `/tmp` and `/run` are fresh; the skeleton itself is
-//! remounted read-only. Why not one read-only rbind of `/` as the root: the rootfs code mounts
-//! through a descriptor of the root directory opened before the first mount, and a bind over
-//! that directory would hide every later mount (nor can `/` itself be pivot_root's new root).
+//! read-only (recursively, nosuid, nodev) onto its mount point; `/proc`, `/dev`, `/tmp` and
+//! `/run` are fresh; the skeleton itself is remounted read-only. Why not one read-only rbind
+//! of `/` as the root: the rootfs code mounts through a descriptor of the root directory opened
+//! before the first mount, and a bind over that directory would hide every later mount (nor
+//! can `/` itself be pivot_root's new root).
 //! Why not a tmpfs root: same, and the mount points would have to be recreated on every run.
 //! The skeleton costs one bind per top-level directory (~20 µs each here) and keeps the host's
 //! `/run` (sockets of daemons), `/sys` and `/dev` out of the sandbox.

@@ -219,6 +219,19 @@ pub fn ended(pid: i32, report: Option<&OwnedFd>) -> Result<Report, RunError> {
     })
 }
 
+/// How a program watched through the reaper's report pipe (`w.end`) ended: its report, and
+/// true when the init is still exiting (the caller reaps it before the cgroup goes). Killed, or
+/// without a report (the init failed or died), the init is reaped here and its own status
+/// stands in.
+pub fn finish(w: &Watch, killed: Option<Kill>) -> Result<(Report, bool), RunError> {
+    if killed.is_none() {
+        if let Some(r) = w.end.as_ref().and_then(read_report) {
+            return Ok((r, true));
+        }
+    }
+    ended(w.pid, w.end.as_ref()).map(|r| (r, false))
+}
+
 /// The reaper's report from its pipe, if it wrote one (a read that finds none returns at
 /// once only when the reaper is gone or the pipe is non-blocking).
 pub fn read_report(fd: &OwnedFd) -> Option<Report> {
@@ -598,18 +611,9 @@ fn run_inner(
             return Err(internal(&e));
         }
     };
-    // The reaper writes its report right before it exits: the verdict is made from it while
-    // the init exits on the other CPU (its namespaces and memory: 0.28 ms, measured), and the
-    // init is reaped after. Without one (the sandbox killed the namespace, the init died) the
-    // init's own wait status stands in, once it is gone.
-    let early = match killed {
-        None => w.end.as_ref().and_then(read_report),
-        Some(_) => None,
-    };
-    let report = match early {
-        Some(r) => r,
-        None => ended(pid, w.end.as_ref()).map_err(|e| internal(&e))?,
-    };
+    // The verdict is made while the init exits on the other CPU (its namespaces and memory:
+    // 0.28 ms, measured); it is reaped after.
+    let (report, exiting) = finish(&w, killed).map_err(|e| internal(&e))?;
     if let Some(r) = relay.as_mut() {
         r.drain();
     }
@@ -619,7 +623,7 @@ fn run_inner(
     };
     let mut v = verdict(o, &mut w, killed, &report);
     fill.judge(&mut v);
-    if early.is_some() {
+    if exiting {
         // Gone before the cgroup is removed (the caller's next step).
         reap(pid).map_err(|e| internal(&e))?;
     }

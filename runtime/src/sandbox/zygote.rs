@@ -273,16 +273,14 @@ fn run_job(
     let killed = run::watch(&w, o);
     // Ended by itself with a report: the init is left to finish exiting (see above). Killed,
     // or no report (the init failed or died): reaped now, its own status the fallback.
-    let early = match (&killed, &w.end) {
-        (Ok(None), Some(end)) => run::read_report(end),
-        _ => None,
-    };
-    let report = match early {
-        Some(r) => {
-            *ending = Some(pid);
-            Ok(r)
-        }
-        None => run::ended(pid, w.end.as_ref()),
+    let report = match &killed {
+        Ok(k) => run::finish(&w, *k).map(|(r, exiting)| {
+            if exiting {
+                *ending = Some(pid);
+            }
+            r
+        }),
+        Err(_) => run::ended(pid, w.end.as_ref()),
     };
     let mut err = [0u8; 4096];
     let err_len = nix::unistd::read(err_r.as_raw_fd(), &mut err).unwrap_or(0);
