@@ -244,6 +244,33 @@ fn created_container_cannot_be_started_by_its_own_exec_process() {
     assert_eq!(c.status(), "created");
 }
 
+/// pivot_root leaves the old root stacked on the new one until it is unmounted, which husk
+/// finishes in the background (`rootfs::detach`): the program must start only once the old
+/// tree has left the namespace (`/..` crosses into it until then), and the helper that
+/// unmounts it must be reaped before the exec (else pid 1 of the container inherits a child).
+#[test]
+fn the_old_root_is_gone_and_its_helper_reaped_before_the_program_starts() {
+    let Some(mut c) = Case::new("old-root") else {
+        return;
+    };
+    // `read` is a builtin: no child of the shell exists while it reads.
+    c.sh("read -r kids < /proc/1/task/1/children; echo \"kids=[$kids]\"; stat -c %d:%i / /..");
+    c.write_config();
+    for _ in 0..10 {
+        let out = c.run();
+        assert_eq!(out.code(), Some(0), "run: {}", out.stderr);
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert_eq!(lines.len(), 3, "{}", out.stdout);
+        assert_eq!(lines[0], "kids=[]", "pid 1 has children at its start");
+        assert_eq!(
+            lines[1], lines[2],
+            "/ and /.. differ: the old root is still there"
+        );
+        c.delete();
+    }
+    c.assert_clean();
+}
+
 /// cwd set to /proc/self/fd/N for every low N, for `run` and for `exec --cwd`: the process
 /// must fail to start or end up inside the container's root, never in a host directory.
 #[test]

@@ -249,8 +249,9 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
 
     // 5. pivot_root, the console, masked and read-only paths.
     let mut fd_dir = None;
+    let mut detaching = crate::rootfs::detach::Detaching::done();
     if mountns {
-        crate::rootfs::pivot(&plan.rootfs, init.no_pivot)?;
+        detaching = crate::rootfs::pivot(&plan.rootfs, init.no_pivot)?;
     } else {
         // The start barrier reopens exec.fifo through /proc, which the chroot leaves behind.
         if init.fifo.is_some() {
@@ -326,7 +327,9 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
     })?;
 
     // 8. Ready (sync 5): the parent records the container as created and exits. Then wait for
-    //    `husk start` on exec.fifo, run startContainer hooks, and exec.
+    //    `husk start` on exec.fifo, run startContainer hooks, and exec. Not before the old
+    //    root has left the mount namespace (its unmount's grace period went on meanwhile).
+    detaching.wait().map_err(step("detach the old root"))?;
     barrier.cgroup(&init.chan)?;
     if let (Some(s), Some((cpu, peak))) = (init.status.as_mut(), barrier.stats.take()) {
         s.sample = cpu;
@@ -364,10 +367,14 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
     let (mut prepared, mut started) = (Some(prepared), started);
     let chan = &init.chan;
     match init.status {
+        // The reaper waits for every child, the detach's helper among them.
         Some(status) => match reaper::fork_program(status, program_only, &mut || {
             exec_or_fail(&mut prepared, &mut started, chan)
         })? {},
-        None => exec_or_fail(&mut prepared, &mut started, chan),
+        None => {
+            detaching.reap().map_err(step("detach the old root"))?;
+            exec_or_fail(&mut prepared, &mut started, chan)
+        }
     }
 }
 

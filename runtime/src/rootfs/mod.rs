@@ -3,6 +3,7 @@
 //! [`resolve`] and mounted through its descriptor.
 
 pub mod cgroupfs;
+pub mod detach;
 pub mod devices;
 pub mod mount;
 pub mod options;
@@ -12,7 +13,7 @@ pub mod resolve;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use nix::mount::{mount as sys_mount, umount2, MntFlags, MsFlags};
+use nix::mount::{mount as sys_mount, MsFlags};
 use oci_spec::runtime::Spec;
 
 use crate::spec::Plan;
@@ -196,10 +197,12 @@ fn unescape(s: &str) -> String {
 }
 
 /// Make the rootfs `/`: pivot_root (the old root is detached), or with `--no-pivot` move it
-/// over `/` and chroot (for ramfs roots where pivot_root is refused).
-pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<(), RootfsError> {
+/// over `/` and chroot (for ramfs roots where pivot_root is refused). The old root's detach
+/// may still be under way on return: nothing of the container may run before
+/// [`detach::Detaching::wait`].
+pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<detach::Detaching, RootfsError> {
     nix::unistd::chdir(rootfs).map_err(step("chdir to the rootfs"))?;
-    if no_pivot {
+    let detaching = if no_pivot {
         sys_mount(
             Some(rootfs),
             "/",
@@ -209,6 +212,7 @@ pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<(), RootfsError> {
         )
         .map_err(step("move the rootfs to /"))?;
         nix::unistd::chroot(".").map_err(step("chroot"))?;
+        detach::Detaching::done()
     } else {
         // pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves
         // the new root alone without needing a directory to put the old one in. The old root
@@ -235,9 +239,10 @@ pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<(), RootfsError> {
             None::<&str>,
         )
         .map_err(step("make the old root a slave"))?;
-        umount2(".", MntFlags::MNT_DETACH).map_err(step("detach the old root"))?;
-    }
-    nix::unistd::chdir("/").map_err(step("chdir to /"))
+        detach::start().map_err(step("detach the old root"))?
+    };
+    nix::unistd::chdir("/").map_err(step("chdir to /"))?;
+    Ok(detaching)
 }
 
 /// After pivot_root: rootfsPropagation on the new `/`, masked and read-only paths, and a

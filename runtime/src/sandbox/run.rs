@@ -418,10 +418,15 @@ struct Joiner<'a> {
     stats: Option<Stats>,
     netns: bool,
     userns: bool,
+    /// The holder of the run's network namespace, which also keeps the init's mount namespace.
+    holder: Option<&'a super::holder::NetNs>,
 }
 
 impl Observer for Joiner<'_> {
-    fn cloned(&mut self, _pid: i32) -> Result<(), String> {
+    fn cloned(&mut self, pid: i32) -> Result<(), String> {
+        if let Some(h) = self.holder {
+            h.keep(pid);
+        }
         Ok(())
     }
     fn hooks(&mut self, _pid: i32) -> Result<(), String> {
@@ -480,14 +485,15 @@ fn missing_program(message: &str) -> bool {
 /// Run `plan` in `cgroup` and return the verdict. Internal failures come back as an XX
 /// verdict. The cgroup is made already, or only its first half ([`Cgroup::create_early`]):
 /// then `late` holds its resources, and the rest is made after the clone, while the init
-/// mounts.
+/// mounts. `holder` holds the network namespace the plan joins ([`super::holder::NetNs`]).
 pub fn run_plan(
     o: &Options,
     plan: &Plan,
     cgroup: &Cgroup,
     late: Option<&oci_spec::runtime::LinuxResources>,
+    holder: Option<&super::holder::NetNs>,
 ) -> Verdict {
-    match run_inner(o, plan, cgroup, late) {
+    match run_inner(o, plan, cgroup, late, holder) {
         Ok(v) => v,
         Err(Failure::Missing(m)) => {
             let mut v = Verdict::internal(m);
@@ -509,6 +515,7 @@ fn run_inner(
     plan: &Plan,
     cgroup: &Cgroup,
     late: Option<&oci_spec::runtime::LinuxResources>,
+    holder: Option<&super::holder::NetNs>,
 ) -> Result<Verdict, Failure> {
     let internal = |e: &dyn std::error::Error| Failure::Internal(crate::init::chain(e));
     let mut stats = if cgroup.is_none() || late.is_some() {
@@ -566,6 +573,7 @@ fn run_inner(
             .namespaces
             .new
             .contains(nix::sched::CloneFlags::CLONE_NEWUSER),
+        holder,
     };
     let spawned = spawn::spawn(plan, opts, &mut joiner);
     if let Some(s) = joiner.stats.take() {
@@ -736,7 +744,7 @@ fn run_in(
     }
     let mut v = match net.map(super::holder::NetNs::ready) {
         Some(Err(e)) => Verdict::internal(format!("make the sandbox's network namespace: {e}")),
-        _ => run_plan(o, &plan, &cgroup, split.then_some(&resources)),
+        _ => run_plan(o, &plan, &cgroup, split.then_some(&resources), net),
     };
     if !mode.cgroup && v.status != Status::XX {
         if let Some(note) = super::plan::without_cgroup(o) {

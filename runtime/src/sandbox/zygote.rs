@@ -107,7 +107,11 @@ fn setup(seed: &Seed, chan: &Channel) -> Result<(Stats, Stacks), String> {
     let chain = |e: &dyn std::error::Error| crate::init::chain(e);
     crate::rootfs::prepare(seed.plan, false, false, None, false, &mut || Ok(()))
         .map_err(|e| chain(&e))?;
-    crate::rootfs::pivot(&seed.plan.rootfs, false).map_err(|e| chain(&e))?;
+    // Waited for here: once per slot, and the zygote's children are its jobs.
+    crate::rootfs::pivot(&seed.plan.rootfs, false)
+        .map_err(|e| chain(&e))?
+        .reap()
+        .map_err(|e| format!("detach the old root: {e}"))?;
     crate::rootfs::finish(&without_paths(&seed.plan.spec), false).map_err(|e| chain(&e))?;
     // Private: nothing a job mounts in its copy may reach the zygote's (or another job's).
     mount(
