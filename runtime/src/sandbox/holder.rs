@@ -96,6 +96,20 @@ fn die_with(ppid: usize) {
     }
 }
 
+/// Close every descriptor but `keep` (-1: all). A holder needs none of husk's, and one it kept
+/// would stay open for as long as the holder lives: husk's stdout and stderr among them, whose
+/// reader (a judge reading husk's output to its end) would wait for the holder's death, which
+/// comes after husk's and may take a while (see [`NetNs::keep`]).
+fn close_all_but(keep: RawFd) {
+    let max = u32::MAX as usize;
+    let _ = match keep {
+        k if k > 0 => raw(libc::SYS_close_range, 0, k as usize - 1, 0)
+            .and_then(|_| raw(libc::SYS_close_range, k as usize + 1, max, 0)),
+        0 => raw(libc::SYS_close_range, 1, max, 0),
+        _ => raw(libc::SYS_close_range, 0, max, 0),
+    };
+}
+
 /// Sleep until killed.
 fn sleep() -> ! {
     loop {
@@ -118,6 +132,7 @@ fn unpack(arg: *mut libc::c_void) -> (usize, RawFd) {
 pub fn user_namespace() -> Result<Holder, nix::Error> {
     extern "C" fn body(arg: *mut libc::c_void) -> libc::c_int {
         die_with(unpack(arg).0);
+        close_all_but(-1);
         sleep()
     }
     Holder::start(libc::CLONE_NEWUSER, body, pack(-1))
@@ -205,6 +220,7 @@ impl NetNs {
 extern "C" fn make_netns(arg: *mut libc::c_void) -> libc::c_int {
     let (ppid, fd) = unpack(arg);
     die_with(ppid);
+    close_all_but(fd);
     let status = match raw(libc::SYS_unshare, libc::CLONE_NEWNET as usize, 0, 0)
         .and_then(|_| super::net::loopback_up())
     {
@@ -240,6 +256,12 @@ mod tests {
         }
         let n = NetNs::start().unwrap();
         n.ready().unwrap();
+        // It holds its end of the socket pair and nothing else of husk's (stdio included).
+        let fds: Vec<_> = std::fs::read_dir(format!("/proc/{}/fd", n.holder.pid()))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(fds.len(), 1, "the holder's descriptors: {fds:?}");
         let theirs = std::fs::read_link(n.path()).unwrap();
         assert_ne!(theirs, std::fs::read_link("/proc/self/ns/net").unwrap());
         let path = n.path();
