@@ -580,7 +580,9 @@ fn set_cpu(layout: &Layout, dir: &Path, c: &LinuxCpu) -> Result<(), CgroupError>
 }
 
 fn set_blkio(layout: &Layout, dir: &Path, b: &LinuxBlockIo) -> Result<(), CgroupError> {
-    // Kernels with BFQ expose only the bfq files (as here); CFQ kernels the plain ones.
+    // Kernels with BFQ expose only the bfq files; CFQ kernels (before 5.0) the plain ones; a
+    // kernel with neither has no weight to set, and the write's error names the file (runc
+    // refuses it too).
     let (weight, weight_device) = if dir.join("blkio.bfq.weight").exists() {
         ("blkio.bfq.weight", "blkio.bfq.weight_device")
     } else {
