@@ -567,7 +567,7 @@ fn agent(listener: std::os::unix::net::UnixListener, deadline: std::time::Instan
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = cmsg.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&cmsg);
+    msg.msg_controllen = std::mem::size_of_val(&cmsg) as _;
     stream.set_nonblocking(false).expect("blocking stream");
     // SAFETY: msg describes valid buffers owned by this frame.
     let n = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, 0) };
@@ -602,7 +602,7 @@ fn agent(listener: std::os::unix::net::UnixListener, deadline: std::time::Instan
         }
         let mut req = SeccompNotif::default();
         // SAFETY: req is a zeroed struct seccomp_notif, as NOTIF_RECV requires.
-        if unsafe { libc::ioctl(fd.as_raw_fd(), NOTIF_RECV, &mut req) } != 0 {
+        if unsafe { libc::ioctl(fd.as_raw_fd(), NOTIF_RECV as _, &mut req) } != 0 {
             continue;
         }
         // mkdir(path, mode) is 83, mkdirat(dirfd, path, mode) 258.
@@ -630,7 +630,7 @@ fn agent(listener: std::os::unix::net::UnixListener, deadline: std::time::Instan
             flags: 0,
         };
         // SAFETY: resp is a valid struct seccomp_notif_resp.
-        unsafe { libc::ioctl(fd.as_raw_fd(), NOTIF_SEND, &resp) };
+        unsafe { libc::ioctl(fd.as_raw_fd(), NOTIF_SEND as _, &resp) };
     }
     out
 }

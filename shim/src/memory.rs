@@ -49,7 +49,9 @@ fn trim() {
     unsafe {
         libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
     }
-    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    // SAFETY: malloc_trim only returns free heap pages to the kernel. (musl's malloc, the
+    // default build's, returns them itself and has no malloc_trim.)
+    #[cfg(target_env = "gnu")]
     unsafe {
         libc::malloc_trim(0);
     }

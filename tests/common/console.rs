@@ -53,7 +53,7 @@ impl ConsoleSocket {
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&cbuf);
+        msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
         // SAFETY: msg points at live buffers of the stated sizes.
         let n = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
         assert!(

@@ -52,7 +52,7 @@ pub fn shim_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("HUSK_SHIM") {
         return PathBuf::from(p);
     }
-    let t = ws().join("target/x86_64-unknown-linux-gnu");
+    let t = ws().join("target/x86_64-unknown-linux-musl");
     let release = t.join("release/containerd-shim-husk-v2");
     if release.exists() {
         return release;

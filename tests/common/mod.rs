@@ -1,5 +1,5 @@
 //! Harness for the root integration tests: drives the binary under test (`HUSK_BIN`, else the
-//! workspace's target/x86_64-unknown-linux-gnu/release/husk, else the debug one) like an engine would, with a temp
+//! workspace's target/x86_64-unknown-linux-musl/release/husk, else the debug one) like an engine would, with a temp
 //! `--root`, a JSON `--log`, a busybox bundle and a unique id per case, and checks that nothing
 //! (state dir, process, cgroup, mount) is left behind. Every case is a `Case`; dropping it runs
 //! `delete --force`, checks for leftovers, cleans them up and fails the test if there were any.
@@ -34,11 +34,11 @@ pub fn bin_under_test() -> PathBuf {
     }
     let ws = Path::new(env!("CARGO_MANIFEST_DIR"));
     // .cargo/config.toml builds for an explicit target (a static binary).
-    let release = ws.join("target/x86_64-unknown-linux-gnu/release/husk");
+    let release = ws.join("target/x86_64-unknown-linux-musl/release/husk");
     if release.exists() {
         return release;
     }
-    ws.join("target/x86_64-unknown-linux-gnu/debug/husk")
+    ws.join("target/x86_64-unknown-linux-musl/debug/husk")
 }
 
 /// The differential peer: runc, always.

@@ -83,10 +83,23 @@ pub fn run(mut opts: CreateOptions, detach: bool, keep: bool) -> Result<i32, Con
     Ok(code)
 }
 
+/// Signals 1-64. Not `SigSet::all()`: that is `sigfillset`, which on musl leaves out 32-34 (the
+/// C library's own), but to the kernel and to a container they are ordinary real-time signals,
+/// and 34 is the `SIGRTMIN` of glibc and Go.
+fn every_signal() -> SigSet {
+    // SAFETY: sigset_t is plain integers, so all-zero is valid; the kernel reads the first
+    // _NSIG / 8 = 8 bytes, which are set to all ones (bit n-1 is signal n).
+    unsafe {
+        let mut raw: libc::sigset_t = std::mem::zeroed();
+        std::ptr::write_bytes(&mut raw as *mut libc::sigset_t as *mut u8, 0xff, 8);
+        SigSet::from_sigset_t_unchecked(raw)
+    }
+}
+
 /// Every signal a caller may send that makes sense to pass on (not SIGKILL/SIGSTOP, which
 /// can't be caught, nor the synchronous fault signals).
 pub(crate) fn forwardable() -> SigSet {
-    let mut set = SigSet::all();
+    let mut set = every_signal();
     for s in [
         Signal::SIGKILL,
         Signal::SIGSTOP,
@@ -252,6 +265,43 @@ impl Drop for RawTerminal {
                 nix::sys::termios::SetArg::TCSANOW,
                 t,
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_real_time_signal_is_forwarded_but_kill_stop_and_faults_are_not() {
+        let set = forwardable();
+        let raw: &libc::sigset_t = set.as_ref();
+        // SAFETY: sigset_t is at least 8 bytes on Linux; the first 8 hold signals 1-64.
+        let bits = unsafe { std::ptr::read_unaligned(raw as *const libc::sigset_t as *const u64) };
+        let has = |sig: i32| bits & (1u64 << (sig - 1)) != 0;
+        // 32-34 too: musl's sigfillset leaves them out; glibc's and Go's SIGRTMIN is 34.
+        for sig in [
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGUSR1,
+            32,
+            33,
+            34,
+            35,
+            64,
+        ] {
+            assert!(has(sig), "signal {sig} is not forwarded");
+        }
+        for sig in [
+            libc::SIGKILL,
+            libc::SIGSTOP,
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGILL,
+            libc::SIGFPE,
+        ] {
+            assert!(!has(sig), "signal {sig} is forwarded");
         }
     }
 }

@@ -246,7 +246,8 @@ pub fn locked_flags(target: &OwnedFd) -> MsFlags {
         (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
         (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
         (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        // ST_RELATIME (1 << 12): the kernel's value; nix names it only for glibc.
+        (FsFlags::from_bits_retain(1 << 12), MsFlags::MS_RELATIME),
     ] {
         if f.contains(fs) {
             out |= ms;

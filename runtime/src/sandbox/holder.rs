@@ -276,7 +276,7 @@ mod tests {
             req.ifr_name[1] = b'o' as libc::c_char;
             use std::os::fd::AsRawFd;
             // SAFETY: a valid ifreq naming "lo", outliving the call, on our own socket.
-            let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
+            let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) };
             assert_eq!(r, 0);
             // SAFETY: the member SIOCGIFFLAGS filled in.
             unsafe { req.ifr_ifru.ifru_flags }

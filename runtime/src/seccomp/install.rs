@@ -111,7 +111,7 @@ mod tests {
                         probe()
                     }
                 };
-                unsafe { libc::_exit(code) }
+                crate::sys::exit_now(code)
             }
             pid => {
                 let mut status = 0;
@@ -166,6 +166,21 @@ mod tests {
             0
         });
         assert_eq!(end, End::Exit(0));
+    }
+
+    #[test]
+    fn a_process_whose_filter_refuses_exit_still_ends() {
+        // exit_group and exit both fail; the process must not spin (musl's _exit retries
+        // exit forever). The alarm ends a spinning child (SIGALRM) so the test fails, not hangs.
+        let f = filter(
+            "SCMP_ACT_ALLOW",
+            json!([{"names": ["exit_group", "exit"], "action": "SCMP_ACT_ERRNO"}]),
+        );
+        let end = in_child(&f, || {
+            unsafe { libc::alarm(5) };
+            7
+        });
+        assert_eq!(end, End::Signal(libc::SIGILL));
     }
 
     #[test]
@@ -384,7 +399,7 @@ mod tests {
         if let Some(listener) = &listener {
             let mut req: Notif = unsafe { std::mem::zeroed() };
             assert_eq!(
-                unsafe { libc::ioctl(listener.as_raw_fd(), NOTIF_RECV, &mut req) },
+                unsafe { libc::ioctl(listener.as_raw_fd(), NOTIF_RECV as _, &mut req) },
                 0
             );
             assert_eq!((req.nr, req.pid), (libc::SYS_mkdir as i32, pid as u32));
@@ -395,7 +410,7 @@ mod tests {
                 flags: 0,
             };
             assert_eq!(
-                unsafe { libc::ioctl(listener.as_raw_fd(), NOTIF_SEND, &resp) },
+                unsafe { libc::ioctl(listener.as_raw_fd(), NOTIF_SEND as _, &resp) },
                 0
             );
         }

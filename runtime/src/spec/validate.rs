@@ -242,7 +242,7 @@ fn check_ns_path(path: &Path, flag: CloneFlags) -> Result<(), String> {
     // NS_GET_NSTYPE = _IO(0xb7, 0x3)
     const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
     // SAFETY: the ioctl takes no argument and only reads the namespace fd we own for this call.
-    let t = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE) };
+    let t = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE as _) };
     if t >= 0 && CloneFlags::from_bits_retain(t) != flag {
         return Err(format!(
             "is a {} namespace, expected {}",

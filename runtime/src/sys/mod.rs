@@ -167,9 +167,49 @@ pub fn cstr(path: &Path) -> Result<CString, Errno> {
 }
 
 /// `_exit(2)`: leave the child without running the parent's atexit handlers or destructors.
+///
+/// By system calls of its own, then a fault: a container's seccomp filter may refuse both
+/// `exit_group` and `exit` (the fuzz suite's random profiles do), and musl's `_exit` then
+/// retries `exit` forever, a process spinning at full speed where it should be gone. glibc's
+/// executes `hlt` after them; an undefined instruction (SIGILL, which no filter stops and
+/// which nothing here handles) ends it the same way.
 pub fn exit_now(code: i32) -> ! {
-    // SAFETY: _exit never returns and touches no Rust state.
-    unsafe { libc::_exit(code) }
+    // SAFETY: exit_group and exit take an integer; if they return, the fault ends the process
+    // without touching memory.
+    unsafe {
+        raw_syscall4(libc::SYS_exit_group, code as usize, 0, 0, 0);
+        raw_syscall4(libc::SYS_exit, code as usize, 0, 0, 0);
+        #[cfg(target_arch = "x86_64")]
+        std::arch::asm!("ud2", options(noreturn));
+        #[cfg(target_arch = "aarch64")]
+        std::arch::asm!("udf #0", options(noreturn));
+    }
+}
+
+/// End this process with SIGABRT, as `abort(3)` would, but by system calls alone. musl's
+/// `abort` signals the thread id it cached at the process's start, and a child made by a raw
+/// `clone` (every fork of the runtime's) inherits its parent's: a panic there (the release
+/// build aborts on panic) would kill the parent and leave the child to crash. The default
+/// action is restored and the signal unblocked first; `_exit(134)` should it still return.
+pub fn abort_self() -> ! {
+    // SAFETY: SIG_DFL installs no handler; the rest are system calls on integers.
+    unsafe {
+        libc::signal(libc::SIGABRT, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGABRT);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        let pid = raw_syscall4(libc::SYS_getpid, 0, 0, 0, 0);
+        let tid = raw_syscall4(libc::SYS_gettid, 0, 0, 0, 0);
+        raw_syscall4(
+            libc::SYS_tgkill,
+            pid as usize,
+            tid as usize,
+            libc::SIGABRT as usize,
+            0,
+        );
+    }
+    exit_now(134)
 }
 
 /// `open(2)` returning an owned descriptor (nix 0.29's `open` hands back a raw one).
@@ -427,6 +467,29 @@ mod tests {
             assert!(!in_user_namespace());
         } else {
             assert_eq!(in_user_namespace(), !full, "{link:?}: {map:?}");
+        }
+    }
+
+    #[test]
+    fn abort_self_ends_the_child_of_a_raw_clone_and_not_its_parent() {
+        // A raw clone, as the runtime forks: the child's C library still has the parent's
+        // thread id cached (musl's abort would signal the parent, this test's process).
+        match fork().unwrap() {
+            0 => abort_self(),
+            child => {
+                let st = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None).unwrap();
+                assert!(
+                    matches!(
+                        st,
+                        nix::sys::wait::WaitStatus::Signaled(
+                            _,
+                            nix::sys::signal::Signal::SIGABRT,
+                            _
+                        )
+                    ),
+                    "{st:?}"
+                );
+            }
         }
     }
 }

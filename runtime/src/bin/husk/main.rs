@@ -121,6 +121,15 @@ fn version() -> String {
     )
 }
 
+/// musl's malloc returns memory to the kernel eagerly and takes a lock for every call: a
+/// sandboxed run of /bin/true made 47 mmap and 29 munmap calls, and its parse and plan took
+/// twice as long as with glibc's. dlmalloc (glibc's malloc's ancestor, in Rust) is the
+/// allocator of the `husk` binary built for musl (.cargo/config.toml); the libraries and the
+/// other binaries keep the C library's.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 /// The process's entry, called by the C runtime in place of std's. std's start-up finds the
 /// main thread's stack guard by reading and parsing /proc/self/maps (glibc's
 /// pthread_getattr_np), and maps an alternate signal stack for its stack-overflow message:
@@ -128,14 +137,36 @@ fn version() -> String {
 /// twentieth of a millisecond on this kind of host, and all for the wording of a crash. What
 /// of it husk relies on is kept: SIGPIPE ignored (a write to a closed pipe is an EPIPE error,
 /// not a silent death) and descriptors 0-2 open (a file husk opens must not become a stdio
-/// descriptor). Arguments and the environment need nothing: std reads them on glibc from the
-/// C runtime's initialisers either way. `exit` flushes std's stdout as a return from std's
-/// main would.
+/// descriptor). The arguments are taken from `argv` here: on musl std fills `std::env::args`
+/// only in its own start-up (the environment, read from `environ`, needs nothing). `exit`
+/// flushes std's stdout as a return from std's main would.
 #[cfg(not(test))]
 #[no_mangle]
-pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+pub extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
     start_up();
-    std::process::exit(husk_main().into())
+    // A panic (there should be none) ends the process that panicked, whichever fork of husk
+    // it is: see `sys::abort_self`.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        husk_runtime::sys::abort_self()
+    }));
+    std::process::exit(husk_main(args(argc, argv)).into())
+}
+
+/// The command line from the C runtime's `argv` (std fills `std::env::args` only from its own
+/// start-up on some C libraries, which `main` replaces).
+#[cfg(not(test))]
+fn args(argc: libc::c_int, argv: *const *const libc::c_char) -> Vec<std::ffi::OsString> {
+    use std::os::unix::ffi::OsStrExt;
+    (0..argc.max(0) as usize)
+        .map(|i| {
+            // SAFETY: the C runtime passes argc valid, NUL-terminated strings in argv, which
+            // live as long as the process.
+            let a = unsafe { std::ffi::CStr::from_ptr(*argv.add(i)) };
+            std::ffi::OsStr::from_bytes(a.to_bytes()).to_os_string()
+        })
+        .collect()
 }
 
 /// The part of std's start-up husk relies on (see `main`).
@@ -173,12 +204,12 @@ fn start_up() {
 /// The command's exit status (0-255).
 // Unused by the unit tests' build, whose harness has its own main.
 #[cfg_attr(test, allow(dead_code))]
-fn husk_main() -> u8 {
+fn husk_main(args: Vec<std::ffi::OsString>) -> u8 {
     // `husk sandbox ...` goes straight to its own parser: husk's whole command tree (every
     // runc command and flag) costs a fifth of a millisecond to build, a twentieth of a
     // sandboxed run. With global flags before it, it takes the common path below.
     // (A non-UTF-8 argument takes it too, for clap's error.)
-    let mut argv = std::env::args_os();
+    let mut argv = args.iter().cloned();
     if argv.nth(1).is_some_and(|a| a == "sandbox") {
         if let Ok(rest) = argv.map(|a| a.into_string()).collect::<Result<Vec<_>, _>>() {
             return sandbox::main(&rest).clamp(0, 255) as u8;
@@ -186,7 +217,7 @@ fn husk_main() -> u8 {
     }
     // go-runc (containerd's runc shim) passes `restore -no-subreaper`, Go flag style, which
     // urfave/cli accepts and clap does not.
-    let args = std::env::args_os().map(|a| {
+    let args = args.into_iter().map(|a| {
         if a == "-no-subreaper" {
             "--no-subreaper".into()
         } else {
