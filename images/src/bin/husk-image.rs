@@ -30,6 +30,12 @@ struct Cli {
     command: ImageCommand,
 }
 
+/// musl's malloc is slow for an unpack's many small allocations (see Cargo.toml): dlmalloc, as
+/// the `husk` binary has.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
