@@ -123,9 +123,9 @@ fn version() -> String {
 
 /// musl's malloc returns memory to the kernel eagerly and takes a lock for every call: a
 /// sandboxed run of /bin/true made 47 mmap and 29 munmap calls, and its parse and plan took
-/// twice as long as with glibc's. dlmalloc (glibc's malloc's ancestor, in Rust) is the
-/// allocator of the `husk` binary built for musl (.cargo/config.toml); the libraries and the
-/// other binaries keep the C library's.
+/// twice as long as with glibc's. dlmalloc (Doug Lea's allocator, from which glibc's descends,
+/// in Rust) is the allocator of the `husk` binary built for musl (.cargo/config.toml), as of
+/// `husk-image`; the shim, an idle process, keeps the C library's.
 #[cfg(target_env = "musl")]
 #[global_allocator]
 static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
