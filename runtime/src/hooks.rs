@@ -371,11 +371,9 @@ impl<'a> Prepared<'a> {
 fn fail_child(err_pipe: RawFd) -> ! {
     let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
     let bytes = errno.to_ne_bytes();
-    // SAFETY: write from a stack buffer and _exit are async-signal-safe; nothing else runs.
-    unsafe {
-        libc::write(err_pipe, bytes.as_ptr().cast(), bytes.len());
-        libc::_exit(127)
-    }
+    // SAFETY: write from a stack buffer is async-signal-safe; nothing else runs.
+    unsafe { libc::write(err_pipe, bytes.as_ptr().cast(), bytes.len()) };
+    crate::sys::exit_now(127)
 }
 
 fn read_full(fd: std::os::fd::BorrowedFd<'_>, buf: &mut [u8]) -> std::io::Result<usize> {

@@ -78,8 +78,7 @@ pub fn loopback_up_in_userns(pid: i32) -> Result<(), nix::Error> {
                 Ok(()) => 0,
                 Err(e) => e as i32,
             };
-            // SAFETY: _exit ends the helper without running the parent's destructors.
-            unsafe { libc::_exit(code) }
+            crate::sys::exit_now(code)
         }
         nix::unistd::ForkResult::Parent { child } => loop {
             match nix::sys::wait::waitpid(child, None) {
