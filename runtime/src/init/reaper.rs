@@ -155,7 +155,10 @@ pub fn fork_program(
     let mut stack = sys::Stack::new(PROGRAM_STACK).map_err(step("map the program's stack"))?;
     Handover::send(&status);
     let child = start_program(program_only, &mut stack, program)?;
-    drop(stack);
+    // Not unmapped: the program ran on it, perhaps on another CPU, so an unmap would be a TLB
+    // shootdown there (an inter-processor interrupt, which a VM pays for in exits); this
+    // process only reaps from here and exits when the program ends, which unmaps it anyway.
+    std::mem::forget(stack);
     report_when_done(child, status.fd)
 }
 

@@ -65,14 +65,15 @@ fn roots() -> Vec<PathBuf> {
 pub fn stale_cgroups() {
     let mut seen = std::collections::BTreeSet::new();
     for root in roots() {
-        let Ok(dir) = std::fs::read_dir(&root) else {
+        let Ok(dir) = crate::sys::list_dir(&root) else {
             continue;
         };
-        for e in dir.flatten() {
-            let name = e.file_name();
-            let Some(name) = name.to_str() else { continue };
+        for e in dir.iter().filter(|e| e.kind == crate::sys::Kind::Dir) {
+            let Some(name) = e.name_str() else { continue };
             let Some(pid) = owner_pid(name) else { continue };
-            let Ok(meta) = e.metadata() else { continue };
+            let Ok(meta) = std::fs::symlink_metadata(crate::sys::entry_path(&root, e)) else {
+                continue;
+            };
             if !meta.is_dir() || !creator_gone(pid, meta.ctime().max(0) as u64) {
                 continue;
             }

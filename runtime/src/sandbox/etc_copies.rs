@@ -82,11 +82,10 @@ fn remove_dead_temporaries(dst: &Path, name: &str) {
         return;
     };
     let prefix = format!(".{name}.");
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let file = e.file_name();
-        let pid = file.to_str().and_then(|f| f.strip_prefix(&prefix));
+    for e in crate::sys::list_dir(dir).into_iter().flatten() {
+        let pid = e.name_str().and_then(|f| f.strip_prefix(&prefix));
         if pid.is_some_and(|p| p.parse::<u32>().is_ok() && !Path::new("/proc").join(p).exists()) {
-            let _ = std::fs::remove_file(e.path());
+            let _ = std::fs::remove_file(crate::sys::entry_path(dir, &e));
         }
     }
 }

@@ -33,6 +33,7 @@ use serde_json::{json, Value};
 use super::limits::{environment, workdir, Options};
 use crate::cgroups::{Cgroup, CgroupError};
 use crate::spec::{Plan, SpecError};
+use crate::sys::Kind;
 
 /// Where the skeleton root lives on the host (root's; see [`skeleton`]).
 pub const SKELETON: &str = "/run/husk-sandbox/root";
@@ -171,23 +172,29 @@ pub fn etc_entries() -> &'static [(String, bool)] {
 }
 
 fn etc_lookup() -> Vec<(String, bool)> {
-    let Ok(d) = std::fs::read_dir("/etc") else {
+    let etc = Path::new("/etc");
+    let Ok(d) = crate::sys::list_dir(etc) else {
         return Vec::new();
     };
     let mut out: Vec<(String, bool)> = d
-        .flatten()
+        .iter()
         .filter_map(|e| {
-            let name = e.file_name().to_str()?.to_string();
-            if !ETC.contains(&name.as_str()) && !name.starts_with("java") {
+            let name = e.name_str()?;
+            if !ETC.contains(&name) && !name.starts_with("java") {
                 return None;
             }
             // The directory entry's type, but a symlink's (localtime) is what it points to:
             // the bind follows it.
-            let t = match e.file_type().ok()? {
-                t if t.is_symlink() => std::fs::metadata(e.path()).ok()?.file_type(),
-                t => t,
+            let dir = match e.kind {
+                Kind::Symlink => {
+                    let t = std::fs::metadata(crate::sys::entry_path(etc, e)).ok()?;
+                    (t.is_dir() || t.is_file()).then_some(t.is_dir())?
+                }
+                Kind::Dir => true,
+                Kind::File => false,
+                Kind::Other => return None,
             };
-            (t.is_dir() || t.is_file()).then(|| (name, t.is_dir()))
+            Some((name.to_string(), dir))
         })
         .collect();
     out.sort();
@@ -225,20 +232,20 @@ pub fn host_top_level() -> Result<Vec<TopLevel>, PlanError> {
         source,
     };
     let mut out = Vec::new();
-    for e in std::fs::read_dir("/").map_err(err)? {
-        let e = e.map_err(err)?;
-        let Some(name) = e.file_name().to_str().map(String::from) else {
+    for e in crate::sys::list_dir(Path::new("/")).map_err(err)? {
+        let Some(name) = e.name_str().map(String::from) else {
             continue;
         };
         if NOT_BOUND.contains(&name.as_str()) {
             continue;
         }
-        let ft = e.file_type().map_err(err)?;
-        if ft.is_symlink() {
-            let target = std::fs::read_link(e.path()).map_err(err)?;
-            out.push(TopLevel::Link(name, target));
-        } else if ft.is_dir() {
-            out.push(TopLevel::Dir(name));
+        match e.kind {
+            Kind::Symlink => {
+                let target = std::fs::read_link(Path::new("/").join(&name)).map_err(err)?;
+                out.push(TopLevel::Link(name, target));
+            }
+            Kind::Dir => out.push(TopLevel::Dir(name)),
+            Kind::File | Kind::Other => {}
         }
     }
     out.sort_by(|a, b| name_of(a).cmp(name_of(b)));
@@ -276,12 +283,11 @@ pub fn ensure_skeleton(root: &Path, top: &[TopLevel]) -> Result<(), PlanError> {
         }
     }
     // What the skeleton has, from its directory listings rather than a stat of each entry.
-    let listing = |dir: &Path| -> std::collections::HashMap<String, std::fs::FileType> {
-        std::fs::read_dir(dir)
+    let listing = |dir: &Path| -> std::collections::HashMap<String, Kind> {
+        crate::sys::list_dir(dir)
             .into_iter()
             .flatten()
-            .flatten()
-            .filter_map(|e| Some((e.file_name().to_str()?.to_string(), e.file_type().ok()?)))
+            .filter_map(|e| Some((e.name_str()?.to_string(), e.kind)))
             .collect()
     };
     // The minimal view's /etc: copies of the files, mount points for the directories (the
@@ -291,7 +297,7 @@ pub fn ensure_skeleton(root: &Path, top: &[TopLevel]) -> Result<(), PlanError> {
         .map_err(|(path, source)| PlanError::Skeleton { path, source })?;
     let have = listing(&root.join("etc"));
     for (name, _) in etc_entries().iter().filter(|(_, dir)| *dir) {
-        if !have.get(name).is_some_and(std::fs::FileType::is_dir) {
+        if have.get(name) != Some(&Kind::Dir) {
             mkdir(&root.join("etc").join(name))?;
         }
     }
@@ -299,7 +305,7 @@ pub fn ensure_skeleton(root: &Path, top: &[TopLevel]) -> Result<(), PlanError> {
     for t in top {
         match t {
             TopLevel::Dir(n) => {
-                if !have.get(n).is_some_and(std::fs::FileType::is_dir) {
+                if have.get(n) != Some(&Kind::Dir) {
                     mkdir(&root.join(n))?;
                 }
             }

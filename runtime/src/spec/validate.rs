@@ -102,9 +102,9 @@ fn rootfs(cx: &Ctx, spec: &Spec, bundle: &Path) -> Result<PathBuf, SpecError> {
         ));
     }
     let path = bundle.join(root.path());
-    match std::fs::canonicalize(&path) {
-        Ok(p) if p.is_dir() => Ok(p),
-        Ok(p) => Err(cx.err("root.path", format!("{p:?} is not a directory"))),
+    match crate::sys::canonicalize(&path) {
+        Ok((p, true)) => Ok(p),
+        Ok((p, false)) => Err(cx.err("root.path", format!("{p:?} is not a directory"))),
         Err(e) => Err(cx.err("root.path", format!("{path:?}: {e}"))),
     }
 }

@@ -7,6 +7,9 @@ use std::path::Path;
 
 use nix::errno::Errno;
 
+mod dir;
+pub use dir::{entry_path, list_dir, DirEntry, Kind};
+
 /// `clone(2)` without a new stack: the child continues on a copy of the caller's stack, like
 /// `fork`, but with namespace flags. Returns the child's pid in the parent and 0 in the child.
 ///
@@ -159,6 +162,25 @@ pub fn move_mount_fd(from_fd: &OwnedFd, to_fd: &OwnedFd) -> Result<(), Errno> {
 /// resolving any path in the (untrusted) rootfs again.
 pub fn fd_path(fd: &impl AsRawFd) -> std::path::PathBuf {
     std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// `realpath(3)` of `path`, and whether it is a directory: the kernel's name for the file
+/// `path` opens (`/proc/self/fd`). Not `std::fs::canonicalize`: musl's `realpath` returns a
+/// string from musl's own malloc, which maps a page for it and unmaps it when freed (a TLB
+/// shootdown of each CPU with husk's memory loaded; see [`list_dir`]).
+pub fn canonicalize(path: &Path) -> std::io::Result<(std::path::PathBuf, bool)> {
+    use nix::fcntl::OFlag;
+    let fd = open(
+        path,
+        OFlag::O_PATH | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let dir = nix::sys::stat::fstat(fd.as_raw_fd())?.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    match std::fs::read_link(fd_path(&fd)) {
+        Ok(p) if p.is_absolute() => Ok((p, dir)),
+        // No /proc: the C library's way.
+        _ => Ok((std::fs::canonicalize(path)?, dir)),
+    }
 }
 
 pub fn cstr(path: &Path) -> Result<CString, Errno> {
