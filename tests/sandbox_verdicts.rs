@@ -740,3 +740,47 @@ fn husk_unmaps_nothing_of_its_own() {
     );
     assert!(ours.is_empty(), "husk's processes unmapped: {ours:#?}");
 }
+
+/// A single run leaves its network namespace's holder to die with husk (PDEATHSIG) rather than
+/// killing it: alive at husk's exit, it keeps husk's memory from being torn down on the
+/// caller's time (`run::Then::Exit`). It must still die: strace waits for it, and sees it
+/// killed.
+#[test]
+fn a_single_runs_net_holder_dies_with_husk_not_before() {
+    let strace = which("strace").expect("strace (scripts/setup installs it)");
+    let dir = Dir::new("holder");
+    let log = dir.path("strace.log");
+    let out = Command::new(strace)
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=clone,clone3,kill,exit_group",
+            "-o",
+        ])
+        .arg(&log)
+        .arg(common::bin_under_test())
+        .args(["sandbox", "--", "/bin/true"])
+        .current_dir(&dir.0)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let log = fs::read_to_string(&log).unwrap();
+    let husk = log.split_whitespace().next().unwrap().to_string();
+    // The first child husk clones is the holder (it shares husk's memory: CLONE_VM).
+    let holder = log
+        .lines()
+        .filter(|l| l.starts_with(&format!("{husk} ")) && l.contains("CLONE_VM"))
+        .find_map(|l| l.rsplit("= ").next())
+        .map(|p| p.trim().to_string())
+        .expect("the holder's clone");
+    let killed_by_husk = log.lines().any(|l| {
+        l.starts_with(&format!("{husk} ")) && l.contains(&format!("kill({holder}, SIGKILL"))
+    });
+    assert!(!killed_by_husk, "husk killed its holder itself:\n{log}");
+    let died = log
+        .lines()
+        .any(|l| l.starts_with(&format!("{holder} ")) && l.contains("killed by SIGKILL"));
+    assert!(died, "the holder did not die of husk's exit:\n{log}");
+}

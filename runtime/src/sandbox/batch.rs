@@ -110,8 +110,13 @@ pub fn run_file(path: &Path, base: &Options, n: usize) -> Result<Summary, BatchE
             }
             Line::Job(o) => {
                 let seq = 1_000_000 + index as u64;
-                let v = super::run::run(o, &super::profile::judge_filter(), seq)
-                    .unwrap_or_else(|e| Verdict::internal(e.to_string()));
+                let v = super::run::run(
+                    o,
+                    &super::profile::judge_filter(),
+                    seq,
+                    super::run::Then::Continue,
+                )
+                .unwrap_or_else(|e| Verdict::internal(e.to_string()));
                 ordered.insert(index, v);
             }
         }

@@ -166,6 +166,12 @@ impl NetNs {
         Ok(NetNs { holder, link })
     }
 
+    /// Leave the holder to die with husk (its PDEATHSIG) rather than kill it now: for a
+    /// process about to exit (see [`super::run::Then::Exit`]). Its stack stays mapped.
+    pub fn leave(self) {
+        std::mem::forget(self);
+    }
+
     /// Where the namespace can be joined (valid while `self` lives).
     pub fn path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/{}/ns/net", self.holder.pid()))

@@ -38,7 +38,8 @@ pub use limits::{Options, UsageError};
 pub use verdict::{Status, Verdict};
 
 /// Run one program under `o` and return its verdict (XX on an internal failure); a directory
-/// that can't be given to the program is a usage error.
+/// that can't be given to the program is a usage error. For a process that exits after it
+/// ([`run::Then::Exit`]): a holder is left to die with it.
 pub fn run_one(o: &Options) -> Result<Verdict, UsageError> {
-    run::run(o, &profile::judge_filter(), 0)
+    run::run(o, &profile::judge_filter(), 0, run::Then::Exit)
 }

@@ -638,6 +638,19 @@ fn run_inner(
     Ok(v)
 }
 
+/// What the calling process does once a run is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    /// Goes on (a batch's runs of their own): the run's holder is killed at its end.
+    Continue,
+    /// Exits (`husk sandbox` without `--batch`): the network namespace's holder is left to die
+    /// with husk (its PDEATHSIG). Alive, it still shares husk's memory when husk exits, so
+    /// husk's exit does not tear that memory down (its page tables, and a TLB shootdown of
+    /// the holder's CPU): the holder's death does, after the caller has husk's status. Paired
+    /// A/B, 300 rounds: -0.10 and -0.30 ms a run, -0.32 ms with output to pipes.
+    Exit,
+}
+
 /// Options → plan → cgroup → run → cleanup: one complete sandboxed run. A directory the
 /// program can't be given (the caller's, a `--dir`) is a usage error; anything else that
 /// fails is an XX verdict.
@@ -645,6 +658,7 @@ pub fn run(
     o: &Options,
     seccomp: &crate::seccomp::Compiled,
     seq: u64,
+    then: Then,
 ) -> Result<Verdict, UsageError> {
     let cwd = std::env::current_dir().map_err(|e| {
         usage(
@@ -661,15 +675,11 @@ pub fn run(
         super::holder::NetNs::start().ok()
     };
     let mut view = super::view::prepare(&super::plan::bound_dirs(o, &cwd), o.uid, o.gid)?;
-    Ok(run_in(
-        o,
-        seccomp,
-        seq,
-        &cwd,
-        &mut view,
-        rootless,
-        net.as_ref(),
-    ))
+    let v = run_in(o, seccomp, seq, &cwd, &mut view, rootless, net.as_ref());
+    if let (Some(n), Then::Exit) = (net, then) {
+        n.leave();
+    }
+    Ok(v)
 }
 
 fn run_in(
