@@ -700,18 +700,14 @@ fn which(name: &str) -> Result<PathBuf, ()> {
         .ok_or(())
 }
 
-/// husk's own processes (the runtime, its holders, the sandbox's init) unmap nothing during a
-/// run: on a VM every unmap of memory that another CPU has loaded is a TLB shootdown there
-/// (an inter-processor interrupt, paid for in exits), and a run had eight of them (musl's
-/// malloc behind `opendir` and `realpath`, the program's stack), 0.25 ms of a single run
-/// (`scripts/bench-sandbox`). The program's own unmaps (after its exec) don't count.
-#[test]
-fn husk_unmaps_nothing_of_its_own() {
+/// The strace log (`strace -f -e trace=CALLS`) of `husk sandbox -- /bin/true`, which must
+/// succeed.
+fn strace_single_run(tag: &str, calls: &str) -> String {
     let strace = which("strace").expect("strace (scripts/setup installs it)");
-    let dir = Dir::new("unmap");
+    let dir = Dir::new(tag);
     let log = dir.path("strace.log");
     let out = Command::new(strace)
-        .args(["-f", "-qq", "-e", "trace=munmap,execve", "-o"])
+        .args(["-f", "-qq", "-e", &format!("trace={calls}"), "-o"])
         .arg(&log)
         .arg(common::bin_under_test())
         .args(["sandbox", "--", "/bin/true"])
@@ -720,7 +716,17 @@ fn husk_unmaps_nothing_of_its_own() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let log = fs::read_to_string(&log).unwrap();
+    fs::read_to_string(&log).unwrap()
+}
+
+/// husk's own processes (the runtime, its holders, the sandbox's init) unmap nothing during a
+/// run: on a VM every unmap of memory that another CPU has loaded is a TLB shootdown there
+/// (an inter-processor interrupt, paid for in exits), and a run had eight of them (musl's
+/// malloc behind `opendir` and `realpath`, the program's stack), 0.25 ms of a single run
+/// (`scripts/bench-sandbox`). The program's own unmaps (after its exec) don't count.
+#[test]
+fn husk_unmaps_nothing_of_its_own() {
+    let log = strace_single_run("unmap", "munmap,execve");
     let mut program = std::collections::HashSet::new();
     let mut ours = Vec::new();
     for line in log.lines() {
@@ -747,37 +753,30 @@ fn husk_unmaps_nothing_of_its_own() {
 /// killed.
 #[test]
 fn a_single_runs_net_holder_dies_with_husk_not_before() {
-    let strace = which("strace").expect("strace (scripts/setup installs it)");
-    let dir = Dir::new("holder");
-    let log = dir.path("strace.log");
-    let out = Command::new(strace)
-        .args([
-            "-f",
-            "-qq",
-            "-e",
-            "trace=clone,clone3,kill,exit_group",
-            "-o",
-        ])
-        .arg(&log)
-        .arg(common::bin_under_test())
-        .args(["sandbox", "--", "/bin/true"])
-        .current_dir(&dir.0)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let log = fs::read_to_string(&log).unwrap();
+    let log = strace_single_run("holder", "clone,clone3,kill,exit_group");
     let husk = log.split_whitespace().next().unwrap().to_string();
-    // The first child husk clones is the holder (it shares husk's memory: CLONE_VM).
-    let holder = log
+    let by_husk: Vec<&str> = log
         .lines()
-        .filter(|l| l.starts_with(&format!("{husk} ")) && l.contains("CLONE_VM"))
-        .find_map(|l| l.rsplit("= ").next())
-        .map(|p| p.trim().to_string())
+        .filter(|l| l.starts_with(&format!("{husk} ")))
+        .collect();
+    // The first child husk clones is the holder (it shares husk's memory: CLONE_VM). Its pid
+    // ends the clone's line, or the line that resumes it.
+    let at = by_husk
+        .iter()
+        .position(|l| l.contains("CLONE_VM"))
         .expect("the holder's clone");
-    let killed_by_husk = log.lines().any(|l| {
-        l.starts_with(&format!("{husk} ")) && l.contains(&format!("kill({holder}, SIGKILL"))
-    });
+    let returned = if by_husk[at].contains("<unfinished") {
+        by_husk[at..].iter().find(|l| l.contains("clone resumed>"))
+    } else {
+        by_husk.get(at)
+    };
+    let holder = returned
+        .and_then(|l| l.rsplit("= ").next())
+        .map(|p| p.trim().to_string())
+        .expect("the holder's pid");
+    let killed_by_husk = by_husk
+        .iter()
+        .any(|l| l.contains(&format!("kill({holder}, SIGKILL")));
     assert!(!killed_by_husk, "husk killed its holder itself:\n{log}");
     let died = log
         .lines()
