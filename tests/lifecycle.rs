@@ -370,3 +370,24 @@ fn listen_fds_are_passed_like_runc() {
     assert_eq!(out.stdout, " \n", "{out:?}");
     c.assert_clean();
 }
+
+/// The container's process may run on every CPU husk may: the init is placed on another CPU
+/// than husk's while the two set up side by side, and returns to all of them before anything
+/// of the container's runs (a mask left behind would be the container's).
+#[test]
+fn the_process_may_run_on_every_cpu_husk_may() {
+    let Some(mut c) = Case::new("cpus") else {
+        return;
+    };
+    c.sh("grep Cpus_allowed_list /proc/self/status");
+    c.write_config();
+    let out = c.run();
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    let ours = std::fs::read_to_string("/proc/self/status").unwrap();
+    let ours = ours
+        .lines()
+        .find(|l| l.starts_with("Cpus_allowed_list"))
+        .unwrap();
+    assert_eq!(out.stdout.trim(), ours, "{out:?}");
+    c.assert_clean();
+}

@@ -691,6 +691,37 @@ fn non_root_caller_gets_a_user_namespace_and_is_told_what_is_unenforced() {
     let _ = fs::remove_dir_all("/tmp/husk-sandbox-65534");
 }
 
+/// The program may run on every CPU husk may: husk places its helpers and the sandbox's init
+/// on another CPU than its own while they set up side by side; the init returns to all of them
+/// before the program is forked.
+#[test]
+fn the_program_may_run_on_every_cpu_husk_may() {
+    if common::skip() {
+        return;
+    }
+    let d = Dir::new("cpus");
+    let out = d.path("out.txt");
+    let o = sandbox(
+        &d,
+        &[
+            "--stdout",
+            out.to_str().unwrap(),
+            "--",
+            "grep",
+            "Cpus_allowed_list",
+            "/proc/self/status",
+        ],
+    );
+    assert_eq!(o.status(), "OK", "{}", o.verdict());
+    let theirs = fs::read_to_string(&out).unwrap();
+    let ours = fs::read_to_string("/proc/self/status").unwrap();
+    let ours = ours
+        .lines()
+        .find(|l| l.starts_with("Cpus_allowed_list"))
+        .unwrap();
+    assert_eq!(theirs.trim(), ours);
+}
+
 fn which(name: &str) -> Result<PathBuf, ()> {
     std::env::var_os("PATH")
         .into_iter()

@@ -68,6 +68,9 @@ pub struct Init<'a> {
     pub seccomp_listener: Option<OwnedFd>,
     /// The v1 `tasks` files to join the cgroup through (the parent doesn't write then).
     pub cgroup_join: Option<crate::cgroups::Join>,
+    /// The CPUs the parent may run on, for the init to return to once the parent has placed
+    /// it ([`crate::sys::run_beside_caller`]) and sent `CgroupDone`.
+    pub cpus: Option<nix::sched::CpuSet>,
 }
 
 /// Run the init; never returns.
@@ -112,12 +115,20 @@ pub(crate) struct Barrier {
     /// ([`reaper::Reporting::late`]); once here, (cpu, peak).
     late_stats: bool,
     stats: Option<(Option<RawFd>, Option<RawFd>)>,
+    /// See [`Init::cpus`].
+    cpus: Option<nix::sched::CpuSet>,
 }
 
 impl Barrier {
     pub(crate) fn cgroup(&mut self, chan: &Channel) -> Result<(), InitError> {
         if !self.cgroup_done {
             let sent = chan.expect_fds(Msg::CgroupDone)?;
+            // The parent placed this process on one CPU before it sent this: back to all of
+            // them before anything inherits the mask (a v1 cpuset join narrows it again).
+            if let Some(cpus) = self.cpus.take() {
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus)
+                    .map_err(step("restore the CPU affinity"))?;
+            }
             let join =
                 |e: std::io::Error| InitError::Other(format!("join the container's cgroup: {e}"));
             if let Some(j) = self.join.take() {
@@ -180,6 +191,7 @@ fn setup(init: &mut Init) -> Result<std::convert::Infallible, InitError> {
         join: init.cgroup_join.take(),
         late_stats: init.status.is_some_and(|s| s.late),
         stats: None,
+        cpus: init.cpus.take(),
     };
 
     // 1. Namespaces (sync 1-3): user first, id maps, the rest, a fork for a new pid namespace.
@@ -432,6 +444,7 @@ mod tests {
             join: None,
             late_stats,
             stats: None,
+            cpus: None,
         }
     }
 

@@ -130,6 +130,7 @@ pub fn spawn(plan: &Plan, opts: Options, obs: &mut dyn Observer) -> Result<Spawn
         ns.new - CloneFlags::CLONE_NEWCGROUP - time_flag()
     };
     let restore = enter_for_children(plan)?;
+    let cpus = nix::sched::sched_getaffinity(Pid::from_raw(0)).ok();
     let parent_pid = nix::unistd::getpid().as_raw();
     let mut join = opts.cgroup_join;
     let into = join
@@ -168,10 +169,16 @@ pub fn spawn(plan: &Plan, opts: Options, obs: &mut dyn Observer) -> Result<Spawn
                 cloned_flags: flags,
                 cgroup_join: join,
                 seccomp_listener: opts.seccomp_listener,
+                cpus,
             };
             init::run(init)
         }
         Ok(pid) => {
+            // The init's set-up (mounts) beside the parent's (cgroup), not after it; it
+            // returns to `cpus` on `CgroupDone`.
+            if cpus.is_some() {
+                sys::run_beside_caller(pid);
+            }
             let restored = restore.leave();
             drop(child_end);
             drop(fifo);

@@ -7,7 +7,9 @@ use std::path::Path;
 
 use nix::errno::Errno;
 
+mod cpu;
 mod dir;
+pub use cpu::run_beside_caller;
 pub use dir::{entry_path, list_dir, DirEntry, Kind};
 
 /// `clone(2)` without a new stack: the child continues on a copy of the caller's stack, like
