@@ -15,6 +15,7 @@
 pub mod batch;
 pub mod channel;
 pub mod cleanup;
+mod etc_cache;
 mod etc_copies;
 pub mod exec_check;
 pub mod fill;

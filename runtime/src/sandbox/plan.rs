@@ -165,10 +165,33 @@ pub const ETC: &[&str] = &[
 /// whose command line is the caller's husk command line).
 pub const PROC_OPTIONS: &str = "hidepid=2";
 
-/// The [`ETC`] entries (and `java*`) the host has: (name, is a directory). Looked up once.
+/// The [`ETC`] entries (and `java*`) the host has: (name, is a directory). Looked up once, and
+/// for root remembered next to the skeleton until `/etc` changes ([`super::etc_cache`]).
 pub fn etc_entries() -> &'static [(String, bool)] {
     static E: std::sync::OnceLock<Vec<(String, bool)>> = std::sync::OnceLock::new();
-    E.get_or_init(etc_lookup)
+    E.get_or_init(|| {
+        let cache = nix::unistd::geteuid()
+            .is_root()
+            .then(|| Path::new(SKELETON).with_file_name("etc.list"));
+        let stamp = cache
+            .as_ref()
+            .and(super::etc_cache::stamp(Path::new("/etc")));
+        if let (Some(file), Some(stamp)) = (&cache, &stamp) {
+            if let Some(e) = super::etc_cache::load(file, stamp, etc_name) {
+                return e;
+            }
+        }
+        let e = etc_lookup();
+        if let (Some(file), Some(stamp)) = (&cache, &stamp) {
+            super::etc_cache::store(file, stamp, &e);
+        }
+        e
+    })
+}
+
+/// A name of the host's `/etc` the view takes.
+fn etc_name(name: &str) -> bool {
+    (ETC.contains(&name) || name.starts_with("java")) && !name.contains('/')
 }
 
 fn etc_lookup() -> Vec<(String, bool)> {
@@ -180,7 +203,7 @@ fn etc_lookup() -> Vec<(String, bool)> {
         .iter()
         .filter_map(|e| {
             let name = e.name_str()?;
-            if !ETC.contains(&name) && !name.starts_with("java") {
+            if !etc_name(name) {
                 return None;
             }
             // The directory entry's type, but a symlink's (localtime) is what it points to:
