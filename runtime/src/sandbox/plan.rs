@@ -6,8 +6,8 @@
 //! the skeleton, see `etc_copies`; the directories bound), a fresh bounded `/tmp`,
 //! `/proc` of the program's own pid namespace with `hidepid=2` (the program sees its own
 //! processes only), a minimal `/dev` (null, zero, full, random, urandom, tty, shm, pts), an
-//! empty read-only `/run`, and the box at `/box`. Everything else of the host (homes, `/root`, `/srv`,
-//! `/var`, `/opt`, the rest of `/etc`) is not there: it comes in only through `--dir`.
+//! empty read-only `/run`, and the box at `/box`. Everything else of the host (homes, `/root`,
+//! `/srv`, `/var`, `/opt`, the rest of `/etc`) is not there: it comes in only through `--dir`.
 //! `--host-root` binds every top-level directory of the host read-only instead (weaker: the
 //! program can read every world-readable file of the host).
 //!
@@ -15,8 +15,8 @@
 //! mount point per top-level directory of the host, the host's top-level symlinks
 //! (`/bin -> usr/bin`) and the copies of the `/etc` files. Each host directory is bound
 //! read-only (recursively, nosuid, nodev) onto its mount point; `/proc`, `/dev` and `/tmp` are
-//! fresh; the skeleton itself is remounted read-only. Why not one read-only rbind
-//! of `/` as the root: the rootfs code mounts through a descriptor of the root directory opened
+//! fresh; the skeleton itself is remounted read-only. Why not one read-only rbind of `/` as the
+//! root: the rootfs code mounts through a descriptor of the root directory opened
 //! before the first mount, and a bind over that directory would hide every later mount (nor
 //! can `/` itself be pivot_root's new root).
 //! Why not a tmpfs root: same, and the mount points would have to be recreated on every run.
@@ -166,7 +166,7 @@ pub const ETC: &[&str] = &[
 pub const PROC_OPTIONS: &str = "hidepid=2";
 
 /// The [`ETC`] entries (and `java*`) the host has: (name, is a directory). Looked up once, and
-/// for root remembered next to the skeleton until `/etc` changes ([`super::etc_cache`]).
+/// for root remembered next to the skeleton until `/etc` changes (`etc_cache`).
 pub fn etc_entries() -> &'static [(String, bool)] {
     static E: std::sync::OnceLock<Vec<(String, bool)>> = std::sync::OnceLock::new();
     E.get_or_init(|| {
@@ -175,7 +175,7 @@ pub fn etc_entries() -> &'static [(String, bool)] {
             .then(|| Path::new(SKELETON).with_file_name("etc.list"));
         let stamp = cache
             .as_ref()
-            .and(super::etc_cache::stamp(Path::new("/etc")));
+            .and_then(|_| super::etc_cache::stamp(Path::new("/etc")));
         if let (Some(file), Some(stamp)) = (&cache, &stamp) {
             if let Some(e) = super::etc_cache::load(file, stamp, etc_name) {
                 return e;
