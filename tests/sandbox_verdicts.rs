@@ -757,6 +757,43 @@ fn a_run_mounts_only_the_file_systems_its_program_uses() {
     assert_eq!(lines.next().map(str::trim), Some("0"), "{text}");
 }
 
+/// A batch job's init changes no credentials to empty a bounding set its zygote emptied once
+/// for the slot: each `PR_CAPBSET_DROP` is a new set of credentials even for a capability that
+/// is gone already, and 41 of them per job were 2% of a `--jobs 1` batch.
+#[test]
+fn batch_jobs_drop_no_bounding_capability_their_zygote_dropped() {
+    if common::skip() {
+        return;
+    }
+    let strace = which("strace").expect("strace (scripts/setup installs it)");
+    let d = Dir::new("batch-caps");
+    let jobs = d.path("jobs.jsonl");
+    fs::write(&jobs, "{\"args\": [\"/bin/true\"]}\n".repeat(5)).unwrap();
+    let log = d.path("strace.log");
+    let out = Command::new(strace)
+        .args(["-f", "-qq", "-e", "trace=prctl", "-o"])
+        .arg(&log)
+        .arg(common::bin_under_test())
+        .args(["sandbox", "--jobs", "1", "--batch"])
+        .arg(&jobs)
+        .current_dir(&d.0)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let log = fs::read_to_string(&log).unwrap();
+    let oks = String::from_utf8_lossy(&out.stdout)
+        .matches("\"OK\"")
+        .count();
+    assert_eq!(oks, 5, "{out:?}");
+    let drops = log.matches("PR_CAPBSET_DROP").count();
+    // The zygote's one pass (at most one per capability), none per job.
+    assert!(
+        (1..=64).contains(&drops),
+        "{drops} bounding-set drops for 5 jobs:\n{log}"
+    );
+}
+
 fn which(name: &str) -> Result<PathBuf, ()> {
     std::env::var_os("PATH")
         .into_iter()

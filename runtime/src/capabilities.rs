@@ -49,13 +49,32 @@ fn last_cap() -> u8 {
 pub fn drop_bounding(c: Option<&LinuxCapabilities>) -> Result<(), CapsError> {
     let keep = to_set(c.and_then(|c| c.bounding().as_ref()))?;
     let last = last_cap();
+    // Each drop is a new set of credentials (prepared, committed, the old one freed after an
+    // RCU grace period) even for a capability the set lacks already, 1-2 us apiece here. A
+    // full set (a container's init) is dropped straight away, one prctl per capability; one
+    // that lacks the first to drop (a batch job, whose zygote emptied it) is read first
+    // (a read changes no credentials) and only what is there is dropped: 41 credential
+    // changes less per job.
+    let mut read_first = None;
     for cap in caps::all() {
         if cap.index() > last || keep.contains(&cap) {
             continue;
         }
-        // Dropped straight away (one prctl per capability, not a read first): only a refusal
-        // asks whether it was there at all, as a process without CAP_SETPCAP may still "drop"
-        // what its bounding set lacks already.
+        let present = || caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(true);
+        let there = match read_first {
+            Some(false) => true,
+            Some(true) => present(),
+            None => {
+                let p = present();
+                read_first = Some(!p);
+                p
+            }
+        };
+        if !there {
+            continue;
+        }
+        // Only a refusal asks whether it was there at all, as a process without CAP_SETPCAP
+        // may still "drop" what its bounding set lacks already.
         if let Err(source) = caps::drop(None, CapSet::Bounding, cap) {
             if caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(true) {
                 return Err(CapsError::Set {
