@@ -124,10 +124,13 @@ impl Barrier {
         if !self.cgroup_done {
             let sent = chan.expect_fds(Msg::CgroupDone)?;
             // The parent placed this process on one CPU before it sent this: back to all of
-            // them before anything inherits the mask (a v1 cpuset join narrows it again).
+            // them before anything inherits the mask (a v1 cpuset join narrows it again; in
+            // a v2 cpuset the kernel keeps the intersection). Best effort: the one refusal
+            // possible is a cpuset that shares no CPU with the parent's, and then the parent
+            // could not have placed it either (the CPU it picks is one of the parent's), so
+            // the mask is the cpuset's, as without the placement.
             if let Some(cpus) = self.cpus.take() {
-                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus)
-                    .map_err(step("restore the CPU affinity"))?;
+                let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus);
             }
             let join =
                 |e: std::io::Error| InitError::Other(format!("join the container's cgroup: {e}"));
