@@ -723,9 +723,10 @@ fn the_program_may_run_on_every_cpu_husk_may() {
 }
 
 /// A run makes only the file systems its program uses: /proc, /dev, /dev/shm and /tmp (the box
-/// is the caller's directory; the masks of files are binds of /dev/null). Each new one is a superblock made and torn down per run and per
-/// batch job; a fresh /run and a tmpfs masking /proc/acpi cost 0.2 ms of a run. What they
-/// guarded stays guarded: /proc is read-only, /run is the skeleton's empty read-only directory.
+/// is the caller's directory; the masks of files are binds of /dev/null). Each new one is a
+/// superblock made and torn down per run and per batch job; a fresh /run and a tmpfs masking
+/// /proc/acpi cost 0.2 ms of a run. What they guarded stays guarded: /proc is read-only, /run
+/// is the skeleton's empty read-only directory.
 #[test]
 fn a_run_mounts_only_the_file_systems_its_program_uses() {
     if common::skip() {
@@ -765,27 +766,13 @@ fn batch_jobs_drop_no_bounding_capability_their_zygote_dropped() {
     if common::skip() {
         return;
     }
-    let strace = which("strace").expect("strace (scripts/setup installs it)");
     let d = Dir::new("batch-caps");
     let jobs = d.path("jobs.jsonl");
     fs::write(&jobs, "{\"args\": [\"/bin/true\"]}\n".repeat(5)).unwrap();
-    let log = d.path("strace.log");
-    let out = Command::new(strace)
-        .args(["-f", "-qq", "-e", "trace=prctl", "-o"])
-        .arg(&log)
-        .arg(common::bin_under_test())
-        .args(["sandbox", "--jobs", "1", "--batch"])
-        .arg(&jobs)
-        .current_dir(&d.0)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let log = fs::read_to_string(&log).unwrap();
-    let oks = String::from_utf8_lossy(&out.stdout)
-        .matches("\"OK\"")
-        .count();
-    assert_eq!(oks, 5, "{out:?}");
+    let batch = ["--jobs", "1", "--batch", jobs.to_str().unwrap()];
+    let (stdout, log) = strace_sandbox(&d, "prctl", &batch);
+    let oks = stdout.matches("\"OK\"").count();
+    assert_eq!(oks, 5, "{stdout}");
     let drops = log.matches("PR_CAPBSET_DROP").count();
     // The zygote's one pass (at most one per capability), none per job.
     assert!(
@@ -806,20 +793,30 @@ fn which(name: &str) -> Result<PathBuf, ()> {
 /// The strace log (`strace -f -e trace=CALLS`) of `husk sandbox -- /bin/true`, which must
 /// succeed.
 fn strace_single_run(tag: &str, calls: &str) -> String {
-    let strace = which("strace").expect("strace (scripts/setup installs it)");
     let dir = Dir::new(tag);
+    strace_sandbox(&dir, calls, &["--", "/bin/true"]).1
+}
+
+/// `husk sandbox ARGS` in `dir` under `strace -f -e trace=CALLS`, which must succeed: its
+/// stdout and the strace log.
+fn strace_sandbox(dir: &Dir, calls: &str, args: &[&str]) -> (String, String) {
+    let strace = which("strace").expect("strace (scripts/setup installs it)");
     let log = dir.path("strace.log");
     let out = Command::new(strace)
         .args(["-f", "-qq", "-e", &format!("trace={calls}"), "-o"])
         .arg(&log)
         .arg(common::bin_under_test())
-        .args(["sandbox", "--", "/bin/true"])
+        .arg("sandbox")
+        .args(args)
         .current_dir(&dir.0)
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    fs::read_to_string(&log).unwrap()
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        fs::read_to_string(&log).unwrap(),
+    )
 }
 
 /// husk's own processes (the runtime, its holders, the sandbox's init) unmap nothing during a

@@ -176,8 +176,8 @@ pub fn spawn(plan: &Plan, opts: Options, obs: &mut dyn Observer) -> Result<Spawn
         Ok(pid) => {
             // The init's set-up (mounts) beside the parent's (cgroup), not after it; it
             // returns to `cpus` on `CgroupDone`.
-            if cpus.is_some() {
-                sys::run_beside_caller(pid);
+            if let Some(c) = &cpus {
+                sys::run_beside_caller(pid, c);
             }
             let restored = restore.leave();
             drop(child_end);

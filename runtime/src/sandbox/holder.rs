@@ -164,7 +164,9 @@ impl NetNs {
         // The holder has its own copy of the descriptor table.
         drop(theirs);
         // Its namespace (about 0.6 ms here) is to be made while husk plans, not after.
-        sys::run_beside_caller(holder.pid());
+        if let Ok(cpus) = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+            sys::run_beside_caller(holder.pid(), &cpus);
+        }
         Ok(NetNs { holder, link })
     }
 

@@ -1,6 +1,6 @@
 //! Where a helper child runs.
 
-use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::sched::{sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 
 /// Move child `pid` (not yet running, or running nothing that cares where) to one of the
@@ -8,12 +8,12 @@ use nix::unistd::Pid;
 /// caller's instead of after it. A new child is queued where the scheduler's fork balancing
 /// puts it; measured here (2 vCPUs, 100 runs with sched tracepoints) that was the caller's own
 /// CPU a third of the time, and then the child ran only once the caller blocked waiting for
-/// it. Best effort: with one CPU allowed, or on any error, the child stays where it is.
-/// Returns the CPU it was moved to.
-pub fn run_beside_caller(pid: i32) -> Option<usize> {
+/// it. `allowed`: the caller's CPUs (`sched_getaffinity` of the caller, which a caller that
+/// needs the set anyway has read already). Best effort: with one CPU allowed, or on any error,
+/// the child stays where it is. Returns the CPU it was moved to.
+pub fn run_beside_caller(pid: i32, allowed: &CpuSet) -> Option<usize> {
     // SAFETY: sched_getcpu takes no arguments and only reads the calling thread's CPU.
     let here = usize::try_from(unsafe { libc::sched_getcpu() }).ok()?;
-    let allowed = sched_getaffinity(Pid::from_raw(0)).ok()?;
     let there = (0..CpuSet::count()).find(|&c| c != here && allowed.is_set(c).unwrap_or(false))?;
     let mut one = CpuSet::new();
     one.set(there).ok()?;
@@ -24,6 +24,7 @@ pub fn run_beside_caller(pid: i32) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::sched::sched_getaffinity;
 
     #[test]
     fn a_child_is_moved_off_the_callers_cpu_when_another_is_allowed() {
@@ -39,7 +40,7 @@ mod tests {
             },
             nix::unistd::ForkResult::Parent { child } => child,
         };
-        let moved = run_beside_caller(pid.as_raw());
+        let moved = run_beside_caller(pid.as_raw(), &allowed);
         let theirs = sched_getaffinity(pid).unwrap();
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
         nix::sys::wait::waitpid(pid, None).unwrap();
