@@ -94,6 +94,33 @@ impl Join {
     }
 }
 
+/// Fork a child (clone3 with namespace `flags`, fork-like: see [`sys::clone3_fork`]) that
+/// joins `join`'s cgroup the cheap way: born into its v2 directory, and the v1 hierarchies
+/// left to the child ([`Join::enter_v1`], with the join returned to it). Without
+/// `CLONE_INTO_CGROUP` (an old kernel, a cgroup it refuses) the child is forked plainly and
+/// the join dropped: `None` tells the parent to move the child itself (`cgroup.procs`).
+///
+/// # Safety
+/// As [`sys::clone3_fork`]: the caller must be single-threaded.
+pub unsafe fn fork_joining(
+    flags: u64,
+    join: Option<Join>,
+) -> (Result<libc::pid_t, nix::errno::Errno>, Option<Join>) {
+    use std::os::fd::AsRawFd;
+    let into = join
+        .as_ref()
+        .and_then(|j| j.into.as_ref())
+        .map(|fd| fd.as_raw_fd());
+    // SAFETY: the caller is single-threaded (this function's contract).
+    let forked = unsafe { sys::clone3_fork(flags, into) };
+    if forked.is_err() && into.is_some() {
+        // SAFETY: as above.
+        let forked = unsafe { sys::clone3_fork(flags, None) };
+        return (forked, None);
+    }
+    (forked, join)
+}
+
 /// Write "0" (the calling thread) to each `tasks` file.
 pub fn enter_v1(tasks: &[OwnedFd]) -> std::io::Result<()> {
     for fd in tasks {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use oci_spec::runtime::LinuxResources;
 
 pub use devices::{DeviceRule, DEFAULT_ALLOWED};
-pub use join::{enter_v1, Join};
+pub use join::{enter_v1, fork_joining, Join};
 use layout::{Layout, Mode};
 pub use oom::OomNotifier;
 pub use stats::Stats;

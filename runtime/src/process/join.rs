@@ -126,17 +126,8 @@ pub fn spawn(
         }
     }
     // The cheap cgroup join of `crate::cgroups::Join` when the cgroup lets us open it.
-    let mut cg = j.cgroup_join.take();
-    let into = cg
-        .as_ref()
-        .and_then(|c| c.into.as_ref())
-        .map(|fd| fd.as_raw_fd());
     // SAFETY: single-threaded (DESIGN §2); the child ends in execve or _exit.
-    let mut forked = unsafe { sys::clone3_fork(0, into) };
-    if forked.is_err() && into.is_some() {
-        cg = None;
-        forked = sys::fork();
-    }
+    let (forked, cg) = unsafe { crate::cgroups::fork_joining(0, j.cgroup_join.take()) };
     let move_needed = cg.is_none();
     if let Ok(0) = forked {
         drop(parent_end);

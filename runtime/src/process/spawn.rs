@@ -9,7 +9,7 @@
 //! owns the new ones, as runc orders it), does the child set up namespaces itself and fork once
 //! more for a new pid namespace.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 
 use nix::sched::CloneFlags;
@@ -132,21 +132,11 @@ pub fn spawn(plan: &Plan, opts: Options, obs: &mut dyn Observer) -> Result<Spawn
     let restore = enter_for_children(plan)?;
     let cpus = nix::sched::sched_getaffinity(Pid::from_raw(0)).ok();
     let parent_pid = nix::unistd::getpid().as_raw();
-    let mut join = opts.cgroup_join;
-    let into = join
-        .as_ref()
-        .and_then(|j| j.into.as_ref())
-        .map(|fd| fd.as_raw_fd());
     // SAFETY: the runtime is single-threaded (DESIGN §2); the child runs `init::run` and never
     // returns to the caller's frames: it ends in execve or _exit.
-    let mut cloned = unsafe { sys::clone3_fork(flags.bits() as u64, into) };
-    if cloned.is_err() && into.is_some() {
-        // No CLONE_INTO_CGROUP here (old kernel, or a cgroup it refuses): the parent joins the
-        // child the slow way.
-        join = None;
-        // SAFETY: as above.
-        cloned = unsafe { sys::clone_fork(flags.bits()) };
-    }
+    let (cloned, join) =
+        unsafe { crate::cgroups::fork_joining(flags.bits() as u64, opts.cgroup_join) };
+    // No join left (no CLONE_INTO_CGROUP here, or no cgroup): the parent moves the child.
     let parent_joins = join.is_none();
     match cloned {
         Ok(0) => {

@@ -54,11 +54,16 @@ pub struct Seed<'a> {
     pub caller_env: &'a [(String, String)],
 }
 
-/// The zygote's life; never returns.
-pub fn main(seed: &Seed, chan: Channel) -> ! {
+/// The zygote's life; never returns. `join`: the slot's v1 hierarchies to join (the pool
+/// moves it itself when it has none, before its Go).
+pub fn main(seed: &Seed, chan: Channel, join: Option<crate::cgroups::Join>) -> ! {
     // The pool may die: so does the zygote, and every job with it.
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-    match setup(seed, &chan) {
+    let joined = match join.map(|j| j.enter_v1()) {
+        Some(Err(e)) => Err(format!("join the slot's cgroup: {e}")),
+        _ => Ok(()),
+    };
+    match joined.and_then(|()| setup(seed, &chan)) {
         Ok((stats, stacks)) => {
             if chan.send(&FromZygote::Ready, &[]).is_err() {
                 sys::exit_now(0);
@@ -86,6 +91,7 @@ struct Stacks {
 
 fn setup(seed: &Seed, chan: &Channel) -> Result<(Stats, Stacks), String> {
     match chan.recv::<ToZygote>() {
+        // The zygote is in the slot's cgroup now (the pool moved it, or it moved itself).
         Ok((ToZygote::Go, _)) => {}
         Ok((other, _)) => return Err(format!("expected Go from the pool, got {other:?}")),
         Err(e) => return Err(e.to_string()),
