@@ -802,7 +802,10 @@ fn a_pool_slot_joins_its_cgroup_without_moving_a_process_by_pid() {
         .filter(|l| l.contains("/cgroup.procs\"") && l.contains("O_WRONLY"))
         .collect();
     assert!(moves.is_empty(), "{moves:#?}");
-    assert!(log.contains("husk-sandbox-"), "no slot cgroup opened:\n{log}");
+    assert!(
+        log.contains("husk-sandbox-"),
+        "no slot cgroup opened:\n{log}"
+    );
 }
 
 fn which(name: &str) -> Result<PathBuf, ()> {

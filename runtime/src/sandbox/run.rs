@@ -73,17 +73,9 @@ fn cpus(o: &Options) -> u64 {
         .as_deref()
         .and_then(|c| crate::process::cpuset::parse(c).ok())
         .map(|v| v.len() as u64)
-        .or_else(|| {
-            // The affinity the program inherits: one syscall, where std's
-            // available_parallelism also reads cgroup files (a batch asked it per job).
-            let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok()?;
-            Some(
-                (0..nix::sched::CpuSet::count())
-                    .filter(|&c| set.is_set(c).unwrap_or(false))
-                    .count() as u64,
-            )
-        })
-        .unwrap_or(1)
+        // The affinity the program inherits: one syscall, where std's available_parallelism
+        // also reads cgroup files (a batch asked it per job).
+        .unwrap_or_else(|| crate::sys::cpu_count() as u64)
         .max(1)
 }
 

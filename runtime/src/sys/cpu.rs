@@ -21,6 +21,18 @@ pub fn run_beside_caller(pid: i32, allowed: &CpuSet) -> Option<usize> {
     Some(there)
 }
 
+/// How many CPUs the calling process may run on (its affinity: one system call), at least 1.
+pub fn cpu_count() -> usize {
+    nix::sched::sched_getaffinity(Pid::from_raw(0))
+        .map(|set| {
+            (0..CpuSet::count())
+                .filter(|&c| set.is_set(c).unwrap_or(false))
+                .count()
+        })
+        .unwrap_or(1)
+        .max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

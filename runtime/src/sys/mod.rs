@@ -9,7 +9,7 @@ use nix::errno::Errno;
 
 mod cpu;
 mod dir;
-pub use cpu::run_beside_caller;
+pub use cpu::{cpu_count, run_beside_caller};
 pub use dir::{entry_path, list_dir, DirEntry, Kind};
 
 /// `clone(2)` without a new stack: the child continues on a copy of the caller's stack, like
@@ -431,6 +431,22 @@ pub unsafe fn clone_vm(
 /// # Safety
 /// As for the system call `nr` with these arguments.
 pub unsafe fn raw_syscall4(nr: libc::c_long, a: usize, b: usize, c: usize, d: usize) -> isize {
+    // SAFETY: the caller's contract; a fifth argument is ignored by a call that takes four.
+    unsafe { raw_syscall5(nr, a, b, c, d, 0) }
+}
+
+/// [`raw_syscall4`] with a fifth argument (`mount`).
+///
+/// # Safety
+/// As for the system call `nr` with these arguments.
+pub unsafe fn raw_syscall5(
+    nr: libc::c_long,
+    a: usize,
+    b: usize,
+    c: usize,
+    d: usize,
+    e: usize,
+) -> isize {
     let ret: isize;
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the x86_64 Linux system call convention; rcx and r11 are clobbered by the
@@ -443,6 +459,7 @@ pub unsafe fn raw_syscall4(nr: libc::c_long, a: usize, b: usize, c: usize, d: us
             in("rsi") b,
             in("rdx") c,
             in("r10") d,
+            in("r8") e,
             lateout("rcx") _,
             lateout("r11") _,
             options(nostack),
@@ -458,6 +475,7 @@ pub unsafe fn raw_syscall4(nr: libc::c_long, a: usize, b: usize, c: usize, d: us
             in("x1") b,
             in("x2") c,
             in("x3") d,
+            in("x4") e,
             options(nostack),
         );
     }
@@ -466,7 +484,7 @@ pub unsafe fn raw_syscall4(nr: libc::c_long, a: usize, b: usize, c: usize, d: us
         // Elsewhere through libc, which does set errno: the zygote's job init (the one user
         // that shares memory) then shares errno with the zygote during its wait.
         // SAFETY: the caller's contract.
-        let r = unsafe { libc::syscall(nr, a, b, c, d) };
+        let r = unsafe { libc::syscall(nr, a, b, c, d, e) };
         ret = if r < 0 {
             -(Errno::last_raw() as isize)
         } else {
