@@ -478,22 +478,25 @@ fn missing_program(message: &str) -> bool {
 /// verdict. The cgroup is made already, or only its first half ([`Cgroup::create_early`]):
 /// then `late` holds its resources, and the rest is made after the clone, while the init
 /// mounts. `holder` holds the network namespace the plan joins ([`super::holder::NetNs`]).
+///
+/// Also returns the init when it is still exiting outside the cgroup (a late v1 cgroup holds
+/// only the program: see `init::Barrier`): the caller reaps it once the cgroup is gone.
 pub fn run_plan(
     o: &Options,
     plan: &Plan,
     cgroup: &Cgroup,
     late: Option<&oci_spec::runtime::LinuxResources>,
     holder: Option<&super::holder::NetNs>,
-) -> Verdict {
+) -> (Verdict, Option<i32>) {
     match run_inner(o, plan, cgroup, late, holder) {
         Ok(v) => v,
         Err(Failure::Missing(m)) => {
             let mut v = Verdict::internal(m);
             v.status = Status::RE;
             v.exit_code = Some(127);
-            v
+            (v, None)
         }
-        Err(Failure::Internal(m)) => Verdict::internal(m),
+        Err(Failure::Internal(m)) => (Verdict::internal(m), None),
     }
 }
 
@@ -508,7 +511,7 @@ fn run_inner(
     cgroup: &Cgroup,
     late: Option<&oci_spec::runtime::LinuxResources>,
     holder: Option<&super::holder::NetNs>,
-) -> Result<Verdict, Failure> {
+) -> Result<(Verdict, Option<i32>), Failure> {
     let internal = |e: &dyn std::error::Error| Failure::Internal(crate::init::chain(e));
     let mut stats = if cgroup.is_none() || late.is_some() {
         Stats::empty()
@@ -623,11 +626,12 @@ fn run_inner(
     };
     let mut v = verdict(o, &mut w, killed, &report);
     fill.judge(&mut v);
-    if exiting {
+    if exiting && late.is_none() {
         // Gone before the cgroup is removed (the caller's next step).
         reap(pid).map_err(|e| internal(&e))?;
+        return Ok((v, None));
     }
-    Ok(v)
+    Ok((v, exiting.then_some(pid)))
 }
 
 /// What the calling process does once a run is over.
@@ -708,15 +712,20 @@ fn run_in(
         Ok(c) => c,
         Err(e) => return Verdict::internal(crate::init::chain(&e)),
     };
-    let resources: oci_spec::runtime::LinuxResources =
-        match serde_json::from_value(super::plan::resources(o)) {
-            Ok(r) => r,
-            Err(e) => return Verdict::internal(format!("the sandbox's cgroup resources: {e}")),
-        };
     // As root on a v1 or hybrid host the cgroup is made in two halves around the clone, as
     // `husk run` makes a container's (see `Cgroup::create_early`), and dead runs' cgroups are
     // swept with the second half. On pure v2, and rootless, it is made whole first.
     let split = !rootless && Cgroup::host_has_v1();
+    let mut resources = super::plan::resources(o);
+    if let (true, Some(p)) = (split, o.pids) {
+        // The program joins that cgroup, its init stays out (`init::Barrier`): --pids counts
+        // the init, as everywhere else.
+        resources["pids"]["limit"] = (p - 1).max(0).into();
+    }
+    let resources: oci_spec::runtime::LinuxResources = match serde_json::from_value(resources) {
+        Ok(r) => r,
+        Err(e) => return Verdict::internal(format!("the sandbox's cgroup resources: {e}")),
+    };
     if !rootless && !split {
         super::cleanup::stale_cgroups();
     }
@@ -744,10 +753,18 @@ fn run_in(
             Err(e) => return Verdict::internal(crate::init::chain(&e)),
         };
     }
-    let mut v = match net.map(super::holder::NetNs::ready) {
-        Some(Err(e)) => Verdict::internal(format!("make the sandbox's network namespace: {e}")),
+    let (mut v, exiting) = match net.map(super::holder::NetNs::ready) {
+        Some(Err(e)) => (
+            Verdict::internal(format!("make the sandbox's network namespace: {e}")),
+            None,
+        ),
         _ => run_plan(o, &plan, &cgroup, split.then_some(&resources), net),
     };
+    // Removed while the init exits (it is outside the cgroup), then reaped.
+    let destroyed = cgroup.destroy();
+    if let Some(pid) = exiting {
+        let _ = reap(pid);
+    }
     if !mode.cgroup && v.status != Status::XX {
         if let Some(note) = super::plan::without_cgroup(o) {
             v.message = if v.message.is_empty() {
@@ -757,7 +774,7 @@ fn run_in(
             };
         }
     }
-    if let Err(e) = cgroup.destroy() {
+    if let Err(e) = destroyed {
         if v.status != Status::XX {
             let mut v = v;
             v.message = format!("remove the sandbox cgroup: {}", crate::init::chain(&e));
