@@ -116,8 +116,9 @@ fn cgroups_of(pid: u32) -> Vec<PathBuf> {
     out
 }
 
-fn husk(cwd: &Path, args: &[&str]) -> Out {
-    let child = Command::new(common::bin_under_test())
+/// `husk sandbox ARGS` started in `cwd`, its output piped.
+fn spawn_husk(cwd: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(common::bin_under_test())
         .arg("sandbox")
         .args(args)
         .current_dir(cwd)
@@ -125,7 +126,27 @@ fn husk(cwd: &Path, args: &[&str]) -> Out {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn husk");
+        .expect("spawn husk")
+}
+
+/// On a pure cgroup v2 host: says why the test is skipped (`why`) and returns true.
+fn skipped_on_v2(why: &str) -> bool {
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if v2 {
+        eprintln!("skipped: cgroup v2 ({why})");
+    }
+    v2
+}
+
+/// A process's command name ("" once it is gone).
+fn comm(pid: i32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn husk(cwd: &Path, args: &[&str]) -> Out {
+    let child = spawn_husk(cwd, args);
     let pid = child.id();
     let out = child.wait_with_output().unwrap();
     let left = cgroups_of(pid);
@@ -301,8 +322,7 @@ fn the_next_jobs_init_is_made_while_a_job_runs() {
     if common::skip() {
         return;
     }
-    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        eprintln!("skipped: cgroup v2 (a slot's init is born into its cgroup, not made early)");
+    if skipped_on_v2("a slot's init is born into its cgroup, not made early") {
         return;
     }
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
@@ -348,28 +368,16 @@ fn a_single_runs_cgroup_holds_the_program_and_not_its_init() {
     if common::skip() {
         return;
     }
-    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        eprintln!("skipped: cgroup v2 (the init is born into the run's cgroup)");
+    if skipped_on_v2("the init is born into the run's cgroup") {
         return;
     }
     let d = Tmp::new("program-only");
-    let child = Command::new(common::bin_under_test())
-        .args(["sandbox", "--pids", "4", "--", "sh", "-c"])
-        .arg("sleep 1 & sleep 0.5 & wait; echo done")
-        .current_dir(&d.0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let script = "sleep 1 & sleep 0.5 & wait; echo done";
+    let child = spawn_husk(&d.0, &["--pids", "4", "--", "sh", "-c", script]);
     let husk_pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(5);
     let comms = loop {
-        let pids = sandbox_pids(husk_pid);
-        let comms: Vec<String> = pids
-            .iter()
-            .filter_map(|p| fs::read_to_string(format!("/proc/{p}/comm")).ok())
-            .map(|c| c.trim().to_string())
-            .collect();
+        let comms: Vec<String> = sandbox_pids(husk_pid).into_iter().map(comm).collect();
         if comms.iter().filter(|c| *c == "sleep").count() == 2 || Instant::now() > deadline {
             break comms;
         }
@@ -627,21 +635,14 @@ fn kill_9_of_husk_kills_the_program_and_the_next_run_removes_its_cgroup() {
         return;
     }
     let d = Tmp::new("kill9");
-    let mut child = Command::new(common::bin_under_test())
-        .args(["sandbox", "--", "sleep", "60"])
-        .current_dir(&d.0)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_husk(&d.0, &["--", "sleep", "60"]);
     let husk_pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(10);
     // The program in the run's cgroup (with its init, or alone: see
     // `a_single_runs_cgroup_holds_the_program_and_not_its_init`).
     let pids = loop {
         let p = sandbox_pids(husk_pid);
-        let comm = |p: &i32| fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
-        if p.iter().any(|p| comm(p).trim() == "sleep") {
+        if p.iter().any(|p| comm(*p) == "sleep") {
             break p;
         }
         assert!(Instant::now() < deadline, "the program never started");
@@ -889,13 +890,7 @@ fn a_dead_zygote_fails_its_job_alone_and_the_slot_comes_back_under_a_new_name() 
     // its jobs write there.
     let jobs = "{\"args\": [\"sleep\", \"2\"]}\n{\"args\": [\"sh\", \"-c\", \"echo 1 > after\"]}\n{\"args\": [\"true\"]}\n";
     fs::write(d.path("jobs.jsonl"), jobs).unwrap();
-    let child = Command::new(common::bin_under_test())
-        .args(["sandbox", "--batch", "jobs.jsonl", "--jobs", "1"])
-        .current_dir(&d.0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_husk(&d.0, &["--batch", "jobs.jsonl", "--jobs", "1"]);
     let husk_pid = child.id();
     // The zygote: husk's child (in the slot's cgroup, or beside it when a CPU is spare) and
     // the parent of the job's init, once the job runs (its init and program in the cgroup).

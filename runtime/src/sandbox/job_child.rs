@@ -383,19 +383,9 @@ pub extern "C" fn standby(arg: *mut libc::c_void) -> libc::c_int {
 /// Hand a standby its job: the address of its `Start` and the job's stdio, on the standby's
 /// socket. Raw system calls only: from here the standby allocates, and the zygote must not.
 pub fn hand_over(sock: RawFd, start: *mut Start, stdio: [RawFd; 3]) -> Result<(), Errno> {
-    let addr = (start as usize).to_ne_bytes();
-    let mut iov = libc::iovec {
-        iov_base: addr.as_ptr() as *mut libc::c_void,
-        iov_len: addr.len(),
-    };
-    let mut cbuf = [0u64; 4];
-    // SAFETY: all-zero is a valid msghdr; the fields set point into this frame.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    // SAFETY: CMSG_SPACE is arithmetic.
-    msg.msg_controllen = unsafe { libc::CMSG_SPACE(12) } as _;
+    let mut addr = (start as usize).to_ne_bytes();
+    let (mut iov, mut cbuf) = (iovec(&mut addr), [0u64; 4]);
+    let msg = message(&mut iov, &mut cbuf);
     // SAFETY: the control buffer holds one header and three descriptors (32 bytes, CMSG_SPACE
     // of 12), aligned for a cmsghdr.
     unsafe {
@@ -422,21 +412,32 @@ pub fn hand_over(sock: RawFd, start: *mut Start, stdio: [RawFd; 3]) -> Result<()
     }
 }
 
-/// The standby's side of [`hand_over`] (raw system calls only); `None` when the socket closed.
-fn receive(sock: RawFd) -> Option<(*mut Start<'static>, [RawFd; 3])> {
-    let mut addr = [0u8; 8];
-    let mut iov = libc::iovec {
+/// The hand-over's one buffer: a `Start`'s address.
+fn iovec(addr: &mut [u8; 8]) -> libc::iovec {
+    libc::iovec {
         iov_base: addr.as_mut_ptr().cast(),
         iov_len: addr.len(),
-    };
-    let mut cbuf = [0u64; 4];
-    // SAFETY: as in `hand_over`.
+    }
+}
+
+/// A message of `iov` with room in `cbuf` for three descriptors (32 bytes: CMSG_SPACE of 12,
+/// aligned for a cmsghdr). Both must outlive its use.
+fn message(iov: &mut libc::iovec, cbuf: &mut [u64; 4]) -> libc::msghdr {
+    // SAFETY: all-zero is a valid msghdr; the fields set point to the caller's buffers.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
+    msg.msg_iov = iov;
     msg.msg_iovlen = 1;
     msg.msg_control = cbuf.as_mut_ptr().cast();
     // SAFETY: CMSG_SPACE is arithmetic.
     msg.msg_controllen = unsafe { libc::CMSG_SPACE(12) } as _;
+    msg
+}
+
+/// The standby's side of [`hand_over`] (raw system calls only); `None` when the socket closed.
+fn receive(sock: RawFd) -> Option<(*mut Start<'static>, [RawFd; 3])> {
+    let mut addr = [0u8; 8];
+    let (mut iov, mut cbuf) = (iovec(&mut addr), [0u64; 4]);
+    let mut msg = message(&mut iov, &mut cbuf);
     let r = loop {
         // SAFETY: recvmsg into the buffers above.
         let r = unsafe {
