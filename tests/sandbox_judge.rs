@@ -981,6 +981,33 @@ fn dir_rules_from_0700_dirs_read_only_and_rw() {
     assert!(!d.path("boxfile").exists());
 }
 
+/// A relative OUTSIDE of a --dir rule is the current directory's, in a single run and in a
+/// batch (it was resolved where the mount was made: XX "source /run/husk-sandbox/data: No
+/// such file or directory").
+#[test]
+fn a_relative_dir_rule_is_the_current_directorys() {
+    if common::skip() {
+        return;
+    }
+    let d = Tmp::new("dir-rel");
+    fs::create_dir(d.path("data")).unwrap();
+    fs::write(d.path("data/in.txt"), "rel\n").unwrap();
+    let (v, o) = verdict(
+        &d.0,
+        &["--dir", "/tmp/x=data", "--", "cat", "/tmp/x/in.txt"],
+    );
+    assert_eq!(v["status"], "OK", "{v} {}", o.stderr);
+    assert_eq!(o.stdout, "rel\n");
+    fs::write(
+        d.path("jobs.jsonl"),
+        "{\"args\": [\"cat\", \"/tmp/x/in.txt\"], \"stdout\": \"out.txt\"}\n",
+    )
+    .unwrap();
+    let o = husk(&d.0, &["--dir", "/tmp/x=data", "--batch", "jobs.jsonl"]);
+    assert!(o.stdout.contains("\"OK\""), "{}{}", o.stdout, o.stderr);
+    assert_eq!(fs::read_to_string(d.path("out.txt")).unwrap(), "rel\n");
+}
+
 /// A dead husk's cgroup with a process still in it (a program that outlived everything) is
 /// removed by the next run, the process killed: the sweep owns what its name says is a dead
 /// sandbox's.

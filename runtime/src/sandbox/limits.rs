@@ -50,11 +50,20 @@ impl DirRule {
                 "{s:?}: INSIDE must be an absolute path (INSIDE[=OUTSIDE][:rw|:ro|:noexec|:tmpfs])"
             )));
         }
+        let mut outside = PathBuf::from(outside.filter(|o| !o.is_empty()).unwrap_or(inside));
+        if outside.is_relative() {
+            // The caller's current directory's (it was the mount's, resolved where the mount
+            // is made: a path of husk's that does not exist).
+            let cwd = std::env::current_dir().map_err(|e| {
+                bad(format!(
+                    "{s:?}: a relative OUTSIDE, and the current directory: {e}"
+                ))
+            })?;
+            outside = cwd.join(outside);
+        }
         let mut rule = DirRule {
             inside: PathBuf::from(inside),
-            outside: Some(PathBuf::from(
-                outside.filter(|o| !o.is_empty()).unwrap_or(inside),
-            )),
+            outside: Some(outside),
             writable: false,
             noexec: false,
         };
@@ -462,6 +471,9 @@ mod tests {
         assert!(!r.writable && r.noexec);
         let r = DirRule::parse("/scratch:tmpfs").unwrap();
         assert!(r.outside.is_none() && r.writable);
+        let r = DirRule::parse("/x=rel/dir").unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(r.outside, Some(cwd.join("rel/dir")));
         assert!(DirRule::parse("box=/x").is_err());
         assert!(DirRule::parse("/x:bogus").is_err());
         assert!(DirRule::parse("/").is_err());

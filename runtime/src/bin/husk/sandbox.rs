@@ -96,8 +96,9 @@ struct SandboxCli {
     #[arg(long, value_name = "LIST")]
     cpus: Option<String>,
     /// Mount rule INSIDE[=OUTSIDE][:rw|:ro|:noexec|:tmpfs] (repeatable; binds are read-only
-    /// unless :rw, which is idmapped so the program may write). Any rule makes the box a fresh
-    /// tmpfs instead of the current directory.
+    /// unless :rw, which is idmapped so the program may write; a relative OUTSIDE is the
+    /// current directory's). Any rule makes the box a fresh tmpfs instead of the current
+    /// directory.
     #[arg(long, value_name = "RULE")]
     dir: Vec<String>,
     /// User id inside [default: 65534].
