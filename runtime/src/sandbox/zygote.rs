@@ -95,6 +95,11 @@ pub fn main(seed: &Seed, chan: Channel, place: Place) -> ! {
     }
 }
 
+/// A job init's own namespaces: its /tmp, /dev/shm and /proc, its processes, its SysV IPC.
+const JOB_NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWNS
+    .union(CloneFlags::CLONE_NEWPID)
+    .union(CloneFlags::CLONE_NEWIPC);
+
 /// The stack of a job's init (which shares the zygote's memory): its set-up runs the
 /// runtime's mount and child-path code, well within this.
 const INIT_STACK: usize = 1 << 20;
@@ -402,14 +407,22 @@ impl Zygote {
         o: &Options,
         stdio: [RawFd; 3],
         cwd: &Path,
-        standby: Option<&mut Standby>,
+        mut standby: Option<&mut Standby>,
     ) -> Result<Started, String> {
-        let (ends, writes, ours) = match &standby {
-            Some(sb) => (None, sb.writes, None),
+        // The standby's pipes are the job's (taken here: after the hand-over this process
+        // must not allocate).
+        let (ends, writes, ours) = match standby.as_deref_mut() {
+            Some(sb) => {
+                let ends = sb
+                    .ends
+                    .take()
+                    .ok_or("the job's standby init has no pipes")?;
+                (ends, sb.writes, None)
+            }
             None => {
                 let (ends, w) = pipes().map_err(|e| format!("create a pipe: {e}"))?;
                 let nums = [w[0].as_raw_fd(), w[1].as_raw_fd(), w[2].as_raw_fd()];
-                (Some(ends), nums, Some(w))
+                (ends, nums, Some(w))
             }
         };
         let stack = self.running;
@@ -449,8 +462,6 @@ impl Zygote {
                 sb.pid
             }
             None => {
-                let flags =
-                    CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC;
                 // SAFETY: the init runs `job_child::init` on a stack no other process uses
                 // (the last job's init is reaped, a standby is on the other), with `start`,
                 // which lives in this frame until after the handshake. Until its ready byte
@@ -459,7 +470,7 @@ impl Zygote {
                 // touches neither the heap nor errno.
                 let made = unsafe {
                     sys::clone_vm(
-                        flags.bits(),
+                        JOB_NAMESPACES.bits(),
                         &mut self.stacks.init[stack],
                         job_child::init,
                         arg.cast(),
@@ -468,11 +479,6 @@ impl Zygote {
                 drop(ours);
                 made.map_err(|e| format!("clone the job: {e}"))?
             }
-        };
-        // The standby's pipes are the job's now (no allocation: see above).
-        let ends = match (ends, standby.and_then(|sb| sb.ends.take())) {
-            (Some(e), _) | (None, Some(e)) => e,
-            (None, None) => unreachable!("a fresh init has its pipes, a standby its own"),
         };
         let mut b = [0u8; 1];
         while let Err(nix::errno::Errno::EINTR) = nix::unistd::read(ends.ready.as_raw_fd(), &mut b)
@@ -507,7 +513,6 @@ impl Zygote {
         w.close[..7].copy_from_slice(&close);
         w.close[7] = ours.as_raw_fd();
         let arg: *mut job_child::Waiting = w;
-        let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC;
         // The clone at the zygote's own priority: under SCHED_IDLE it was 0.08 ms a job
         // faster, but a job that keeps every CPU busy starved it, and with it the start of
         // that job's watch (a 0.05 s CPU limit overshot by 40 ms). The standby itself waits
@@ -518,7 +523,7 @@ impl Zygote {
         // no heap or errno with this process, which goes on meanwhile.
         let made = unsafe {
             sys::clone_vm(
-                flags.bits(),
+                JOB_NAMESPACES.bits(),
                 &mut self.stacks.init[stack],
                 job_child::standby,
                 arg.cast(),
