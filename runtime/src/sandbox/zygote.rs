@@ -125,6 +125,17 @@ struct Standby {
     writes: [RawFd; 3],
 }
 
+impl Standby {
+    /// Kill it and wait for it (its stack is then free).
+    fn discard(self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = run::reap(self.pid);
+    }
+}
+
 /// The zygote's ends of a job init's pipes.
 struct Ends {
     /// The reaper's report of how the program ended.
@@ -167,6 +178,11 @@ struct Zygote {
     standby: Option<Standby>,
     /// The zygote's scheduling policy (a standby's once its job arrives).
     sched: Option<job_child::Sched>,
+    /// The filter a standby installs on itself before its job arrives
+    /// ([`job_child::Waiting::filter`]): the plan's, when it has one without a listener and
+    /// the standby makes /tmp too (null otherwise). Such a standby can't mount, so it takes
+    /// only jobs it made every file system for ([`job_child::Fresh::complete_for`]).
+    filter: *const crate::seccomp::Compiled,
 }
 
 fn setup(seed: &Seed, chan: &Channel, tasks: Vec<OwnedFd>) -> Result<Zygote, String> {
@@ -223,6 +239,10 @@ fn setup(seed: &Seed, chan: &Channel, tasks: Vec<OwnedFd>) -> Result<Zygote, Str
     )
     .map_err(|e| format!("make /dev read-only: {e}"))?;
     let fresh = job_child::Fresh::new(seed.plan, seed.base)?;
+    let filter = match &seed.plan.seccomp {
+        Some(f) if fresh.complete_for(seed.base) && !f.uses_notify() => f as *const _,
+        _ => std::ptr::null(),
+    };
     let stack = |n| sys::Stack::new(n).map_err(|e| format!("map a job stack: {e}"));
     let stacks = Stacks {
         init: [stack(INIT_STACK)?, stack(INIT_STACK)?],
@@ -238,6 +258,7 @@ fn setup(seed: &Seed, chan: &Channel, tasks: Vec<OwnedFd>) -> Result<Zygote, Str
         ending: None,
         standby: None,
         sched: job_child::Sched::current(),
+        filter,
     })
 }
 
@@ -320,20 +341,21 @@ impl Zygote {
             stdio[2].as_raw_fd(),
         ];
         let mut started = None;
-        if let Some(mut sb) = self.standby.take() {
+        let mut standby = self.standby.take();
+        // Filtered, it can't make this job's /tmp: the job goes to a fresh init.
+        if !self.filter.is_null() && !self.fresh.complete_for(o) {
+            if let Some(sb) = standby.take() {
+                sb.discard();
+            }
+        }
+        if let Some(mut sb) = standby {
             match self.start(seed, o, stdio, &cwd, Some(&mut sb)) {
                 Ok(s) => {
                     self.running = sb.stack;
                     started = Some(s);
                 }
                 // Dead (its file systems failed): the job goes to a fresh init.
-                Err(_) => {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(sb.pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                    let _ = run::reap(sb.pid);
-                }
+                Err(_) => sb.discard(),
             }
         }
         let s = match started {
@@ -436,6 +458,7 @@ impl Zygote {
                 ready_fd: writes[2],
                 cwd: cwd.to_path_buf(),
                 caller_env: seed.caller_env,
+                filtered: false,
             },
             fresh: &self.fresh,
             tasks: &self.tasks,
@@ -509,6 +532,7 @@ impl Zygote {
         .ok()?;
         let w = &mut self.stacks.waiting[stack];
         w.fresh = &self.fresh;
+        w.filter = self.filter;
         w.sock = theirs.as_raw_fd();
         w.close[..7].copy_from_slice(&close);
         w.close[7] = ours.as_raw_fd();

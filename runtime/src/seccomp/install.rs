@@ -18,15 +18,7 @@ const _: () = assert!(std::mem::align_of::<Insn>() == std::mem::align_of::<libc:
 /// Needs `no_new_privs` or CAP_SYS_ADMIN (else EACCES). Makes no allocation, so it is safe in a
 /// child forked from a multi-threaded process.
 pub fn install(filter: &Compiled) -> Result<Option<OwnedFd>, SeccompError> {
-    let prog = libc::sock_fprog {
-        // compile() refuses programs longer than 4096 instructions.
-        len: filter.program.len() as u16,
-        filter: filter
-            .program
-            .as_ptr()
-            .cast::<libc::sock_filter>()
-            .cast_mut(),
-    };
+    let prog = fprog(filter);
     let mut flags = filter.flags;
     loop {
         // SAFETY: `prog` points at `len` initialised instructions laid out as `sock_filter`
@@ -56,6 +48,44 @@ pub fn install(filter: &Compiled) -> Result<Option<OwnedFd>, SeccompError> {
     }
 }
 
+/// The kernel's view of `filter`'s program (valid while `filter` is).
+fn fprog(filter: &Compiled) -> libc::sock_fprog {
+    libc::sock_fprog {
+        // compile() refuses programs longer than 4096 instructions.
+        len: filter.program.len() as u16,
+        filter: filter
+            .program
+            .as_ptr()
+            .cast::<libc::sock_filter>()
+            .cast_mut(),
+    }
+}
+
+/// [`install`] as one raw system call, which sets no errno: for a process that shares its
+/// parent's memory (a batch job's standby init, `sandbox::job_child`). Only a filter without a
+/// listener (`Err(-EINVAL)` otherwise). `Err` holds -errno.
+pub fn install_raw(filter: &Compiled) -> Result<(), isize> {
+    if filter.flags & FLAG_NEW_LISTENER != 0 {
+        return Err(-(libc::EINVAL as isize));
+    }
+    let prog = fprog(filter);
+    // SAFETY: as in `install`: `prog` points at the filter's instructions, alive for the call.
+    let r = unsafe {
+        crate::sys::raw_syscall4(
+            libc::SYS_seccomp,
+            SECCOMP_SET_MODE_FILTER as usize,
+            filter.flags as usize,
+            &prog as *const libc::sock_fprog as usize,
+            0,
+        )
+    };
+    if r < 0 {
+        Err(r)
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::undocumented_unsafe_blocks)]
@@ -67,6 +97,14 @@ mod tests {
     use super::*;
     use crate::seccomp::compile;
     use crate::seccomp::tests::{engine_default, profile};
+
+    #[test]
+    fn the_raw_install_refuses_a_filter_with_a_listener() {
+        // Refused before the system call: nothing is installed on the test process.
+        let allow = [(0x06, 0, 0, 0x7fff_0000)];
+        let f = Compiled::ahead(&allow, FLAG_NEW_LISTENER);
+        assert_eq!(install_raw(&f), Err(-(libc::EINVAL as isize)));
+    }
 
     /// How a forked child ended.
     #[derive(Debug, PartialEq, Eq)]

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::LinuxSeccomp;
 
 pub use bpf::Insn;
-pub use install::install;
+pub use install::{install, install_raw};
 pub use notify::{connect_listener, send_on, send_to_listener};
 
 /// The kernel's BPF_MAXINSNS.
