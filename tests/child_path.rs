@@ -165,30 +165,6 @@ fn without_a_mount_namespace_the_container_waits_for_start() {
     c.assert_clean();
 }
 
-/// Mounts the test made on the host, undone (lazily, recursively) also when it fails.
-struct HostMounts(Vec<PathBuf>);
-
-impl HostMounts {
-    fn run(&mut self, args: &[&str], target: &Path) {
-        let st = Command::new("mount")
-            .args(args)
-            .status()
-            .expect("run mount");
-        assert!(st.success(), "mount {args:?}");
-        if !self.0.iter().any(|p| p == target) {
-            self.0.push(target.to_path_buf());
-        }
-    }
-}
-
-impl Drop for HostMounts {
-    fn drop(&mut self) {
-        for p in self.0.iter().rev() {
-            let _ = Command::new("umount").arg("-R").arg("-l").arg(p).status();
-        }
-    }
-}
-
 fn is_mount_point(p: &Path) -> bool {
     Command::new("mountpoint")
         .arg("-q")
@@ -198,9 +174,9 @@ fn is_mount_point(p: &Path) -> bool {
 }
 
 /// A rootfs that is its own shared mount point (containerd's overlay) and a shared volume.
-fn propagation_case(name: &str, prop: &str) -> Option<(Case, HostMounts, PathBuf)> {
+fn propagation_case(name: &str, prop: &str) -> Option<(Case, common::HostMounts, PathBuf)> {
     let mut c = Case::new(name)?;
-    let mut host = HostMounts(Vec::new());
+    let mut host = common::HostMounts::default();
     let rootfs = c.rootfs();
     let rootfs_s = rootfs.to_string_lossy().into_owned();
     host.run(&["--bind", &rootfs_s, &rootfs_s], &rootfs);
@@ -235,7 +211,7 @@ fn rshared_root_on_its_own_mount_point_propagates_volume_mounts_to_the_host() {
     let Some((mut c, mut host, vol)) = propagation_case("rshared", "rshared") else {
         return;
     };
-    host.0.push(vol.join("sub"));
+    host.undo(vol.join("sub"));
     c.sh("mount -t tmpfs inner /vol/sub && echo mounted");
     c.write_config();
     let out = c.run();
@@ -255,7 +231,7 @@ fn rslave_root_on_its_own_mount_point_keeps_container_mounts_inside() {
     let Some((mut c, mut host, vol)) = propagation_case("rslave", "rslave") else {
         return;
     };
-    host.0.push(vol.join("sub"));
+    host.undo(vol.join("sub"));
     c.sh("mount -t tmpfs inner /vol/sub && echo mounted");
     c.write_config();
     let out = c.run();

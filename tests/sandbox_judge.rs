@@ -438,6 +438,52 @@ fn a_standby_hands_its_job_the_filter_it_installed_while_waiting() {
     );
 }
 
+/// The mounts below a bound directory are nosuid and nodev too: set on the bind's top mount
+/// only, a file system mounted below the box or a --dir (a devtmpfs, one mounted with suid)
+/// kept its own flags in the sandbox.
+#[test]
+fn mounts_below_a_bound_directory_are_nosuid_and_nodev() {
+    if common::skip() {
+        return;
+    }
+    let d = Tmp::new("submounts");
+    let sub = d.path("data/sub");
+    fs::create_dir_all(&sub).unwrap();
+    let mut host = common::HostMounts::default();
+    let opts = "size=1m,mode=755,suid,dev,exec";
+    host.run(
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            opts,
+            "husk-test",
+            &sub.to_string_lossy(),
+        ],
+        &sub,
+    );
+    // The options of the mount at $1 in the sandbox.
+    let show = r#"awk -v m="$1" '$5 == m {print $6}' /proc/self/mountinfo"#;
+    for (args, inside) in [
+        (vec![], "/box/data/sub"),
+        (vec!["--dir", "/in=data"], "/in/sub"),
+        (vec!["--dir", "/in=data:rw:noexec"], "/in/sub"),
+    ] {
+        let mut a: Vec<&str> = args.clone();
+        a.extend(["--", "sh", "-c", show, "sh", inside]);
+        let o = husk(&d.0, &a);
+        let flags: Vec<&str> = o.stdout.trim().split(',').collect();
+        assert!(
+            flags.contains(&"nosuid") && flags.contains(&"nodev"),
+            "{args:?}: {inside} has {:?}{}",
+            o.stdout,
+            o.stderr
+        );
+        let noexec = args.iter().any(|a| a.ends_with(":noexec"));
+        assert_eq!(flags.contains(&"noexec"), noexec, "{args:?}: {}", o.stdout);
+    }
+}
+
 /// A single run's cgroup (made after the clone, on a host with v1 hierarchies) holds the
 /// program and what it starts, not its init: husk removes it as soon as the program has
 /// ended, while the init exits (0.18 ms a run, `scripts/bench-sandbox`). --pids still counts

@@ -437,3 +437,34 @@ impl Drop for Case {
         }
     }
 }
+
+/// Mounts the test made on the host, undone (lazily, recursively) also when it fails.
+#[derive(Default)]
+pub struct HostMounts(Vec<PathBuf>);
+
+impl HostMounts {
+    /// Undo `target` too at the end: a mount made on the host by someone else (a container's
+    /// mount that propagated).
+    pub fn undo(&mut self, target: PathBuf) {
+        self.0.push(target);
+    }
+
+    pub fn run(&mut self, args: &[&str], target: &Path) {
+        let st = Command::new("mount")
+            .args(args)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "mount {args:?}");
+        if !self.0.iter().any(|p| p == target) {
+            self.0.push(target.to_path_buf());
+        }
+    }
+}
+
+impl Drop for HostMounts {
+    fn drop(&mut self) {
+        for p in self.0.iter().rev() {
+            let _ = Command::new("umount").arg("-R").arg("-l").arg(p).status();
+        }
+    }
+}

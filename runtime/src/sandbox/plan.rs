@@ -404,12 +404,14 @@ pub fn mounts(o: &Options, top: &[TopLevel], cwd: &Path) -> Vec<Value> {
         "tmpfs",
         &["nosuid", "nodev", "mode=1777", &tmp_size],
     ));
+    // Recursive: a mount below a bound directory (a devtmpfs, a file system mounted with suid)
+    // keeps its own flags otherwise.
     let rw_bind = |inside: &str, outside: &Path| {
         mount(
             inside,
             "bind",
             &outside.to_string_lossy(),
-            &["rbind", "rw", "nosuid", "nodev"],
+            &["rbind", "rw", "rnosuid", "rnodev"],
         )
     };
     if o.host_root {
@@ -430,18 +432,20 @@ pub fn mounts(o: &Options, top: &[TopLevel], cwd: &Path) -> Vec<Value> {
     }
     for d in &o.dirs {
         let inside = d.inside.to_string_lossy();
-        let mut opts = vec!["nosuid", "nodev"];
-        if d.noexec {
-            opts.push("noexec");
-        }
         match &d.outside {
             None => {
-                opts.push("mode=1777");
+                let mut opts = vec!["nosuid", "nodev", "mode=1777"];
+                if d.noexec {
+                    opts.push("noexec");
+                }
                 m.push(mount(&inside, "tmpfs", "tmpfs", &opts));
             }
             Some(out) => {
-                opts.push("rbind");
+                let mut opts = vec!["rbind", "rnosuid", "rnodev"];
                 opts.push(if d.writable { "rw" } else { "rro" });
+                if d.noexec {
+                    opts.push("rnoexec");
+                }
                 m.push(mount(&inside, "bind", &out.to_string_lossy(), &opts));
             }
         }

@@ -97,8 +97,8 @@ struct SandboxCli {
     cpus: Option<String>,
     /// Mount rule INSIDE[=OUTSIDE][:rw|:ro|:noexec|:tmpfs] (repeatable; binds are read-only
     /// unless :rw, which is idmapped so the program may write; a relative OUTSIDE is the
-    /// current directory's). Any rule makes the box a fresh tmpfs instead of the current
-    /// directory.
+    /// current directory's; nosuid and nodev, mounts below it included). Any rule makes the
+    /// box a fresh tmpfs instead of the current directory.
     #[arg(long, value_name = "RULE")]
     dir: Vec<String>,
     /// User id inside [default: 65534].
