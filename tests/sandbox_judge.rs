@@ -138,6 +138,19 @@ fn skipped_on_v2(why: &str) -> bool {
     v2
 }
 
+/// Skips (saying why) where a pool slot makes no standby init: a pure cgroup v2 host, or one
+/// CPU (none to spare for the next job's init).
+fn skipped_without_standby() -> bool {
+    if common::skip() || skipped_on_v2("a slot's init is born into its cgroup, not made early") {
+        return true;
+    }
+    let one = std::thread::available_parallelism().map_or(1, |n| n.get()) < 2;
+    if one {
+        eprintln!("skipped: one CPU (no CPU to spare for the next job's init)");
+    }
+    one
+}
+
 /// A process's command name ("" once it is gone).
 fn comm(pid: i32) -> String {
     fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -319,14 +332,7 @@ fn jobs_in_a_slot_share_no_tmp_shm_or_dev() {
 /// while the first job slept, well before its own program started.
 #[test]
 fn the_next_jobs_init_is_made_while_a_job_runs() {
-    if common::skip() {
-        return;
-    }
-    if skipped_on_v2("a slot's init is born into its cgroup, not made early") {
-        return;
-    }
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        eprintln!("skipped: one CPU (no CPU to spare for the next job's init)");
+    if skipped_without_standby() {
         return;
     }
     let d = Tmp::new("standby");
@@ -367,14 +373,7 @@ fn the_next_jobs_init_is_made_while_a_job_runs() {
 /// (a filtered standby can't mount) and gets its size; the job after it is a standby's again.
 #[test]
 fn a_standby_hands_its_job_the_filter_it_installed_while_waiting() {
-    if common::skip() {
-        return;
-    }
-    if skipped_on_v2("a slot's init is born into its cgroup, not made early") {
-        return;
-    }
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        eprintln!("skipped: one CPU (no CPU to spare for the next job's init)");
+    if skipped_without_standby() {
         return;
     }
     let d = Tmp::new("standby-filter");

@@ -349,11 +349,7 @@ impl Sched {
                 0,
             )
         };
-        if r < 0 {
-            Err(r)
-        } else {
-            Ok(())
-        }
+        sys::raw_done(r)
     }
 }
 

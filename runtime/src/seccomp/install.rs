@@ -79,11 +79,7 @@ pub fn install_raw(filter: &Compiled) -> Result<(), isize> {
             0,
         )
     };
-    if r < 0 {
-        Err(r)
-    } else {
-        Ok(())
-    }
+    crate::sys::raw_done(r)
 }
 
 #[cfg(test)]

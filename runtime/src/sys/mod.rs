@@ -435,6 +435,16 @@ pub unsafe fn raw_syscall4(nr: libc::c_long, a: usize, b: usize, c: usize, d: us
     unsafe { raw_syscall5(nr, a, b, c, d, 0) }
 }
 
+/// A raw system call's result as `Ok` or `Err(-errno)`, for calls whose success value means
+/// nothing.
+pub fn raw_done(r: isize) -> Result<(), isize> {
+    if r < 0 {
+        Err(r)
+    } else {
+        Ok(())
+    }
+}
+
 /// [`raw_syscall4`] with a fifth argument (`mount`).
 ///
 /// # Safety
